@@ -1,0 +1,140 @@
+"""One stochastic (SDE) sampling step of a rectified-flow model, with its Gaussian log-probability.
+
+Convention (as in diffusers' ``FlowMatchEulerDiscreteScheduler``): x_σ = (1−σ)·x₀ + σ·ε, the network
+predicts v ≈ ε − x₀, sampling runs σ₀ = 1 > σ₁ > … > σ_N = 0, and Euler's step is
+x_{i+1} = x_i + (σ_{i+1} − σ_i)·v.
+
+Two noise schedules turn the probability-flow ODE into an SDE with the same marginals, so every step
+is a Gaussian policy π(x_{i+1} | x_i) = N(μ, s²) whose log-density the RL objective needs:
+
+* ``flow_grpo`` — Flow-GRPO (Liu et al., 2025, "Flow-GRPO: Training Flow Matching Models via Online
+  RL"), σ_t = a·sqrt(t/(1−t)); with Δ = σ_{i+1} − σ_i < 0 and t = σ_i:
+  μ = x·(1 + σ_t²·Δ/(2t)) + v·(1 + σ_t²·(1−t)/(2t))·Δ,  s = σ_t·sqrt(−Δ).
+  At t = 1 the schedule diverges; like the reference code we use 1 − σ₁ in the denominator, and σ₁ is
+  the step's own σ_{i+1} (the step leaving σ = 1 is always step 0).
+* ``dance_grpo`` — DanceGRPO (Xue et al., 2025), constant η:
+  μ = x + Δ·v + Δ·(η²/2)·(x + (1−σ)·v)/σ,  s = η·sqrt(σ_i − σ_{i+1}).
+* ``ode`` — plain Euler (s = 0); for evaluation, never for training (its log-density is undefined).
+
+All maths is fp32 whatever the network's dtype (precision drift between rollout and training is a
+known source of ratios ≠ 1). Step indices are integers carried with the trajectory; σ values are read
+from the policy's ``sigmas()`` table by index, never looked up from a float timestep.
+
+Deviation from the references: ``analytic_kl`` is the exact KL between the two per-element Gaussians,
+mean((μ_θ − μ_ref)²)/(2·s²) with the step's own s = σ_t·sqrt(−Δ); Flow-GRPO divides by σ_t² (no Δ),
+which is the same quantity scaled by −Δ per step. ARR's released code uses β·(log π_θ − log π_ref) of
+the sampled latent instead, whose expected gradient is zero on-policy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+NoiseKind = Literal["flow_grpo", "dance_grpo", "ode"]
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _as_batch(value: torch.Tensor | float, ref: torch.Tensor) -> torch.Tensor:
+    """A scalar or (b,) tensor → fp32 tensor broadcastable against ``ref`` (b, ...)."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=ref.device)
+    if t.ndim == 0:
+        return t
+    if t.ndim != 1 or t.shape[0] != ref.shape[0]:
+        raise ValueError(f"sigma must be a scalar or have shape ({ref.shape[0]},), got {tuple(t.shape)}")
+    return t.view(-1, *([1] * (ref.ndim - 1)))
+
+
+def flow_grpo_sigma(t: torch.Tensor | float, a: float, *, t_at_one: torch.Tensor | float | None = None
+                    ) -> torch.Tensor:
+    """Flow-GRPO's noise level σ_t = a·sqrt(t/(1−t)) (fp32).
+
+    Where t == 1 the denominator uses 1 − ``t_at_one`` (the reference passes σ₁, the next σ); without
+    ``t_at_one`` a t of 1 raises, since σ_t would be infinite.
+    """
+    if a < 0:
+        raise ValueError(f"a must be >= 0, got {a}")
+    t = torch.as_tensor(t, dtype=torch.float32)
+    if bool((t < 0).any()) or bool((t > 1).any()):
+        raise ValueError("t must lie in [0, 1]")
+    at_one = t == 1
+    if bool(at_one.any()):
+        if t_at_one is None:
+            raise ValueError("flow_grpo_sigma: t = 1 needs t_at_one (the next sigma, e.g. sigmas[1])")
+        denom_t = torch.where(at_one, torch.as_tensor(t_at_one, dtype=torch.float32, device=t.device), t)
+    else:
+        denom_t = t
+    return a * torch.sqrt(t / (1.0 - denom_t))
+
+
+def sde_mean_std(x: torch.Tensor, v: torch.Tensor, sigma_i: torch.Tensor | float,
+                 sigma_next: torch.Tensor | float, *, kind: NoiseKind = "flow_grpo", a: float = 0.7,
+                 eta: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (shape of x) and std (scalar or (b, 1, ...), broadcastable) of π(x_{i+1} | x_i), fp32.
+
+    x, v: (b, ...) latents and velocity at σ_i; sigma_i, sigma_next: scalars or (b,).
+    """
+    if x.shape != v.shape:
+        raise ValueError(f"x and v must have the same shape, got {tuple(x.shape)} and {tuple(v.shape)}")
+    x = x.float()
+    v = v.float()
+    s_i = _as_batch(sigma_i, x)
+    s_n = _as_batch(sigma_next, x)
+    if bool((s_n >= s_i).any()):
+        raise ValueError("sigma_next must be smaller than sigma_i (sampling runs from 1 down to 0)")
+    dt = s_n - s_i  # Δ < 0
+    if kind == "ode":
+        return x + dt * v, torch.zeros_like(dt)
+    if kind == "flow_grpo":
+        std_t = flow_grpo_sigma(s_i, a, t_at_one=s_n)
+        mean = x * (1 + std_t**2 / (2 * s_i) * dt) + v * (1 + std_t**2 * (1 - s_i) / (2 * s_i)) * dt
+        return mean, std_t * torch.sqrt(-dt)
+    if kind == "dance_grpo":
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        mean = x + dt * v + dt * (eta**2 / 2) * (x + (1 - s_i) * v) / s_i
+        return mean, eta * torch.sqrt(-dt)
+    raise ValueError(f"kind must be one of flow_grpo, dance_grpo, ode; got {kind!r}")
+
+
+def sde_step(x: torch.Tensor, v: torch.Tensor, sigma_i: torch.Tensor | float,
+             sigma_next: torch.Tensor | float, *, kind: NoiseKind = "flow_grpo", a: float = 0.7,
+             eta: float = 0.3, noise: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SDE step: returns (x_next, mean, std), all fp32; x_next = mean + std·noise.
+
+    ``noise`` (shape of x) is used as given (zeros give the mean, i.e. Euler for ``ode``); otherwise
+    standard normal noise is drawn from ``generator`` on x's device.
+    """
+    mean, std = sde_mean_std(x, v, sigma_i, sigma_next, kind=kind, a=a, eta=eta)
+    if noise is None:
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+    elif noise.shape != mean.shape:
+        raise ValueError(f"noise must have shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
+    return mean + std * noise.float(), mean, std
+
+
+def step_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+    """(b,) Gaussian log-density of ``x_next`` under N(mean, std²), averaged over latent elements (fp32).
+
+    The average (not the sum) is what Flow-GRPO/DanceGRPO use; it keeps ratios near 1 for large latents.
+    """
+    std = torch.as_tensor(std, dtype=torch.float32, device=mean.device)
+    if bool((std <= 0).any()):
+        raise ValueError("std must be > 0 (the ode step has no density; train with flow_grpo or dance_grpo)")
+    diff = x_next.detach().float() - mean.float()
+    lp = -(diff**2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
+    lp = lp.expand_as(diff)
+    return lp.mean(dim=tuple(range(1, lp.ndim)))
+
+
+def analytic_kl(mean_theta: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+    """(b,) KL(N(μ_θ, s²) ‖ N(μ_ref, s²)) per element, averaged: mean((μ_θ − μ_ref)²)/(2·s²)."""
+    std = torch.as_tensor(std, dtype=torch.float32, device=mean_theta.device)
+    if bool((std <= 0).any()):
+        raise ValueError("std must be > 0")
+    d2 = (mean_theta.float() - mean_ref.float()) ** 2 / (2 * std**2)
+    d2 = d2.expand_as(mean_theta)
+    return d2.mean(dim=tuple(range(1, d2.ndim)))
