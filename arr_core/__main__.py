@@ -1,0 +1,3 @@
+from arr_core.cli import entry
+
+entry()

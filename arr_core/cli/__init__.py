@@ -1,0 +1,75 @@
+"""The ``arr`` command line. Each sub-module registers its commands on the root app.
+
+Heavy dependencies (torch, prefect, mlflow) are imported inside the commands that need them, so
+``arr --help`` and the data/store commands start quickly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from arr_core.cli.common import err_console
+from arr_core.errors import ArrError
+
+app = typer.Typer(
+    name="arr",
+    help="arr-pipeline: induce rubrics from preference pairs (ARR), train image generators with "
+    "rubric rewards (RPO), evaluate, and orchestrate it all with Prefect + MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from arr_core.cli import data, store  # noqa: F401  (foundation)
+
+    data.register(app)
+    store.register(app)
+    # Later stages register themselves when their modules exist.
+    import importlib
+
+    for name in ("world", "vlm", "induce", "train", "evaluate", "pipeline"):
+        try:
+            mod = importlib.import_module(f"arr_core.cli.{name}")
+        except ModuleNotFoundError as exc:  # only a missing stage module is tolerated
+            if exc.name != f"arr_core.cli.{name}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ArrError → message + its exit code; input errors exit 2; never a traceback
+    for expected failures."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except ArrError as e:
+        err_console.print(f"[bold red]error:[/] {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,412 @@
+"""Loading preference datasets: the ARR reference format (JSON array, JSONL, YAML) and the
+project's own JSONL/Parquet, with validation that names the file, record and field.
+
+Reference-format keys (aliases accepted):
+- prompt: ``query`` | ``prompt`` | ``instruction``
+- candidates: ``response`` | ``responses`` | ``images`` | ``image_paths`` | ``image`` |
+  ``generated_image`` | ``generated_images``; for editing ``edited_images`` | ``edited_image`` |
+  ``output_image(s)`` | ``result_image(s)`` | ``target_image(s)``
+- editing source: ``source_image`` | ``base_image`` | ``original_image`` | ``input_image`` |
+  ``reference_image`` | ``ref_image``
+- ``label_rank`` (one rank per candidate, 1 = preferred) or ``label_score`` (pointwise)
+
+The project's own format (docs/data.md) is the same record with canonical names: ``task``,
+``prompt``, ``images``, ``source_image``, ``label_rank``, ``label_score``, ``meta`` and optionally
+``image_sha256`` / ``source_sha256`` (verified when present).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arr_core.data.images import (
+    DEFAULT_MAX_IMAGE_SIDE,
+    ImageReadError,
+    inspect_image,
+    is_url,
+    read_bytes,
+)
+from arr_core.data.records import TASKS, ImageRef, PreferenceRecord
+from arr_core.digest import digest_obj, sha256_bytes, sha256_text
+from arr_core.errors import InputError
+
+PROMPT_KEYS = ("query", "prompt", "instruction")
+IMAGE_KEYS = ("response", "responses", "images", "image_paths", "image", "generated_image",
+              "generated_images")
+EDITED_KEYS = ("edited_images", "edited_image", "output_image", "output_images", "result_image",
+               "result_images", "target_image", "target_images")
+SOURCE_KEYS = ("source_image", "base_image", "original_image", "input_image", "reference_image",
+               "ref_image")
+SPLITS = ("seed", "validation", "test")
+
+
+@dataclass
+class Problem:
+    """One finding about a dataset. ``fatal`` problems stop a load; others are notes."""
+
+    message: str
+    record: int | None = None
+    field: str | None = None
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        where = []
+        if self.record is not None:
+            where.append(f"record {self.record}")
+        if self.field is not None:
+            where.append(f"field '{self.field}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+@dataclass
+class Dataset:
+    records: list[PreferenceRecord]
+    name: str
+    source_uri: str
+    task: str
+    notes: list[Problem] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        """Digest of the canonical records (images by content): independent of file names and
+        record order, changed by any pixel or label."""
+        return digest_obj(sorted(r.pair_id for r in self.records), 24)
+
+    def split(self, *, seed_fraction: float = 0.6, validation_fraction: float = 0.2,
+              salt: str = "") -> dict[str, list[PreferenceRecord]]:
+        """Deterministic seed/validation/test split keyed by each pair's digest."""
+        return split_records(self.records, seed_fraction=seed_fraction,
+                             validation_fraction=validation_fraction, salt=salt)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def split_of(pair_id: str, *, seed_fraction: float = 0.6, validation_fraction: float = 0.2,
+             salt: str = "") -> str:
+    if not (0 <= seed_fraction <= 1 and 0 <= validation_fraction <= 1
+            and seed_fraction + validation_fraction <= 1):
+        raise ValueError("split fractions must lie in [0, 1] and sum to at most 1")
+    u = int(sha256_text(f"{salt}:{pair_id}")[:12], 16) / float(16 ** 12)
+    if u < seed_fraction:
+        return "seed"
+    if u < seed_fraction + validation_fraction:
+        return "validation"
+    return "test"
+
+
+def split_records(records: list[PreferenceRecord], **kw: Any) -> dict[str, list[PreferenceRecord]]:
+    out: dict[str, list[PreferenceRecord]] = {s: [] for s in SPLITS}
+    for r in records:
+        out[split_of(r.pair_id, **kw)].append(r)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _read_raw(path: Path) -> list[Any]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise InputError(f"not a readable Parquet file ({e})", file=str(path)) from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text ({e})", file=str(path)) from None
+    if suffix == ".jsonl":
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise InputError(f"invalid JSON on line {lineno}: {e.msg} (column {e.colno})",
+                                 file=str(path)) from None
+        return rows
+    if suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise InputError(f"invalid YAML: {e}", file=str(path)) from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}",
+                             file=str(path)) from None
+    if isinstance(data, dict):
+        for key in ("data", "pairs", "records"):
+            if isinstance(data.get(key), list):
+                return data[key]
+        raise InputError("expected a list of records (or an object with a 'data'/'pairs' list)",
+                         file=str(path))
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise InputError(f"expected a list of records, got {type(data).__name__}", file=str(path))
+    return data
+
+
+def _first_key(obj: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
+    for k in keys:
+        if k in obj and obj[k] is not None:
+            return k, obj[k]
+    return None, None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class _ImageResolver:
+    """Resolves and reads each distinct image once per load."""
+
+    def __init__(self, base: Path, *, allow_outside: bool, max_side: int) -> None:
+        self.base = base.resolve()
+        self.allow_outside = allow_outside
+        self.max_side = max_side
+        self._seen: dict[str, tuple[ImageRef, str | None]] = {}
+
+    def resolve(self, raw: Any) -> tuple[ImageRef, str | None]:
+        """Return (ImageRef, note) or raise ImageReadError / ValueError."""
+        if not isinstance(raw, str) or not raw.strip():
+            raise ValueError(f"expected an image path or URL string, got {raw!r:.60}")
+        raw = raw.strip()
+        if is_url(raw):
+            uri = raw
+        else:
+            p = Path(raw).expanduser()
+            p = (p if p.is_absolute() else self.base / p).resolve()
+            if not self.allow_outside and not p.is_relative_to(self.base):
+                raise ValueError(f"image path '{raw}' escapes the dataset folder {self.base} "
+                                 f"(pass --allow-outside to permit it)")
+            uri = str(p)
+        if uri in self._seen:
+            return self._seen[uri]
+        data = read_bytes(uri)
+        info = inspect_image(data, max_side=self.max_side)
+        note = None
+        if info.mode not in ("RGB",):
+            note = f"image mode {info.mode} converted to RGB"
+        ref = ImageRef(uri=uri, sha256=sha256_bytes(data))
+        self._seen[uri] = (ref, note)
+        return ref, note
+
+
+def _check_ranks(ranks: Any, n: int, *, allow_ties: bool) -> str | None:
+    if not isinstance(ranks, (list, tuple)):
+        return f"must be a list of {n} ranks, got {type(ranks).__name__}"
+    if len(ranks) != n:
+        return f"has {len(ranks)} ranks for {n} candidate images (one rank per candidate)"
+    if not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks):
+        return f"ranks must be integers, got {list(ranks)}"
+    if any(r < 1 or r > n for r in ranks):
+        return f"ranks must lie in 1..{n}, got {list(ranks)}"
+    if len(set(ranks)) != n:
+        if allow_ties:
+            return None
+        return f"ranks {list(ranks)} contain a tie (ties are not allowed for preference pairs)"
+    if sorted(ranks) != list(range(1, n + 1)):
+        return f"ranks {list(ranks)} are not a permutation of 1..{n}"
+    return None
+
+
+def _parse_record(obj: Any, i: int, task_hint: str | None, resolver: _ImageResolver,
+                  allow_ties: bool, problems: list[Problem]) -> PreferenceRecord | None:
+    def bad(msg: str, fld: str | None = None) -> None:
+        problems.append(Problem(msg, record=i, field=fld))
+
+    if not isinstance(obj, dict):
+        bad(f"expected an object, got {type(obj).__name__}")
+        return None
+    pkey, prompt = _first_key(obj, ("prompt",) + PROMPT_KEYS if "task" in obj else PROMPT_KEYS)
+    if pkey is None or not isinstance(prompt, str) or not prompt.strip():
+        bad("missing or empty prompt (expected one of: " + ", ".join(PROMPT_KEYS) + ")", pkey or "query")
+        return None
+    skey, source_raw = _first_key(obj, SOURCE_KEYS)
+    ekey, edited_raw = _first_key(obj, EDITED_KEYS)
+    ikey, images_raw = _first_key(obj, IMAGE_KEYS)
+    declared = obj.get("task")
+    if declared is not None and declared not in TASKS:
+        bad(f"unknown task '{declared}' (expected one of {', '.join(TASKS)})", "task")
+        return None
+    if declared is None and "label_score" in obj and "label_rank" not in obj:
+        declared = "pointwise"
+    task = declared or task_hint or ("edit" if (skey or ekey) else "t2i")
+    if task == "edit":
+        cand_key, cand_raw = (ekey, edited_raw) if ekey else (ikey, images_raw)
+        if skey is None:
+            bad("edit record without a source image (expected one of: " + ", ".join(SOURCE_KEYS) + ")",
+                "source_image")
+            return None
+    else:
+        cand_key, cand_raw = (ikey, images_raw) if ikey else (ekey, edited_raw)
+    if cand_key is None:
+        bad("no candidate images (expected one of: " + ", ".join(IMAGE_KEYS + EDITED_KEYS) + ")",
+            "response")
+        return None
+    cands = _as_list(cand_raw)
+    min_n = 1 if task == "pointwise" else 2
+    if len(cands) < min_n:
+        bad(f"has {len(cands)} candidate image(s); a preference record needs at least {min_n}", cand_key)
+        return None
+
+    images: list[ImageRef] = []
+    ok = True
+    for j, raw in enumerate(cands):
+        try:
+            ref, note = resolver.resolve(raw)
+        except (ImageReadError, ValueError) as e:
+            bad(f"image {j}: {e}", cand_key)
+            ok = False
+            continue
+        if note:
+            problems.append(Problem(f"image {j}: {note}", record=i, field=cand_key, fatal=False))
+        images.append(ref)
+    source = None
+    if task == "edit":
+        try:
+            source, note = resolver.resolve(source_raw)
+            if note:
+                problems.append(Problem(f"source: {note}", record=i, field=skey, fatal=False))
+        except (ImageReadError, ValueError) as e:
+            bad(f"source image: {e}", skey)
+            ok = False
+    sha_key = obj.get("image_sha256")
+    if ok and sha_key is not None:
+        if list(sha_key) != [im.sha256 for im in images]:
+            bad("image bytes do not match the recorded image_sha256", "image_sha256")
+            ok = False
+
+    label_rank = obj.get("label_rank")
+    label_score = obj.get("label_score")
+    if task == "pointwise":
+        if not isinstance(label_score, (list, tuple)) or len(label_score) != len(cands) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in label_score):
+            bad(f"must be a list of {len(cands)} numbers (one score per image)", "label_score")
+            return None
+        label_score = [float(s) for s in label_score]
+    elif label_rank is None:
+        bad("missing label_rank (one rank per candidate, 1 = preferred)", "label_rank")
+        return None
+    else:
+        err = _check_ranks(label_rank, len(cands), allow_ties=allow_ties)
+        if err:
+            bad(err, "label_rank")
+            return None
+        label_rank = [int(r) for r in label_rank]
+    if not ok:
+        return None
+    meta = obj.get("meta")
+    if isinstance(meta, str):  # the Parquet format stores meta as a JSON string
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            meta = {"raw": meta}
+    meta = meta if isinstance(meta, dict) else {}
+    return PreferenceRecord(task=task, prompt=prompt.strip(), images=images, source=source,
+                            label_rank=label_rank if task != "pointwise" else None,
+                            label_score=label_score if task == "pointwise" else None,
+                            meta=dict(meta), idx=i)
+
+
+def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bool = False,
+                 allow_ties: bool = False, max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+                 ) -> tuple[list[PreferenceRecord], list[Problem]]:
+    """Read and check every record; return the good records and all problems found.
+
+    Problems with ``fatal=True`` make :func:`load_dataset` refuse the file; duplicates and mode
+    conversions are notes. File-level failures (unreadable file, invalid JSON) raise InputError.
+    """
+    path = Path(path)
+    if task is not None and task not in TASKS:
+        raise InputError(f"unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    if not path.exists():
+        raise InputError("dataset file not found", file=str(path))
+    if path.is_dir():
+        cands = [p for p in sorted(path.iterdir())
+                 if p.suffix.lower() in (".json", ".jsonl", ".yaml", ".yml", ".parquet")]
+        if len(cands) != 1:
+            raise InputError("a dataset folder must contain exactly one .json/.jsonl/.yaml/.parquet "
+                             f"file, found {len(cands)}", file=str(path))
+        path = cands[0]
+    raw = _read_raw(path)
+    if not raw:
+        raise InputError("the dataset is empty (no records)", file=str(path))
+    resolver = _ImageResolver(path.parent, allow_outside=allow_outside, max_side=max_image_side)
+    problems: list[Problem] = []
+    records: list[PreferenceRecord] = []
+    seen: dict[str, int] = {}
+    for i, obj in enumerate(raw):
+        rec = _parse_record(obj, i, task, resolver, allow_ties, problems)
+        if rec is None:
+            continue
+        if task is not None and rec.task != task and not (task == "t2i" and rec.task == "pointwise"):
+            problems.append(Problem(f"is a '{rec.task}' record but --task {task} was given",
+                                    record=i, field="task"))
+            continue
+        first = seen.get(rec.pair_id)
+        if first is not None:
+            problems.append(Problem(f"duplicates record {first} (same prompt, images and labels); "
+                                    "kept the first", record=i, fatal=False))
+            continue
+        seen[rec.pair_id] = i
+        records.append(rec)
+    return records, problems
+
+
+def load_dataset(path: str | Path, *, task: str | None = None, name: str | None = None,
+                 allow_outside: bool = False, allow_ties: bool = False,
+                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE) -> Dataset:
+    """Load and validate a dataset; raise InputError listing the problems if any record is bad."""
+    path = Path(path)
+    records, problems = scan_dataset(path, task=task, allow_outside=allow_outside,
+                                     allow_ties=allow_ties, max_image_side=max_image_side)
+    fatal = [p for p in problems if p.fatal]
+    if fatal:
+        shown = "\n  ".join(str(p) for p in fatal[:20])
+        more = f"\n  … and {len(fatal) - 20} more" if len(fatal) > 20 else ""
+        first = fatal[0]
+        raise InputError(f"{len(fatal)} invalid record(s):\n  {shown}{more}", file=str(path),
+                         record=first.record if len(fatal) == 1 else None,
+                         field=first.field if len(fatal) == 1 else None)
+    tasks = {r.task for r in records}
+    ds_task = task or (tasks.pop() if len(tasks) == 1 else "mixed")
+    return Dataset(records=records, name=name or path.stem, source_uri=str(path.resolve()),
+                   task=ds_task, notes=[p for p in problems if not p.fatal])
+
+
+def write_jsonl(records: list[PreferenceRecord], path: str | Path) -> Path:
+    """Write records in the project's own JSONL format (atomic: temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_row(), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_parquet(records: list[PreferenceRecord], path: str | Path) -> Path:
+    """Write records in the project's own Parquet format (``meta`` as a JSON string)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    rows = [dict(r.to_row(), meta=json.dumps(r.meta, sort_keys=True)) for r in records]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    tmp.replace(path)
+    return path

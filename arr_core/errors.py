@@ -1,0 +1,42 @@
+"""Error types that the CLI turns into clear messages and exit codes (never tracebacks)."""
+
+from __future__ import annotations
+
+
+class ArrError(Exception):
+    """Base class for errors that carry a user-facing message."""
+
+    exit_code = 1
+
+
+class InputError(ArrError, ValueError):
+    """Bad user input: names the file, the record index and the field, and how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, record: int | None = None,
+                 field: str | None = None) -> None:
+        self.file, self.record, self.field, self.reason = file, record, field, message
+        where = []
+        if file is not None:
+            where.append(str(file))
+        if record is not None:
+            where.append(f"record {record}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+class StoreLockedError(ArrError):
+    """The DuckDB store file is held by another process past the bounded wait."""
+
+    exit_code = 3
+
+
+class NotFoundError(ArrError, KeyError):
+    """An id (dataset, rubric set, run) that is not in the store."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "not found"

@@ -1,0 +1,1 @@
+"""VLM access: a small backend protocol, the OpenAI-compatible backend, the offline scene VLM."""

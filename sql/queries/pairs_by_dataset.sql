@@ -1,0 +1,1 @@
+SELECT pair_id, idx, split, record FROM pairs WHERE dataset_id = ? ORDER BY idx;

@@ -1,0 +1,1 @@
+SELECT version, name, applied_at FROM schema_version ORDER BY version;
