@@ -1,0 +1,6 @@
+"""Policy adapters: FLUX (``flux``), SD3/SD3.5 (``sd3``), Qwen-Image-Edit (``qwen_edit``), the toy policy
+(``toy``) and tiny random components for tests (``tiny``).
+
+Submodules are imported explicitly (``from arr_core.rpo.adapters.flux import FluxPolicy``) so that importing
+one adapter does not import the others' heavy dependencies.
+"""
