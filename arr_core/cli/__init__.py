@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from arr_core.cli.common import err_console
@@ -46,25 +45,23 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ArrError → message + its exit code; input errors exit 2; never a traceback
-    for expected failures."""
+    """Run the CLI and return its exit code.
+
+    Commands signal failure with ``raise typer.Exit(code)``; an :class:`ArrError` becomes its message
+    and exit code (input errors exit 2), never a traceback.
+    """
     try:
-        rv = app(args=argv, standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
+        app(args=argv, prog_name="arr")  # standalone mode: always ends in SystemExit
+    except SystemExit as e:
+        code = e.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except ArrError as e:
         err_console.print(f"[bold red]error:[/] {e}")
         return e.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    return 0
 
 
 def entry() -> None:

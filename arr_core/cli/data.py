@@ -56,7 +56,7 @@ def validate(path: Path, task: Task = None, allow_outside: AllowOutside = False,
         console.print(f"[yellow]note[/]  {path}: {p}")
     if fatal:
         console.print(f"[red]{len(fatal)} problem(s): the dataset would be refused[/]")
-        return 2
+        raise typer.Exit(2)
     console.print("[green]ok[/]")
     return 0
 
