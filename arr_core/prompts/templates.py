@@ -1,0 +1,315 @@
+"""Versioned prompt templates for rubric induction and rubric-conditioned judging (ARR).
+
+Auto-Rubric as Reward (ARR) asks a VLM to (1) generate criteria that explain a human preference,
+(2) judge image pairs or lists with those criteria, (3) revise criteria that failed verification
+and (4) group the pooled criteria into themes with tips. These templates are written in our own
+words; the request layout follows the reference: images first, each after its label ("Image k:" for
+T2I, "Image BASE (original):" then "Edited Image k:" for editing), then one text part with the
+caption/instruction, the task and a JSON output contract.
+
+Deviations from the reference code, on purpose:
+- the judge template never carries labels or expected ranks (the reference shows them to its
+  verifier); verification is blind;
+- the judge's rank is validated: a permutation of 1..N of the right length (ties are rejected,
+  the client re-asks and finally abstains);
+- every template has a version string that enters cache keys and rubric-set lineage; change the
+  version whenever the wording changes.
+
+Builders return ``VLMRequest`` objects (see ``arr_core.vlm.base``); they do no I/O besides encoding
+images as data URLs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arr_core.vlm.base import VLMRequest
+from arr_core.vlm.messages import (
+    ImageLike,
+    image_data_url,
+    image_part,
+    labelled_image_parts,
+    text_part,
+    user_message,
+)
+
+GENERATE_PROMPT_VERSION = "generate-v1"
+JUDGE_PROMPT_VERSION = "judge-v1"
+REVISE_PROMPT_VERSION = "revise-v1"
+CATEGORIZE_PROMPT_VERSION = "categorize-v1"
+CHECK_PROMPT_VERSION = "check-v1"
+PROMPT_VERSIONS: dict[str, str] = {
+    "generate": GENERATE_PROMPT_VERSION,
+    "judge": JUDGE_PROMPT_VERSION,
+    "revise": REVISE_PROMPT_VERSION,
+    "categorize": CATEGORIZE_PROMPT_VERSION,
+    "check": CHECK_PROMPT_VERSION,
+}
+# One string for rubric-set lineage: changes when any template changes.
+PROMPT_VERSION = "+".join(PROMPT_VERSIONS[k] for k in sorted(PROMPT_VERSIONS))
+
+TASKS = ("t2i", "edit")
+
+# --------------------------------------------------------------------------- shared wording
+
+_INTRO = {
+    "t2i": ("You are a careful evaluator of AI-generated images. The {n} images above were all "
+            "generated from the same caption."),
+    "edit": ("You are a careful evaluator of instruction-based image editing. The first image above "
+             "is the original; the {n} edited images after it were each produced from the original "
+             "with the same instruction."),
+}
+_PROMPT_LINE = {"t2i": "Caption: {prompt}", "edit": "Instruction: {prompt}"}
+_NAME = {"t2i": "Image {k}", "edit": "Edited Image {k}"}
+_CRITERIA_RULES = (
+    "Each criterion must be:\n"
+    "- general: reusable for other {what} (do not name the specific objects, colours or numbers of "
+    "this {prompt_kind}, and do not refer to image numbers);\n"
+    "- checkable: someone looking at an image can decide whether it meets the criterion;\n"
+    "- about one property only, stated as what a good image does."
+)
+_RUBRICS_CONTRACT = ('Answer with JSON only, in exactly this form:\n'
+                     '{{"rubrics": ["<criterion>", ...], "reason": "<the differences you saw>"}}\n'
+                     'with exactly {k} criteria in "rubrics".')
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def _check_images(task: str, images: list[ImageLike], source: ImageLike | None, min_n: int = 2) -> None:
+    _check_task(task)
+    if not isinstance(images, (list, tuple)) or len(images) < min_n:
+        raise ValueError(f"images must be a list of at least {min_n} images, got "
+                         f"{len(images) if isinstance(images, (list, tuple)) else type(images).__name__}")
+    if task == "edit" and source is None:
+        raise ValueError("task 'edit' needs the original image in argument 'source'")
+    if task == "t2i" and source is not None:
+        raise ValueError("task 't2i' takes no 'source' image; use task='edit' for editing")
+
+
+def _check_preferred(preferred: int, n: int) -> None:
+    if not isinstance(preferred, int) or isinstance(preferred, bool) or not 0 <= preferred < n:
+        raise ValueError(f"preferred must be the 0-based index of the preferred image (0..{n - 1}), "
+                         f"got {preferred!r}")
+
+
+def _check_n_rubrics(n_rubrics: int) -> None:
+    if not isinstance(n_rubrics, int) or n_rubrics < 1:
+        raise ValueError(f"n_rubrics must be a positive integer, got {n_rubrics!r}")
+
+
+def _intro(task: str, n: int, prompt: str) -> str:
+    return _INTRO[task].format(n=n) + "\n" + _PROMPT_LINE[task].format(prompt=prompt.strip())
+
+
+def _rules(task: str) -> str:
+    what = "captions and images" if task == "t2i" else "instructions and edits"
+    return _CRITERIA_RULES.format(what=what, prompt_kind="caption" if task == "t2i" else "instruction")
+
+
+def _request(parts: list[dict[str, Any]], *, kind: str, required: tuple[str, ...], validator: Any,
+             max_tokens: int) -> VLMRequest:
+    return VLMRequest(messages=user_message(parts), required_keys=required, validator=validator,
+                      temperature=0.0, max_tokens=max_tokens, prompt_version=PROMPT_VERSIONS[kind],
+                      kind=kind)
+
+
+# --------------------------------------------------------------------------- validators
+
+def validate_rubrics(obj: dict[str, Any]) -> str | None:
+    rubrics = obj.get("rubrics")
+    if not isinstance(rubrics, list) or not rubrics:
+        return '"rubrics" must be a non-empty list of strings'
+    if not all(isinstance(r, str) and r.strip() for r in rubrics):
+        return 'every item of "rubrics" must be a non-empty string'
+    if not isinstance(obj.get("reason"), str):
+        return '"reason" must be a string'
+    return None
+
+
+def rank_validator(n: int):
+    """Validator for judge answers: ``rank`` is a permutation of 1..n (no ties, right length)."""
+
+    def validate(obj: dict[str, Any]) -> str | None:
+        rank = obj.get("rank")
+        if not isinstance(rank, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in rank):
+            return f'"rank" must be a list of {n} integers'
+        if len(rank) != n:
+            return f'"rank" must have exactly {n} entries, one per image, got {len(rank)}'
+        if sorted(rank) != list(range(1, n + 1)):
+            return (f'"rank" must be a permutation of 1..{n}: each rank used once, no ties, '
+                    f'got {rank}')
+        if not isinstance(obj.get("reason"), str):
+            return '"reason" must be a string'
+        return None
+
+    return validate
+
+
+def categories_validator(categories_number: int):
+    def validate(obj: dict[str, Any]) -> str | None:
+        cats = obj.get("categories")
+        if not isinstance(cats, list) or not cats:
+            return '"categories" must be a non-empty list of {"theme", "tips"} objects'
+        if len(cats) > categories_number:
+            return f'"categories" must have at most {categories_number} themes, got {len(cats)}'
+        for i, c in enumerate(cats):
+            if not isinstance(c, dict) or not isinstance(c.get("theme"), str) or not c["theme"].strip():
+                return f'categories[{i}] needs a non-empty string "theme"'
+            tips = c.get("tips")
+            if not isinstance(tips, list) or not tips or not all(isinstance(t, str) and t.strip() for t in tips):
+                return f'categories[{i}] needs "tips": a non-empty list of strings'
+        return None
+
+    return validate
+
+
+def answers_validator(questions: list[str]):
+    n = len(questions)
+
+    def validate(obj: dict[str, Any]) -> str | None:
+        answers = obj.get("answers")
+        if not isinstance(answers, list) or len(answers) != n:
+            return f'"answers" must be a list with exactly {n} entries, one per question, in order'
+        for i, a in enumerate(answers):
+            if not isinstance(a, dict) or a.get("answer") not in ("yes", "no"):
+                return f'answers[{i}] must be an object with "question" and "answer": "yes" or "no"'
+        return None
+
+    return validate
+
+
+# --------------------------------------------------------------------------- builders
+
+def build_generate(task: str, prompt: str, images: list[ImageLike], *, source: ImageLike | None = None,
+                   preferred: int, n_rubrics: int = 5, max_side: int | None = None) -> VLMRequest:
+    """Ask for ``n_rubrics`` general criteria explaining why image ``preferred`` (0-based) won.
+
+    The generator is told the human preference; the judge (``build_judge``) never is.
+    """
+    _check_images(task, images, source)
+    _check_preferred(preferred, len(images))
+    _check_n_rubrics(n_rubrics)
+    n = len(images)
+    others = ", ".join(_NAME[task].format(k=k + 1) for k in range(n) if k != preferred)
+    text = "\n\n".join([
+        _intro(task, n, prompt),
+        (f"People compared these images and preferred {_NAME[task].format(k=preferred + 1)} over "
+         f"{others}."),
+        (f"Write {n_rubrics} evaluation criteria that explain this preference: properties the "
+         f"preferred image has and the others lack, judged against the "
+         f"{'caption' if task == 't2i' else 'instruction and the original'}."),
+        _rules(task),
+        _RUBRICS_CONTRACT.format(k=n_rubrics),
+    ])
+    parts = labelled_image_parts(task, list(images), source=source, max_side=max_side) + [text_part(text)]
+    return _request(parts, kind="generate", required=("rubrics", "reason"), validator=validate_rubrics,
+                    max_tokens=1024)
+
+
+def build_judge(task: str, prompt: str, images: list[ImageLike], *, source: ImageLike | None = None,
+                rubrics_block: str | None, max_side: int | None = None) -> VLMRequest:
+    """Ask for a full ranking of the images (pairwise for N=2, listwise for N>2); never shows labels.
+
+    ``rubrics_block`` is the text of a rubric set (``RubricSet.prompt_block()``) or None to judge
+    without rubrics. Answer: ``{"rank": [r_1..r_N], "reason"}`` with r_k the rank of image k.
+    """
+    _check_images(task, images, source)
+    if rubrics_block is not None and not rubrics_block.strip():
+        raise ValueError("rubrics_block is empty; pass None to judge without rubrics")
+    n = len(images)
+    sections = [_intro(task, n, prompt)]
+    if rubrics_block is not None:
+        sections.append("Evaluation rubrics:\n" + rubrics_block.strip())
+        sections.append("Check every image against every rubric above, then rank the images by how "
+                        "well they satisfy the rubrics as a whole.")
+    else:
+        target = "matches the caption" if task == "t2i" else "carries out the instruction while keeping the rest of the original"
+        sections.append(f"Decide which image best {target} and is of the highest visual quality.")
+    names = ", ".join(f"r{k} is the rank of {_NAME[task].format(k=k)}" for k in range(1, n + 1))
+    sections.append(
+        f"Rank all {n} images from best to worst: give each image a different rank from 1 (best) to "
+        f"{n} (worst); ties are not allowed.\n"
+        'Answer with JSON only, in exactly this form:\n'
+        '{"rank": [' + ", ".join(f"r{k}" for k in range(1, n + 1)) + '], "reason": "<short justification>"}\n'
+        f"where {names}.")
+    parts = labelled_image_parts(task, list(images), source=source, max_side=max_side)
+    parts.append(text_part("\n\n".join(sections)))
+    return _request(parts, kind="judge", required=("rank", "reason"), validator=rank_validator(n),
+                    max_tokens=512)
+
+
+def build_revise(task: str, prompt: str, images: list[ImageLike], *, source: ImageLike | None = None,
+                 preferred: int, previous: list[str], feedback: str, n_rubrics: int = 5,
+                 max_side: int | None = None) -> VLMRequest:
+    """Ask for improved criteria after blind verification failed; ``feedback`` says which presented
+    orders failed and what the judge said."""
+    _check_images(task, images, source)
+    _check_preferred(preferred, len(images))
+    _check_n_rubrics(n_rubrics)
+    if not previous or not all(isinstance(p, str) and p.strip() for p in previous):
+        raise ValueError("previous must be the non-empty list of criteria that failed verification")
+    if not isinstance(feedback, str) or not feedback.strip():
+        raise ValueError("feedback must say which orders failed and the judge's reason")
+    n = len(images)
+    prev = "\n".join(f"{i}. {p.strip()}" for i, p in enumerate(previous, 1))
+    text = "\n\n".join([
+        _intro(task, n, prompt),
+        f"People compared these images and preferred {_NAME[task].format(k=preferred + 1)}.",
+        ("Previous criteria:\n" + prev),
+        ("A judge who was not told the preference ranked the images using the previous criteria "
+         "and did not recover it.\nFeedback:\n" + feedback.strip()),
+        (f"Write {n_rubrics} revised criteria that let a judge recover the preference: keep what "
+         f"helped, drop or fix what misled the judge or could not be checked, and add what was "
+         f"missing."),
+        _rules(task),
+        _RUBRICS_CONTRACT.format(k=n_rubrics),
+    ])
+    parts = labelled_image_parts(task, list(images), source=source, max_side=max_side) + [text_part(text)]
+    return _request(parts, kind="revise", required=("rubrics", "reason"), validator=validate_rubrics,
+                    max_tokens=1024)
+
+
+def build_categorize(criteria: list[str], *, categories_number: int = 5, task: str) -> VLMRequest:
+    """Ask to group pooled criteria into at most ``categories_number`` themes with tips (no images)."""
+    _check_task(task)
+    if not criteria or not all(isinstance(c, str) and c.strip() for c in criteria):
+        raise ValueError("criteria must be a non-empty list of non-empty strings")
+    if not isinstance(categories_number, int) or categories_number < 1:
+        raise ValueError(f"categories_number must be a positive integer, got {categories_number!r}")
+    what = "AI-generated images (text-to-image)" if task == "t2i" else "instruction-based image edits"
+    listing = "\n".join(f"{i}. {c.strip()}" for i, c in enumerate(criteria, 1))
+    text = "\n\n".join([
+        f"Below are {len(criteria)} criteria for evaluating {what}.",
+        "Criteria:\n" + listing,
+        (f"Group them into at most {categories_number} themes. For each theme give a short name and "
+         "a list of tips: concise, checkable statements taken from or merging the criteria of that "
+         "theme. Every criterion must be covered by some tip; merge criteria that say the same thing."),
+        ('Answer with JSON only, in exactly this form:\n'
+         '{"categories": [{"theme": "<name>", "tips": ["<tip>", ...]}, ...], '
+         '"reason": "<how you grouped them>"}'),
+    ])
+    return _request([text_part(text)], kind="categorize", required=("categories", "reason"),
+                    validator=categories_validator(categories_number), max_tokens=2048)
+
+
+def build_check(image: ImageLike, questions: list[str], *, prompt: str | None = None,
+                max_side: int | None = None) -> VLMRequest:
+    """Ask yes/no questions about one image (GenEval/TIIF-style checkpoints)."""
+    if not questions or not all(isinstance(q, str) and q.strip() for q in questions):
+        raise ValueError("questions must be a non-empty list of non-empty strings")
+    listing = "\n".join(f"{i}. {q.strip()}" for i, q in enumerate(questions, 1))
+    sections = ["Look at the image above."]
+    if prompt is not None:
+        sections.append(f"Caption: {prompt.strip()}")
+    sections += [
+        "Answer each question about the image with yes or no.\nQuestions:\n" + listing,
+        ('Answer with JSON only, in exactly this form, one entry per question in the same order:\n'
+         '{"answers": [{"question": "<question>", "answer": "yes" or "no"}, ...]}'),
+    ]
+    parts = [text_part("Image 1:"), image_part(image_data_url(image, max_side)),
+             text_part("\n\n".join(sections))]
+    return _request(parts, kind="check", required=("answers",), validator=answers_validator(questions),
+                    max_tokens=256 + 32 * len(questions))

@@ -1,0 +1,200 @@
+"""The VLM client: concurrency cap, response cache, JSON extraction, validation, bounded re-asks, stats.
+
+Every stage talks to the VLM through ``VLMClient.ask`` / ``ask_many``. The reference calls its judge
+once per pair, blocking, with no retry, cache or timeout, and parses with a bare ``json.loads`` (one
+chatty answer kills a training job). Here:
+
+- at most ``concurrency`` requests are in flight (an asyncio semaphore);
+- a cache hit (store table ``vlm_cache``) makes no request; ``cache_mode`` is ``readwrite``,
+  ``readonly`` (use hits, write nothing) or ``off``;
+- an answer that has no JSON, lacks a required key or fails the request's validator is re-asked up
+  to ``max_reasks`` times with a message saying what was wrong; after that the response carries
+  ``error`` and the caller abstains (the client never raises on garbage or on transport failure);
+- transport retries (429/5xx/timeouts) live in the backend; ``stats()`` reports them with the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+
+from arr_core.vlm.base import VLMBackend, VLMRequest, VLMResponse, VLMTransportError
+from arr_core.vlm.cache import ResponseCache, cache_key
+from arr_core.vlm.jsonx import check_answer
+
+CacheMode = Literal["readwrite", "readonly", "off"]
+CACHE_MODES = ("readwrite", "readonly", "off")
+
+REASK_TEMPLATE = ("Your previous answer could not be used: {problem}. Reply again with only the JSON "
+                  "object in the form requested above, and nothing else.")
+
+
+class VLMClient:
+    """Concurrent, cached, validating access to one backend.
+
+    ``flush_every``: buffered cache writes are flushed (one store transaction) when this many are
+    pending, at the end of every ``ask_many`` and on ``flush()``/``close()``.
+    """
+
+    def __init__(self, backend: VLMBackend, *, store: Any | None = None, cache_mode: CacheMode = "readwrite",
+                 concurrency: int = 8, max_reasks: int = 2, json_mode: bool = False,
+                 flush_every: int = 256) -> None:
+        if cache_mode not in CACHE_MODES:
+            raise ValueError(f"cache_mode must be one of {CACHE_MODES}, got {cache_mode!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        if not isinstance(max_reasks, int) or max_reasks < 0:
+            raise ValueError(f"max_reasks must be an integer >= 0, got {max_reasks!r}")
+        self.backend = backend
+        self.cache_mode: CacheMode = cache_mode
+        self.concurrency = concurrency
+        self.max_reasks = max_reasks
+        self.json_mode = json_mode
+        self.flush_every = flush_every
+        self.cache = ResponseCache(store, writable=cache_mode == "readwrite") if cache_mode != "off" else None
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self._counts = {"requests": 0, "calls": 0, "cache_hits": 0, "reasks": 0, "failures": 0,
+                        "invalid_answers": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._latencies: list[float] = []
+
+    # ------------------------------------------------------------------ public API
+
+    async def ask(self, req: VLMRequest) -> VLMResponse:
+        """One request: cache, then the backend with re-asks; never raises for model/transport failure."""
+        key = self._key(req)
+        hit = self._lookup([key]).get(key) if key else None
+        return await self._ask_keyed(req, key, hit)
+
+    async def ask_many(self, reqs: list[VLMRequest],
+                       progress: Callable[[int, int], None] | None = None) -> list[VLMResponse]:
+        """Many requests concurrently (bounded by ``concurrency``), results in input order.
+
+        The cache is read with one query for the whole batch and written in one transaction at the end.
+        """
+        keys = [self._key(r) for r in reqs]
+        hits = self._lookup([k for k in keys if k])
+        done = 0
+        total = len(reqs)
+
+        async def one(req: VLMRequest, key: str | None) -> VLMResponse:
+            nonlocal done
+            resp = await self._ask_keyed(req, key, hits.get(key) if key else None)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            return resp
+
+        try:
+            return list(await asyncio.gather(*(one(r, k) for r, k in zip(reqs, keys, strict=True))))
+        finally:
+            self.flush()
+
+    def ask_many_sync(self, reqs: list[VLMRequest],
+                      progress: Callable[[int, int], None] | None = None) -> list[VLMResponse]:
+        """``ask_many`` from synchronous code (runs its own event loop)."""
+        return asyncio.run(self.ask_many(reqs, progress))
+
+    def flush(self) -> int:
+        """Write buffered cache rows (one transaction). Returns the number written."""
+        return self.cache.flush() if self.cache is not None else 0
+
+    def close(self) -> None:
+        self.flush()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (requests, calls, cache hits, retries, re-asks, failures, tokens), latency
+        percentiles over backend calls in seconds, and the highest number of requests in flight."""
+        out: dict[str, Any] = dict(self._counts)
+        out["retries"] = int(getattr(self.backend, "retries", 0))
+        out["max_in_flight"] = self.max_in_flight
+        lat = np.asarray(self._latencies, dtype=float)
+        for p in (50, 90, 99):
+            out[f"latency_p{p}_s"] = float(np.percentile(lat, p)) if lat.size else 0.0
+        out["backend"] = getattr(self.backend, "name", type(self.backend).__name__)
+        out["model"] = getattr(self.backend, "model", "")
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _key(self, req: VLMRequest) -> str | None:
+        if self.cache is None:
+            return None
+        return cache_key(self.backend.name, self.backend.model, req, json_mode=self.json_mode)
+
+    def _lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if self.cache is None or not keys:
+            return {}
+        return self.cache.get_many(keys)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:  # asyncio primitives are bound to one loop
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
+        return self._sem
+
+    async def _ask_keyed(self, req: VLMRequest, key: str | None, hit: dict[str, Any] | None) -> VLMResponse:
+        self._counts["requests"] += 1
+        if hit is not None:
+            parsed, problem = check_answer(hit["text"], req.required_keys, req.validator)
+            if problem is None:  # a cached answer that no longer validates is asked again
+                self._counts["cache_hits"] += 1
+                return VLMResponse(parsed=parsed, text=hit["text"], usage=dict(hit.get("usage") or {}),
+                                   latency_s=0.0, cached=True, attempts=0)
+        async with self._semaphore():
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                resp = await self._call_with_reasks(req)
+            finally:
+                self._in_flight -= 1
+        if resp.error is None and key is not None and self.cache is not None:
+            self.cache.put(key, backend=self.backend.name, model=self.backend.model, kind=req.kind,
+                           prompt_version=req.prompt_version, text=resp.text, usage=resp.usage)
+            if self.cache.n_pending >= self.flush_every:
+                self.flush()
+        return resp
+
+    async def _call_with_reasks(self, req: VLMRequest) -> VLMResponse:
+        messages = list(req.messages)
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        t_start = time.perf_counter()
+        text = ""
+        problem = "no answer"
+        for attempt in range(1, self.max_reasks + 2):
+            t0 = time.perf_counter()
+            try:
+                text, u = await self.backend.chat(messages, temperature=req.temperature,
+                                                  max_tokens=req.max_tokens, seed=req.seed,
+                                                  json_mode=self.json_mode)
+            except VLMTransportError as e:
+                self._counts["failures"] += 1
+                return VLMResponse(parsed=None, text=text, usage=usage,
+                                   latency_s=time.perf_counter() - t_start,
+                                   error=f"transport: {e}", attempts=attempt)
+            self._counts["calls"] += 1
+            self._latencies.append(time.perf_counter() - t0)
+            for k in ("prompt_tokens", "completion_tokens"):
+                usage[k] += int(u.get(k, 0) or 0)
+                self._counts[k] += int(u.get(k, 0) or 0)
+            parsed, problem = check_answer(text, req.required_keys, req.validator)
+            if problem is None:
+                return VLMResponse(parsed=parsed, text=text, usage=usage,
+                                   latency_s=time.perf_counter() - t_start, attempts=attempt)
+            self._counts["invalid_answers"] += 1
+            if attempt <= self.max_reasks:
+                self._counts["reasks"] += 1
+                messages = messages + [
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": REASK_TEMPLATE.format(problem=problem)},
+                ]
+        self._counts["failures"] += 1
+        return VLMResponse(parsed=None, text=text, usage=usage, latency_s=time.perf_counter() - t_start,
+                           error=f"invalid answer after {self.max_reasks} re-ask(s): {problem}",
+                           attempts=self.max_reasks + 1)
