@@ -1,0 +1,2 @@
+"""The rubric-conditioned VLM judge (pairwise/listwise, order modes, reward mappings) and its RPO
+rewarder."""
