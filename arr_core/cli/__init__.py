@@ -31,14 +31,14 @@ def _register() -> None:
     # Later stages register themselves when their modules exist.
     import importlib
 
-    for name in ("world", "vlm", "induce", "train", "evaluate", "pipeline"):
+    for name in ("world", "vlm", "induce", "train", "toy", "evaluate", "pipeline"):
         try:
             mod = importlib.import_module(f"arr_core.cli.{name}")
         except ModuleNotFoundError as exc:  # only a missing stage module is tolerated
             if exc.name != f"arr_core.cli.{name}":
                 raise
             continue
-        mod.register(app)
+        (getattr(mod, "register", None) or getattr(mod, f"register_{name}"))(app)
 
 
 _register()
