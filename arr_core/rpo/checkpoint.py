@@ -1,0 +1,135 @@
+"""RPO checkpoints: the LoRA in diffusers' format plus everything an exact resume needs.
+
+Layout of one checkpoint folder::
+
+    lora/pytorch_lora_weights.safetensors   # `pipe.load_lora_weights(folder/"lora")` accepts it
+    trainer_state.pt                        # LoRA tensors (peft names), AdamW, LR scheduler, step,
+                                            # data position, config digest
+    rng_rank{r}.pt                          # python / numpy / torch CPU / CUDA / sampler generator
+
+The LoRA file is written with diffusers' own ``save_lora_weights`` (keys ``transformer.<module>.lora_A
+.weight``) together with the adapter's peft config as metadata, so loading keeps alpha/rank (without
+the metadata diffusers would assume alpha = rank, i.e. a different scale). The resume path copies the
+exact fp32 tensors from ``trainer_state.pt``; the safetensors file is the export.
+Checkpoints are trusted local files written by this module (``torch.load(weights_only=False)`` is
+needed for numpy's RNG state).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import PeftModel, get_peft_model_state_dict
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+def lora_state_dict_diffusers(peft_model: PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter's weights keyed by the transformer's module names (``<module>.lora_A.weight``)."""
+    sd = get_peft_model_state_dict(peft_model)
+    out = {}
+    for k, v in sd.items():
+        if not k.startswith(_PEFT_PREFIX):
+            raise ValueError(f"unexpected peft state-dict key {k!r} (expected prefix {_PEFT_PREFIX!r})")
+        out[k[len(_PEFT_PREFIX):]] = v.detach().to("cpu").contiguous()
+    return out
+
+
+def save_lora(peft_model: PeftModel, folder: str | Path) -> Path:
+    """Write the LoRA as ``folder/pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights(folder)``.
+
+    Uses ``FluxLoraLoaderMixin.save_lora_weights``; SD3, Qwen-Image and the other single-transformer
+    loaders read the same ``transformer.``-prefixed layout.
+    """
+    from diffusers.loaders.lora_pipeline import FluxLoraLoaderMixin
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = peft_model.peft_config["default"].to_dict()
+    # JSON-able metadata: peft keeps target_modules as a set.
+    meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+    FluxLoraLoaderMixin.save_lora_weights(folder, transformer_lora_layers=lora_state_dict_diffusers(peft_model),
+                                          transformer_lora_adapter_metadata=meta, weight_name=LORA_WEIGHT_NAME)
+    return folder / LORA_WEIGHT_NAME
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "sampler": generator.get_state(),
+        "sampler_device": str(generator.device),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if str(generator.device) != state["sampler_device"]:
+        raise ValueError(f"checkpoint sampler generator was on {state['sampler_device']}, now {generator.device}")
+    generator.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator, step: int,
+                    data_state: dict[str, int], config_digest: str, rank: int = 0, is_main: bool = True) -> Path:
+    """Write a resumable checkpoint after ``step`` completed steps. Every rank writes its RNG file;
+    the main rank writes the LoRA, optimizer and scheduler (identical on all ranks)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"rng": rng_state(generator), "data": dict(data_state)}, folder / f"rng_rank{rank}.pt")
+    if is_main:
+        save_lora(peft_model, folder / "lora")
+        lora = {n: p.detach().to("cpu").clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+        torch.save({"step": step, "lora": lora, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "config_digest": config_digest},
+                   folder / "trainer_state.pt")
+    return folder
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``path`` itself if it is a checkpoint, else the newest ``checkpoints/step_*`` under a run folder."""
+    path = Path(path)
+    if (path / "trainer_state.pt").is_file():
+        return path
+    cands = sorted((path / "checkpoints").glob("step_*/trainer_state.pt"))
+    if not cands:
+        raise FileNotFoundError(f"no checkpoint in {path} (expected trainer_state.pt or checkpoints/step_*/)")
+    return cands[-1].parent
+
+
+def load_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+                    config_digest: str, rank: int = 0) -> tuple[int, dict[str, int]]:
+    """Restore a checkpoint in place; returns (completed steps, data state)."""
+    folder = find_checkpoint(folder)
+    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
+    if state["config_digest"] != config_digest:
+        raise ValueError(f"checkpoint {folder} was written with a different training config "
+                         f"(digest {state['config_digest']} vs {config_digest}); resume needs the same config")
+    params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    if set(params) != set(state["lora"]):
+        raise ValueError(f"checkpoint {folder}: LoRA parameter names differ from the model's")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state["lora"][n])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng_file = folder / f"rng_rank{rank}.pt"
+    if not rng_file.is_file():
+        raise FileNotFoundError(f"{rng_file} missing: resume with the same number of processes")
+    rs = torch.load(rng_file, map_location="cpu", weights_only=False)
+    set_rng_state(rs["rng"], generator)
+    return int(state["step"]), dict(rs["data"])

@@ -1,0 +1,183 @@
+"""Group rewards for RPO: the seam between the trainer and whatever ranks a group of G images.
+
+The trainer hands a batch of groups (G images per prompt, optionally with the editing source image)
+to a ``GroupRewarder`` and awaits one ``GroupOutcome`` per group. The rubric-conditioned VLM judge
+(``arr_core.judge.reward.JudgeRewarder``) implements the same protocol; this module holds the
+non-VLM implementations: a fixed-latency stand-in for benchmarks, a per-image score function
+(e.g. the scene-world detector checker) and a shuffled-reward control.
+
+Reward mapping (ARR paper): the winner gets 1.0 and the loser −0.1; a tie gives both 0; for G > 2
+ranks map linearly from 1.0 (rank 1) to −0.1 (rank G).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from PIL import Image
+
+Outcome = Literal["win", "tie", "abstain"]
+WINNER_REWARD = 1.0
+LOSER_REWARD = -0.1
+
+
+@dataclass
+class GroupOutcome:
+    """The judgement of one group of G images.
+
+    rewards: G floats (0 for every image when the outcome is a tie or an abstention);
+    outcome: "win" (a strict ranking), "tie" or "abstain" (the judge gave no usable answer);
+    ranks: 1 = best, a permutation of 1..G, or None for ties/abstentions;
+    latency_s: wall time the judge spent on this group's request (the batch's time for batched calls).
+    """
+
+    rewards: list[float]
+    outcome: Outcome
+    ranks: list[int] | None
+    latency_s: float
+
+
+class GroupRewarder(Protocol):
+    async def score(self, prompts: list[str], groups: list[list[Image.Image]],
+                    sources: list[Image.Image] | None = None) -> list[GroupOutcome]:
+        """One outcome per prompt; ``groups[k]`` holds prompt k's G images (``sources[k]`` its edit
+        source, for editing)."""
+        ...
+
+
+def rank_rewards(ranks: list[int], winner: float = WINNER_REWARD, loser: float = LOSER_REWARD) -> list[float]:
+    """Ranks (1 = best, permutation of 1..G) → linear rewards from ``winner`` (rank 1) to ``loser`` (rank G)."""
+    g = len(ranks)
+    if sorted(ranks) != list(range(1, g + 1)):
+        raise ValueError(f"ranks must be a permutation of 1..{g}, got {ranks}")
+    if g == 1:
+        return [winner]
+    # Exact end points (winner 1.0, loser −0.1), linear in between.
+    return [winner if r == 1 else loser if r == g else winner + (loser - winner) * (r - 1) / (g - 1)
+            for r in ranks]
+
+
+def _check_batch(prompts: list[str], groups: list[list[Image.Image]],
+                 sources: list[Image.Image] | None) -> None:
+    if len(prompts) != len(groups):
+        raise ValueError(f"got {len(prompts)} prompts but {len(groups)} groups")
+    if sources is not None and len(sources) != len(prompts):
+        raise ValueError(f"got {len(prompts)} prompts but {len(sources)} sources")
+    for k, grp in enumerate(groups):
+        if len(grp) < 2:
+            raise ValueError(f"group {k} has {len(grp)} images; RPO needs G >= 2")
+
+
+def _digest(*parts: bytes) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return int.from_bytes(h.digest(), "little")
+
+
+class FixedLatencyRewarder:
+    """Stand-in judge for throughput benchmarks: sleeps ``latency_s`` per batch call, then declares
+    a winner per group chosen by a hash of (seed, prompt, image bytes) — deterministic and stateless,
+    so an interrupted and resumed run sees the same rewards."""
+
+    def __init__(self, latency_s: float = 0.0, seed: int = 0) -> None:
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        self.latency_s, self.seed = latency_s, seed
+
+    async def score(self, prompts: list[str], groups: list[list[Image.Image]],
+                    sources: list[Image.Image] | None = None) -> list[GroupOutcome]:
+        _check_batch(prompts, groups, sources)
+        t0 = time.perf_counter()
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        out = []
+        for prompt, grp in zip(prompts, groups, strict=True):
+            h = _digest(str(self.seed).encode(), prompt.encode(), *(im.tobytes() for im in grp))
+            order = list(range(len(grp)))
+            random.Random(h).shuffle(order)
+            ranks = [0] * len(grp)
+            for r, idx in enumerate(order):
+                ranks[idx] = r + 1
+            out.append(GroupOutcome(rank_rewards(ranks), "win", ranks, 0.0))
+        lat = time.perf_counter() - t0
+        for o in out:
+            o.latency_s = lat
+        return out
+
+
+ScoreFn = Callable[[str, Image.Image], float]
+
+
+class CallableRewarder:
+    """Wraps a plain per-image score function ``fn(prompt, image) -> float`` (higher is better, e.g.
+    the fraction of a scene-world prompt's checks that the detector passes).
+
+    Scores → ranks → paper rewards. A group whose scores are all equal (within ``tie_tol``) is a
+    tie (rewards 0); otherwise images are ranked by score (equal scores take the mean of their rank
+    rewards, the ``ranks`` list breaks such ties by position). A non-finite score makes the group an
+    abstention.
+    """
+
+    def __init__(self, fn: ScoreFn, *, tie_tol: float = 0.0) -> None:
+        if tie_tol < 0:
+            raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
+        self.fn, self.tie_tol = fn, tie_tol
+
+    def score_group(self, prompt: str, images: list[Image.Image]) -> GroupOutcome:
+        t0 = time.perf_counter()
+        scores = [float(self.fn(prompt, im)) for im in images]
+        lat = time.perf_counter() - t0
+        if not all(s == s and abs(s) != float("inf") for s in scores):
+            return GroupOutcome([0.0] * len(images), "abstain", None, lat)
+        if max(scores) - min(scores) <= self.tie_tol:
+            return GroupOutcome([0.0] * len(images), "tie", None, lat)
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        ranks = [0] * len(scores)
+        for r, idx in enumerate(order):
+            ranks[idx] = r + 1
+        by_rank = rank_rewards(ranks)
+        rewards = []
+        for s in scores:
+            same = [j for j, s2 in enumerate(scores) if abs(s2 - s) <= self.tie_tol]
+            rewards.append(sum(by_rank[j] for j in same) / len(same))
+        return GroupOutcome(rewards, "win", ranks, lat)
+
+    async def score(self, prompts: list[str], groups: list[list[Image.Image]],
+                    sources: list[Image.Image] | None = None) -> list[GroupOutcome]:
+        _check_batch(prompts, groups, sources)
+        return [self.score_group(p, g) for p, g in zip(prompts, groups, strict=True)]
+
+
+class ShuffledRewarder:
+    """Control: scores with ``inner``, then permutes the outcomes among the batch's groups and the
+    rewards within each group, so rewards carry no information about the images. The permutation is
+    seeded by (seed, prompts), hence deterministic and stateless (resume-safe)."""
+
+    def __init__(self, inner: GroupRewarder, seed: int = 0) -> None:
+        self.inner, self.seed = inner, seed
+
+    async def score(self, prompts: list[str], groups: list[list[Image.Image]],
+                    sources: list[Image.Image] | None = None) -> list[GroupOutcome]:
+        outs = await self.inner.score(prompts, groups, sources)
+        rng = random.Random(_digest(str(self.seed).encode(), *(p.encode() for p in prompts)))
+        perm = list(range(len(outs)))
+        rng.shuffle(perm)
+        shuffled = []
+        for k in range(len(outs)):
+            src = outs[perm[k]]
+            g = len(groups[k])
+            if len(src.rewards) != g:  # groups of unequal size: keep this group's own outcome
+                src = outs[k]
+            idx = list(range(g))
+            rng.shuffle(idx)
+            ranks = [src.ranks[i] for i in idx] if src.ranks is not None else None
+            shuffled.append(GroupOutcome([src.rewards[i] for i in idx], src.outcome, ranks, outs[k].latency_s))
+        return shuffled
