@@ -19,9 +19,10 @@ from PIL import Image
 
 from arr_core.world.grammar import COLORS
 
-MIN_AREA_FRACTION = 0.004  # components smaller than this share of the image are specks
+MIN_AREA_FRACTION = 0.008  # components smaller than this share of the image are specks
 MIN_AREA_PIXELS = 4
 BASE_THRESHOLD = 18.0  # minimum RGB distance from the background for the component mask
+PEAK_FACTOR = 1.5  # an object's strongest pixel must exceed the mask threshold by this factor
 
 _NAMES = list(COLORS)
 _PALETTE = np.asarray([COLORS[c] for c in _NAMES], dtype=np.float64)
@@ -148,51 +149,129 @@ def classify_shape(alpha: np.ndarray) -> tuple[str, float]:
 
 # ----------------------------------------------------------------------------- detector
 
+def pixel_colors(img: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Palette index per masked pixel (−1 elsewhere): scale-invariant nearest colour, then a 3×3
+    vote weighted by contrast so that noisy or faint fringe pixels take their neighbours' colour."""
+    d = img - bg
+    q = _PALETTE - bg  # (k, 3)
+    qq = np.maximum((q * q).sum(axis=1), 1e-9)
+    s = np.clip(np.einsum("hwc,kc->hwk", d, q) / qq, 0.0, 1.2)
+    res = np.linalg.norm(d[:, :, None, :] - s[..., None] * q[None, None], axis=3)
+    idx = np.argmin(res, axis=2)
+    # votes weighted by the distance from the background: faint fringe pixels follow the core
+    weight = np.linalg.norm(d, axis=2) * mask
+    onehot = (idx[..., None] == np.arange(len(_NAMES))) * weight[..., None]
+    votes = np.sum(_shifts(onehot), axis=0)
+    return np.where(mask, np.argmax(votes, axis=2), -1)
+
+
+def _moments(alpha: np.ndarray) -> dict[str, float]:
+    """Mass, centroid and shape features of a coverage map (pixel units).
+
+    ``skew``: vertical skewness (triangle with the apex up −0.57; circle, square 0);
+    ``fill``: mass / (largest column sum × largest row sum) (square 1, circle π/4, triangle 1/2);
+    ``m3``: third central vertical moment / mass^1.5 (triangle −0.021, else 0);
+    ``aniso``: (vertical − horizontal variance) / mass (triangle 1/36, else 0);
+    ``kurt``: mass² / |fourth cumulant| averaged over both axes (square 120, circle 16π², triangle ~170).
+    A Gaussian blur adds the same variance to both axes and leaves third and fourth cumulants and
+    the mass unchanged, so ``m3``, ``aniso`` and ``kurt`` survive blur.
+    """
+    m = float(alpha.sum())
+    ys, xs = np.mgrid[0:alpha.shape[0], 0:alpha.shape[1]]
+    cy, cx = float((alpha * ys).sum() / m), float((alpha * xs).sum() / m)
+    dy = ys - cy
+    vy = float((alpha * dy**2).sum() / m)
+    skew = float((alpha * dy**3).sum() / m) / max(vy, 1e-9) ** 1.5
+    fill = m / max(float(alpha.sum(axis=0).max() * alpha.sum(axis=1).max()), 1e-9)
+    dx = xs - cx
+    vx = float((alpha * dx**2).sum() / m)
+    k4 = 0.5 * (float((alpha * dx**4).sum() / m) - 3 * vx**2 + float((alpha * dy**4).sum() / m) - 3 * vy**2)
+    mu3 = float((alpha * dy**3).sum() / m)
+    return {"mass": m, "cx": cx, "cy": cy, "skew": skew, "fill": fill, "aniso": (vy - vx) / m,
+            "m3": mu3 / m**1.5, "kurt": m**2 / max(abs(k4), 1e-9)}
+
+
+# A linear softmax over standardised moment features, fitted (multinomial logistic regression) on
+# 1,714 objects of seeded renders: 32 and 64 px × noise 0 / 0.06 × blur 0, 1, 2 px (at 64 px) ×
+# contrast 1 / 0.5 (seed 123, not the test seeds). Rows: m3·100, aniso·50, skew, fill, kurt/100,
+# bias; columns: SHAPE_ORDER.
+SHAPE_ORDER = ("circle", "square", "triangle")
+_FEAT_LO = np.array([-5.0, -3.0, -2.0, 0.0, 0.0])
+_FEAT_HI = np.array([5.0, 3.0, 2.0, 1.5, 4.0])
+_FEAT_MU = np.array([-0.5628, 0.4117, -0.1349, 0.8445, 1.4574])
+_FEAT_SD = np.array([0.8396, 0.6837, 0.2039, 0.112, 0.2604])
+_FEAT_W = np.array([[1.159, 0.643, -1.803], [-0.376, -0.534, 0.91], [1.097, 0.86, -1.957],
+                    [-2.672, 2.823, -0.151], [0.433, -0.785, 0.352], [0.724, -1.985, 1.26]])
+
+
+def classify_features(f: dict[str, float]) -> tuple[str, float]:
+    """Shape and a margin in [0, 1] (gap between the two most probable shapes) from ``_moments``
+    features. Triangles show a negative third vertical moment and more vertical than horizontal
+    spread; squares fill their box and have a fourth-cumulant ratio near 120 against 158 for circles.
+    """
+    x = np.array([f["m3"] * 100, f["aniso"] * 50, f["skew"], f["fill"], f["kurt"] / 100])
+    z = np.append((np.clip(x, _FEAT_LO, _FEAT_HI) - _FEAT_MU) / _FEAT_SD, 1.0)
+    logits = z @ _FEAT_W
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    top = np.argsort(p)[::-1]
+    return SHAPE_ORDER[int(top[0])], float(p[top[0]] - p[top[1]])
+
+
 def _analyse(image: Image.Image) -> tuple[list[Detection], dict]:
     arr = _to_array(image)
     H, W = arr.shape[:2]
     bg = estimate_background(arr)
     sigma = estimate_noise(arr)
-    smooth = box3(arr)
-    dist = np.linalg.norm(smooth - bg, axis=2)
-    # 3×3 smoothing divides the noise by 3; 4.5 σ/3 keeps the 3-channel noise norm out of the mask.
-    thr = max(BASE_THRESHOLD, 4.5 * sigma / 3.0 * np.sqrt(3.0) / 1.2)
+    noisy = sigma > 3.0
+    src = box3(arr) if noisy else arr
+    dist = np.linalg.norm(src - bg, axis=2)
+    # 3×3 smoothing divides the per-channel noise by 3; the 3-channel noise norm rarely exceeds 4.5×.
+    thr = max(BASE_THRESHOLD, 4.5 * sigma / 3.0) if noisy else BASE_THRESHOLD
     mask = dist > thr
-    labels, n = label_components(mask)
+    colors = pixel_colors(src, bg, mask)
     min_area = max(MIN_AREA_PIXELS, MIN_AREA_FRACTION * H * W)
-    src = smooth if sigma > 4.0 else arr
+    comps: list[tuple[int, np.ndarray]] = []
+    for ci in np.unique(colors[mask]):
+        labels, n = label_components(colors == ci)
+        for k in range(1, n + 1):
+            comp = labels == k
+            # specks: too small, or too faint for an object (noise crossing the threshold)
+            if comp.sum() >= min_area and dist[comp].max() >= PEAK_FACTOR * thr:
+                comps.append((int(ci), comp))
+    owned = np.zeros((H, W), dtype=bool)
+    for _, comp in comps:
+        owned |= comp
     dets: list[Detection] = []
-    scales: list[float] = []
-    alphas: list[tuple[np.ndarray, tuple[int, int, int, int]]] = []
-    for k in range(1, n + 1):
-        comp = labels == k
-        npx = int(comp.sum())
-        if npx < min_area:
-            continue
+    extra: list[dict] = []
+    for ci, comp in comps:
+        region = _dilate(comp) & ~(owned & ~comp)
         dk = dist[comp]
         core = comp & (dist >= np.quantile(dk, 0.7))
-        d = np.median(arr[core] - bg, axis=0)
-        color, scale, resid = fit_color(d, bg)
-        qv = (_PALETTE[_NAMES.index(color)] - bg) * scale
+        d = np.median(src[core] - bg, axis=0)
+        q = _PALETTE[ci] - bg
+        scale = float(np.clip(q @ d / max(float(q @ q), 1e-9), 0.2, 1.2))
+        resid = float(np.linalg.norm(d - scale * q) / max(np.linalg.norm(d), 1e-9))
+        qv = q * scale
         alpha = np.clip(((src - bg) @ qv) / max(float(qv @ qv), 1e-9), 0.0, 1.0)
-        alpha = np.where(_dilate(comp), alpha, 0.0)
+        alpha = np.where(region, alpha, 0.0)
         half = alpha >= 0.5
         if half.sum() < max(2, min_area / 2):
             continue
         ys, xs = np.nonzero(half)
         y0, y1, x0, x1 = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
-        crop = alpha[y0:y1 + 1, x0:x1 + 1]
-        shape, margin = classify_shape(crop)
-        size_conf = min(1.0, npx / (4 * min_area))
+        f = _moments(alpha)
+        shape, margin = classify_features(f)
+        size_conf = min(1.0, float(comp.sum()) / (4 * min_area))
         score = float(np.clip((1.0 - resid) * (0.5 + 0.5 * margin) * size_conf, 0.0, 1.0))
-        dets.append(Detection(shape=shape, color=color, cx=(x0 + x1 + 1) / 2 / W, cy=(y0 + y1 + 1) / 2 / H,
-                              w=(x1 - x0 + 1) / W, h=(y1 - y0 + 1) / H, area=float(alpha.sum()) / (H * W),
-                              score=round(score, 6)))
-        scales.append(min(1.0, scale))
-        alphas.append((alpha, (y0, y1, x0, x1)))
+        dets.append(Detection(shape=shape, color=_NAMES[ci], cx=(x0 + x1 + 1) / 2 / W,
+                              cy=(y0 + y1 + 1) / 2 / H, w=(x1 - x0 + 1) / W, h=(y1 - y0 + 1) / H,
+                              area=f["mass"] / (H * W), score=round(score, 6)))
+        extra.append({"scale": min(1.0, scale), "box": (y0, y1, x0, x1), "features": f})
     order = sorted(range(len(dets)), key=lambda i: (-dets[i].score, dets[i].cy, dets[i].cx))
-    info = {"arr": arr, "bg": bg, "sigma": sigma, "scales": [scales[i] for i in order],
-            "alphas": [alphas[i] for i in order]}
+    info = {"arr": arr, "bg": bg, "sigma": sigma, "scales": [extra[i]["scale"] for i in order],
+            "alphas": [(None, extra[i]["box"]) for i in order],
+            "features": [extra[i]["features"] for i in order]}
     return [dets[i] for i in order], info
 
 
