@@ -2,7 +2,7 @@
 "The scene world and the offline VLM"). Its accuracies say nothing about real images or VLMs."""
 
 from arr_core.world.check import check_spec, geneval_score
-from arr_core.world.detect import Detection, detect, image_quality
+from arr_core.world.detect import Detection, detect, image_quality, scene_detections
 from arr_core.world.edit import (
     EDIT_DEFECTS,
     EDIT_KINDS,
@@ -45,5 +45,5 @@ __all__ = [
     "applicable_defects", "apply_defects", "apply_edit_defects", "check_edit", "check_spec", "detect",
     "edit_utility", "geneval_score", "image_quality", "instruction_vocabulary", "label_edit_pair",
     "label_pair", "make_pairs", "make_prompts", "parse_instruction", "parse_prompt", "prompt_vocabulary",
-    "relative_position", "render", "sample_edit", "sample_spec", "scene_from_spec", "utility",
+    "relative_position", "render", "scene_detections", "sample_edit", "sample_spec", "scene_from_spec", "utility",
 ]

@@ -44,6 +44,13 @@ def _two_defect_sets(rng: np.random.Generator, pool: list[str]) -> tuple[list[st
     return a, ([] if a else [pool[0]])
 
 
+def _edit_defect_sets(rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Like ``_two_defect_sets`` over EDIT_DEFECTS; an edit that was not made cannot also be wrong."""
+    a, b = _two_defect_sets(rng, list(EDIT_DEFECTS))
+    a, b = ([d for d in s if not ("not_followed" in s and d == "wrong_edit")] for s in (a, b))
+    return a, b
+
+
 def image_options(defects: list[str], rng: np.random.Generator, size: int) -> dict:
     """Render options for the image-level defects; strengths scale with the image side."""
     opts: dict = {"noise": 0.0, "blur": 0.0, "contrast": 1.0}
@@ -119,10 +126,9 @@ def make_pairs(task: str, n: int, seed: int, out_dir: Path, size: int = 64) -> P
             for spec in specs:
                 f.write(json.dumps(spec.to_geneval()) + "\n")
     else:
-        pool = list(EDIT_DEFECTS)
         for i in range(n):
             et = sample_edit(rng)
-            da, db = _two_defect_sets(rng, pool)
+            da, db = _edit_defect_sets(rng)
             src_img = render(et.source, size)
             imgs = []
             for defects in (da, db):
