@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from arr_core.vlm.base import VLMTransportError
 
@@ -123,7 +124,10 @@ class OpenAIBackend:
         while True:
             self.http_requests += 1
             try:
-                resp = await self._client.chat.completions.create(**kwargs)
+                # ``post`` (the client's documented route for raw endpoints) sends the body as is; the
+                # typed ``chat.completions.create`` walks every message part through its TypedDict
+                # transformer, ~3 ms of CPU per request with two images, which caps throughput.
+                resp = await self._client.post("/chat/completions", body=kwargs, cast_to=ChatCompletion)
             except openai.OpenAIError as exc:
                 kind = _describe(exc)
                 self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
