@@ -151,6 +151,12 @@ def set_eval_mode(policy: Policy) -> None:
     for value in vars(policy).values():
         if isinstance(value, torch.nn.Module):
             value.eval()
+        # A diffusers pipeline held by the policy (its text encoders, VAE) is not an nn.Module itself.
+        comps = getattr(value, "components", None)
+        if isinstance(comps, dict):
+            for module in comps.values():
+                if isinstance(module, torch.nn.Module):
+                    module.eval()
     policy.transformer.eval()
 
 

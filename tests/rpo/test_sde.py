@@ -10,6 +10,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from arr_core.rpo.sde import analytic_kl, flow_grpo_sigma, sde_mean_std, sde_step, step_log_prob
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _scheduler_sigmas(n: int) -> tuple[FlowMatchEulerDiscreteScheduler, torch.Tensor]:
     sched = FlowMatchEulerDiscreteScheduler(shift=3.0)

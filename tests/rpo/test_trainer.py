@@ -22,6 +22,8 @@ from arr_core.rpo.trainer import (
     train,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_cfg(**kw: Any) -> TrainConfig:
     base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"},
