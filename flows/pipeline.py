@@ -1,0 +1,149 @@
+"""The ``arr-pipeline`` flow: the whole DAG.
+
+    data → induce (generate → verify/refine → select → categorize → store) → judge check
+         → RPO training (in-process subflow, or run_deployment onto the gpu-h100 pool)
+         → evaluation (GenEval-format base vs trained, win rates, HTML report)
+
+One MLflow parent run per pipeline run, one child run per stage. Every stage is keyed by content
+digests, so rerunning the same config after a failure re-executes only the failed stage and the
+ones after it; the earlier ones are cache hits (no VLM calls, no training steps).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from arr_core.home import resolve_home
+from arr_core.pipeline_config import PipelineConfig
+from flows._wiring import linked, run_task
+from flows.evaluate import EvaluateFlowParams, evaluate_flow
+from flows.induce import InduceFlowParams, induce_flow
+from flows.train import TrainFlowParams, train_flow
+from tasks._cache import redact
+from tasks._env import results_dir
+from tasks.data import make_world_pairs, register_dataset
+from tasks.induce import prompt_version
+from tasks.judge import judge_heldout
+from tasks.lineage import finish_pipeline_run, start_pipeline_run
+from tasks.train import dispatch_training, plan_training
+
+
+@flow(name="arr-pipeline")
+def pipeline_flow(config: PipelineConfig, home: str | None = None) -> dict[str, Any]:
+    """Run every enabled stage; returns the summary (ids, URIs, per-stage cached flags, metrics)."""
+    t0 = time.perf_counter()
+    home = str(resolve_home(home))
+    cfg, exp = config, config.mlflow.experiment
+    parent = start_pipeline_run(exp, cfg.name, redact(cfg), cfg.digest(), home)
+    stages: dict[str, dict[str, Any]] = {}
+    status = "FAILED"
+    try:
+        # --- data -------------------------------------------------------------------------------
+        pairs_uri = str(cfg.data.pairs) if cfg.data.pairs else None
+        if cfg.data.world is not None:
+            made, _ = run_task(make_world_pairs, cfg.data.world.model_dump(), home)
+            pairs_uri = made["pairs_uri"]
+        ds, _ = run_task(register_dataset, pairs_uri, cfg.data.task, cfg.data.split_kw(), home,
+                         cfg.data.max_seed_pairs)
+        stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
+
+        # --- induce -----------------------------------------------------------------------------
+        ind = induce_flow(InduceFlowParams(dataset=ds, induce=cfg.induce, experiment=exp,
+                                           parent_run_id=parent, home=home))
+        stages["induce"] = linked(ind, ind["cached"], parent, exp, home)
+        rubric_set_id, rubric_json = ind["rubric_set_id"], ind["artifacts"]["rubric_set_json"]
+
+        # --- judge check ------------------------------------------------------------------------
+        if cfg.judge.enabled:
+            jr, cached = run_task(judge_heldout, ds["dataset_id"], ds["digest"],
+                                  ds["pair_ids"][cfg.judge.split][: cfg.judge.max_pairs], rubric_set_id,
+                                  cfg.judge.model_dump(mode="json"), cfg.vlm, prompt_version(), exp, parent,
+                                  home)
+            stages["judge"] = linked(jr, cached, parent, exp, home)
+
+        # --- training ---------------------------------------------------------------------------
+        if cfg.training.enabled:
+            tcfg = cfg.training
+            exchange = str(tcfg.shared_dir or Path(home) / "exchange")
+            plan, _ = run_task(plan_training, tcfg.config, rubric_json, cfg.vlm, exchange)
+            params = TrainFlowParams(train_key=plan["train_key"], train_config_uri=plan["train_config_uri"],
+                                     rubric_set_uri=plan["rubric_set_uri"], vlm=plan["vlm"],
+                                     out_dir=plan["out_dir"], experiment=exp, parent_run_id=parent,
+                                     gpus=tcfg.gpus)
+            if tcfg.dispatch == "work-pool":
+                tr, cached = run_task(dispatch_training, plan["train_key"], tcfg.deployment,
+                                      {"params": params.model_dump(mode="json")}, tcfg.worker_wait_s,
+                                      tcfg.timeout_s, plan["out_dir"])
+                # A cache hit here, or one inside the remote flow run: either way no steps ran now.
+                cached = cached or bool(tr.get("cached"))
+            else:
+                tr = train_flow(params)
+                cached = tr["cached"]
+            stages["train"] = linked(tr, cached, parent, exp, home)
+
+            # --- evaluation ---------------------------------------------------------------------
+            if cfg.evaluate.enabled:
+                ev = evaluate_flow(EvaluateFlowParams(
+                    train=stages["train"], train_config=tcfg.config, evaluate=cfg.evaluate,
+                    rubric_set_id=rubric_set_id, rubric_set_json=rubric_json, vlm=cfg.vlm, experiment=exp,
+                    parent_run_id=parent, home=home))
+                stages["evaluate"] = linked(ev, ev["cached"], parent, exp, home)
+        status = "FINISHED"
+    finally:
+        summary = summarize(cfg, stages, parent, home, time.perf_counter() - t0)
+        finish_pipeline_run(parent, summary, status, home)
+    return summary
+
+
+def summarize(cfg: PipelineConfig, stages: dict[str, dict[str, Any]], parent_run_id: str, home: str,
+              wall_s: float) -> dict[str, Any]:
+    """The small summary the flow returns and logs on the parent run (what ``arr runs compare`` reads)."""
+    metrics: dict[str, Any] = {"wall_s": round(wall_s, 3)}
+    tags: dict[str, Any] = {"arr.kind": "pipeline"}
+    calls = 0
+    steps = 0
+    if "data" in stages:
+        tags["arr.dataset_digest"] = stages["data"]["digest"]
+    if "induce" in stages:
+        s = stages["induce"]
+        tags["arr.rubric_set_id"] = s["rubric_set_id"]
+        calls += s.get("vlm_calls_this_run", 0)
+        metrics["induce.vlm_calls_total"] = s["metrics"].get("vlm_calls", 0)
+        metrics["induce.prompt_tokens"] = s["metrics"].get("prompt_tokens", 0)
+        metrics["induce.completion_tokens"] = s["metrics"].get("completion_tokens", 0)
+    if "judge" in stages:
+        s = stages["judge"]
+        tags["arr.judge_model"] = s["tags"].get("arr.judge_model")
+        for k in ("rubrics.accuracy", "no_rubrics.accuracy", "rubrics.forward_minus_reversed"):
+            if k in s["metrics"]:
+                metrics[f"judge.{k}"] = s["metrics"][k]
+        calls += 0 if s["cached"] else s["metrics"].get("vlm_calls", 0)
+    if "train" in stages:
+        s = stages["train"]
+        tags.update({"arr.policy_id": s.get("policy_id"), "arr.lora_uri": s.get("lora_artifact_uri"),
+                     "arr.train_key": s["entity_id"]})
+        steps += 0 if s["cached"] else s.get("steps", 0)
+        metrics["train.steps"] = s.get("steps", 0)
+        metrics["train.final_reward_mean"] = s["metrics"].get("final.reward_mean", float("nan"))
+    if "evaluate" in stages:
+        s = stages["evaluate"]
+        for k in ("geneval.base", "geneval.trained", "geneval.delta", "winrate.judge", "winrate.checker"):
+            if k in s["metrics"]:
+                metrics[k] = s["metrics"][k]
+        calls += 0 if s["cached"] else s["metrics"].get("vlm_calls", 0)
+    metrics["vlm_calls_this_run"] = calls
+    metrics["train_steps_this_run"] = steps
+    metrics["stages_cached"] = sum(bool(s.get("cached")) for n, s in stages.items() if n != "data")
+    return {"name": cfg.name, "home": home, "mlflow_run_id": parent_run_id,
+            "mlflow_experiment": cfg.mlflow.experiment, "stages": stages, "metrics": metrics, "tags": tags,
+            "inputs": stages.get("data")}
+
+
+def run_pipeline(config: PipelineConfig, home: str | Path | None = None) -> dict[str, Any]:
+    """Run the pipeline flow with its results (the cache) persisted under ``home``."""
+    h = resolve_home(home)
+    return pipeline_flow.with_options(result_storage=results_dir(h), persist_result=True)(config, str(h))

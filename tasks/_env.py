@@ -1,0 +1,66 @@
+"""Offline defaults for Prefect and MLflow, applied before either is imported.
+
+Prefect's ephemeral server and MLflow's tracking client both read their settings from the
+environment when first imported, so ``apply_defaults`` must run first: ``tasks/__init__.py`` calls
+it on import, and the CLI calls it again with the chosen ``--home`` before it imports anything heavy.
+
+Everything here only fills gaps: a variable the user already set (``PREFECT_API_URL``,
+``MLFLOW_TRACKING_URI``, ``PREFECT_HOME`` ...) always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from arr_core.home import resolve_home
+
+# Quiet and robust offline: no analytics, no telemetry, and a start-up timeout that a fresh
+# PREFECT_HOME on a busy 2-core machine does not hit (the default 20 s sometimes is).
+_QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DO_NOT_TRACK": "true",  # the string "true": MLflow ignores "1"
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+
+
+def prefect_home(home: Path) -> Path:
+    return home / "prefect"
+
+
+def results_dir(home: Path) -> Path:
+    """Where Prefect persists task results (the cache): a ``Path``, never a string (a string is read
+    as a storage block name)."""
+    return home / "prefect" / "results"
+
+
+def mlflow_dir(home: Path) -> Path:
+    return home / "mlflow"
+
+
+def default_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{(mlflow_dir(home) / 'mlflow.db').as_posix()}"
+
+
+def apply_defaults(home: str | os.PathLike[str] | None = None) -> Path:
+    """Fill offline defaults into ``os.environ`` and return the resolved state folder.
+
+    Sets ``ARR_HOME`` to the resolved folder (so worker subprocesses and tasks agree), then, only
+    where unset: analytics/telemetry off, the ephemeral-server start-up timeout, ``PREFECT_HOME``
+    under the state folder, and an SQLite MLflow tracking URI under the state folder.
+    """
+    resolved = resolve_home(home)
+    os.environ["ARR_HOME"] = str(resolved)
+    for key, value in _QUIET.items():
+        os.environ.setdefault(key, value)
+    if "PREFECT_API_URL" not in os.environ:
+        # Only the ephemeral server keeps its database under PREFECT_HOME; a user's server is theirs.
+        os.environ.setdefault("PREFECT_HOME", str(prefect_home(resolved)))
+    # Task results (the cache) under the state folder, also for flows started by a worker.
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(results_dir(resolved)))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(resolved))
+    mlflow_dir(resolved).mkdir(parents=True, exist_ok=True)
+    return resolved

@@ -1,0 +1,37 @@
+"""Small pieces every task uses: the state folder, the store, the test-only failure switch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from arr_core.home import resolve_home
+
+# Test switch: ARR_FAIL_STAGE=train (comma-separated stage names) makes those stages raise, so the
+# rerun-after-failure path can be exercised without breaking real code.
+FAIL_ENV = "ARR_FAIL_STAGE"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by :func:`fail_point` when the test switch names the stage."""
+
+
+def fail_point(stage: str) -> None:
+    wanted = {s.strip() for s in os.environ.get(FAIL_ENV, "").split(",") if s.strip()}
+    if stage in wanted:
+        raise InjectedFailure(f"stage '{stage}' failed on purpose ({FAIL_ENV}={os.environ[FAIL_ENV]})")
+
+
+def home_path(home: str | Path | None) -> Path:
+    return resolve_home(home)
+
+
+def open_store(home: str | Path | None):  # -> arr_core.store.store.Store
+    from arr_core.store.store import Store
+
+    return Store(resolve_home(home))
+
+
+def missing_stage(module: str, what: str) -> NotImplementedError:
+    """The error a task raises while the arr_core module it wires has not landed yet."""
+    return NotImplementedError(f"{what} needs {module}, which does not exist in this checkout yet")

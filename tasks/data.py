@@ -1,0 +1,51 @@
+"""Data tasks: make scene-world pairs (cached), load + register a preference dataset in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks._cache import keyed_by
+from tasks.common import fail_point, home_path, open_store
+
+
+@task(cache_key_fn=keyed_by("world", code=("world",)), persist_result=True, result_serializer="json")
+def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
+    """Scene-world preference pairs (ARR reference JSON + PNGs) under ``ARR_HOME/data``.
+
+    Keyed by the generator settings and the world's code version: equal settings give equal bytes.
+    """
+    from arr_core.digest import digest_obj
+    from arr_core.world.pairs import make_pairs
+
+    out = home_path(home) / "data" / f"world-{world['task']}-{digest_obj(world, 12)}"
+    path = make_pairs(world["task"], int(world["n"]), int(world["seed"]), out, size=int(world["size"]))
+    return {"pairs_uri": str(path)}
+
+
+@task(retries=1, retry_delay_seconds=2)
+def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
+                     max_seed_pairs: int | None = None) -> dict[str, Any]:
+    """Load a preference file (checks every record and image), store it, return its digests.
+
+    Not cached on purpose: reading and hashing is cheap, and the digest it returns is what every
+    later cache key is built from (a path string would not notice edits to the file).
+    """
+    from arr_core.data.dataset import load_dataset
+    from arr_core.digest import digest_obj
+
+    fail_point("data")
+    ds = load_dataset(Path(pairs_uri), task=task)
+    store = open_store(home)
+    dataset_id = store.put_dataset(ds, split_kw=split_kw)
+    # The split is computed here from the config, not read back from the store: the store keeps the
+    # split of the first registration, and a later config may use other fractions or salt.
+    splits = {name: sorted(r.pair_id for r in recs) for name, recs in ds.split(**split_kw).items()}
+    if max_seed_pairs is not None:
+        splits["seed"] = splits["seed"][:max_seed_pairs]
+    return {"dataset_id": dataset_id, "digest": ds.digest, "name": ds.name, "task": ds.task,
+            "source_uri": ds.source_uri, "n_records": len(ds.records),
+            "splits": {name: len(ids) for name, ids in splits.items()},
+            "split_digest": digest_obj(splits, 16), "pair_ids": splits}

@@ -1,0 +1,176 @@
+"""Induction tasks (ARR): generate → blind verify/refine, select, categorize, store.
+
+Each task wraps one stage API of :mod:`arr_core.rubrics.induction` and returns small values: the
+per-pair attempts live in the store (``induction_records``), tasks pass induction keys, criteria
+lists (≤ ``max_rubrics``) and ids. Keys are content digests (dataset digest + split, the stage config
+without secrets, the prompt-template version, the code version), so a rerun with equal inputs is a
+cache hit that makes no VLM call; a VLM-bound task retries on failure, and its retry is cheap because
+finished pairs and VLM answers are read back from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks import _mlflow as mlf
+from tasks._cache import keyed_by
+from tasks.common import fail_point, home_path, open_store
+
+INDUCE_CODE = ("rubrics", "judge", "prompts", "vlm", "world")
+
+
+def prompt_version() -> str:
+    """The current prompt-template version (read at call time so tests can change it)."""
+    from arr_core.prompts import templates
+
+    return templates.PROMPT_VERSION
+
+
+def _clients(induce_cfg: Any, store: Any) -> tuple[Any, Any]:
+    from arr_core.rubrics.config import with_retries
+    from arr_core.vlm.config import build_client
+
+    gen = build_client(with_retries(induce_cfg.generator, induce_cfg.retries), store)
+    ver = (gen if induce_cfg.verifier is None
+           else build_client(with_retries(induce_cfg.verifier_config(), induce_cfg.retries), store))
+    return gen, ver
+
+
+@task(cache_key_fn=keyed_by("dataset_digest", "split_digest", "parent_id", "induce_cfg", "prompt_version",
+                            code=INDUCE_CODE),
+      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
+def generate_and_verify_pairs(dataset_id: str, dataset_digest: str, split_digest: str, pair_ids: list[str],
+                              induce_cfg: Any, prompt_version: str, home: str,
+                              parent_id: str | None = None) -> dict[str, Any]:
+    """Stage 1–3 for every seed pair (generate K criteria, verify blind in both orders, revise).
+
+    With ``parent_id`` the parent's per-pair results are reused and only new pairs are asked.
+    Returns the ``[pair_id, induction_key]`` list and the run statistics (calls, tokens, passed).
+    """
+    from arr_core.rubrics.induction import generate_and_verify, parent_outcomes
+
+    fail_point("induce")
+    store = open_store(home)
+    wanted = set(pair_ids)
+    records = [r for r in store.get_dataset_records(dataset_id) if r.pair_id in wanted]
+    prior: list[Any] = []
+    if parent_id is not None:
+        parent = store.get_rubric_set(parent_id)
+        reuse, parent_pairs = parent_outcomes(store, parent)
+        known = set(parent_pairs)
+        prior = [reuse[k] for _, k in parent.metadata["induction_pairs"]]
+        records = [r for r in records if r.pair_id not in known]
+    gen, ver = _clients(induce_cfg, store)
+    t0 = time.perf_counter()
+    result = asyncio.run(generate_and_verify(records, gen, ver, induce_cfg, store, dataset_id=dataset_id))
+    per_pair = prior + result.per_pair
+    stats = dict(result.stats, new_pairs=len(records), reused_pairs=len(prior),
+                 wall_s=round(time.perf_counter() - t0, 3))
+    return {"pairs": [[p.pair_id, p.induction_key] for p in per_pair], "stats": stats,
+            "generator_model": f"{gen.backend.name}:{gen.backend.model}",
+            "verifier_model": f"{ver.backend.name}:{ver.backend.model}"}
+
+
+@task(cache_key_fn=keyed_by("pairs", "max_rubrics", "selection_seed", "dedup_threshold", code=("rubrics",)),
+      persist_result=True, result_serializer="json")
+def select_criteria(pairs: list[list[str]], max_rubrics: int, selection_seed: int, dedup_threshold: float,
+                    home: str) -> list[str]:
+    """Stage 4a: pool the passing pairs' criteria (read back from the store by induction key),
+    de-duplicate, select a diverse subset deterministically."""
+    from arr_core.rubrics.aggregate import select_criteria as select
+    from arr_core.rubrics.induction import load_finished
+
+    outcomes = load_finished(open_store(home), [k for _, k in pairs])
+    pool = [c for _, k in pairs if k in outcomes and outcomes[k].status == "passed"
+            for c in outcomes[k].criteria]
+    return select(pool, max_rubrics=max_rubrics, seed=selection_seed, dedup_threshold=dedup_threshold)
+
+
+@task(cache_key_fn=keyed_by("criteria", "categories_number", "generator", "retries", "task_kind",
+                            "prompt_version", code=("rubrics", "prompts", "vlm", "world")),
+      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
+def categorize_criteria(criteria: list[str], categories_number: int, generator: Any, retries: int | None,
+                        task_kind: str, prompt_version: str, home: str) -> dict[str, Any]:
+    """Stage 4b: group the selected criteria into at most ``categories_number`` themes with tips
+    (a flat list when the VLM's answer is unusable)."""
+    from arr_core.rubrics.categorize import categorize_criteria as categorize
+    from arr_core.rubrics.config import with_retries
+    from arr_core.vlm.config import build_client
+
+    client = build_client(with_retries(generator, retries), open_store(home))
+    themes, fallback = asyncio.run(categorize(list(criteria), client, categories_number=categories_number,
+                                              task=task_kind))
+    st = client.stats()
+    return {"themes": [t.model_dump() for t in themes], "fallback": fallback,
+            "vlm_calls": int(st.get("calls", 0)), "prompt_tokens": int(st.get("prompt_tokens", 0)),
+            "completion_tokens": int(st.get("completion_tokens", 0))}
+
+
+@task(cache_key_fn=keyed_by("task_kind", "criteria", "categories", "generation", "induce_params",
+                            "dataset_digest", "parent_id", code=("rubrics", "store", "sql")),
+      persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=2)
+def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, Any],
+                     generation: dict[str, Any], induce_params: dict[str, Any], dataset_digest: str,
+                     dataset: dict[str, Any], parent_id: str | None, induce_cfg: Any, experiment: str,
+                     parent_run_id: str | None, home: str) -> dict[str, Any]:
+    """Stage 5: build the versioned rubric set, write it to the store, export JSON + reference text
+    under ``ARR_HOME/rubric_sets``, and record the ``induce`` child run in MLflow.
+
+    With a parent whose criteria are unchanged, no new version is made: the parent id comes back.
+    """
+    from arr_core.rubrics.induction import build_rubric_set, load_finished
+    from arr_core.rubrics.rubric_set import Theme
+
+    store = open_store(home)
+    keys = [k for _, k in generation["pairs"]]
+    outcomes = load_finished(store, keys)
+    per_pair = [outcomes[k] for k in keys if k in outcomes]
+    stats = dict(generation["stats"], criteria_selected=len(criteria),
+                 categorize_fallback=categories["fallback"])
+    stats["vlm_calls"] = stats.get("vlm_calls", 0) + categories["vlm_calls"]
+    for k in ("prompt_tokens", "completion_tokens"):
+        stats[k] = stats.get(k, 0) + categories[k]
+    unchanged = False
+    if parent_id is not None:
+        parent = store.get_rubric_set(parent_id)
+        unchanged = list(parent.criteria) == list(criteria)
+    if unchanged:
+        rs = parent
+    else:
+        rs = build_rubric_set(task_kind, [Theme(**t) for t in categories["themes"]], list(criteria),
+                              generator_model=generation["generator_model"],
+                              verifier_model=generation["verifier_model"], parameters=induce_params,
+                              dataset_digest=dataset_digest, parent_id=parent_id, statistics=stats,
+                              pairs=per_pair)
+        store.put_rubric_set(rs)
+    out = home_path(home) / "rubric_sets"
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, text_path = out / f"{rs.id}.json", out / f"{rs.id}.txt"
+    json_path.write_text(rs.to_json(), encoding="utf-8")
+    text_path.write_text(rs.to_text(), encoding="utf-8")
+
+    tags = {"arr.dataset_digest": dataset_digest, "arr.rubric_set_id": rs.id,
+            "arr.parent_rubric_set_id": parent_id, "arr.prompt_version": rs.metadata.get("prompt_version"),
+            "arr.generator_model": generation["generator_model"],
+            "arr.verifier_model": generation["verifier_model"], "arr.unchanged": str(unchanged).lower()}
+    metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    metrics.update(n_themes=len(rs.themes), n_criteria=len(rs.criteria))
+    with mlf.stage_run(experiment, "induce", home=home_path(home), parent_run_id=parent_run_id,
+                       params=induce_cfg, tags=tags) as run_id:
+        mlf.log_input(run_id, name=dataset.get("name") or "preference-pairs", digest=dataset_digest,
+                      source_uri=dataset.get("source_uri") or "", context="induction")
+        mlf.log_metrics(run_id, metrics)
+        mlf.log_artifact(run_id, json_path, "rubric_set")
+        mlf.log_artifact(run_id, text_path, "rubric_set")
+    return {"stage": "induce", "entity_kind": "rubric_set", "entity_id": rs.id, "mlflow_run_id": run_id,
+            "rubric_set_id": rs.id, "unchanged": unchanged, "tags": tags, "metrics": metrics,
+            "artifacts": {"rubric_set_json": str(json_path), "rubric_set_text": str(text_path)}}
+
+
+def rubric_set_uri(result: dict[str, Any]) -> Path:
+    return Path(result["artifacts"]["rubric_set_json"])

@@ -1,0 +1,276 @@
+"""Training tasks (RPO): run training from exported inputs, or dispatch it to a work pool.
+
+The training side never opens the local DuckDB store (one writer per file, and the GPU machine may
+be another host): it reads the rubric set and the training config from exported JSON files (URIs),
+writes the LoRA, metrics and sample grids to its output folder, and returns their URIs. The
+pipeline records the result in the store afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks import _mlflow as mlf
+from tasks._cache import keyed_by
+from tasks.common import fail_point, home_path
+
+TRAIN_CODE = ("rpo", "judge", "prompts", "vlm", "world")
+RESULT_FILE = "train_result.json"
+
+
+def policy_fingerprint(policy: dict[str, Any]) -> str:
+    """A cheap identity of the base policy: its config plus, for a weights folder, the names and sizes
+    of its top-level weight/config files (hashing tens of GB of weights per run would be too slow);
+    for the shipped toy checkpoint, the hash of its files."""
+    from arr_core.digest import digest_obj, sha256_file
+
+    ident: dict[str, Any] = {k: policy.get(k) for k in ("kind", "folder", "dtype")}
+    folder = policy.get("folder")
+    if folder:
+        root = Path(folder)
+        ident["files"] = sorted([str(p.relative_to(root)), p.stat().st_size]
+                                for p in root.rglob("*") if p.is_file()
+                                and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"))
+    elif policy.get("kind") == "toy":
+        import arr_core.rpo
+
+        assets = Path(arr_core.rpo.__file__).parent / "assets" / "toy_policy"
+        ident["files"] = sorted([p.name, sha256_file(p)] for p in assets.glob("*") if p.is_file())
+    return "pol-" + digest_obj(ident, 16)
+
+
+def load_prompts(cfg: Any) -> list[str]:
+    """The training prompts a ``PromptsConfig`` names (world sampler or a file)."""
+    if cfg.prompts.source == "world":
+        from arr_core.world.pairs import make_prompts
+
+        return [s.prompt for s in make_prompts(cfg.prompts.count, cfg.prompts.seed)]
+    path = Path(cfg.prompts.path)
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_policy(cfg: Any) -> Any:
+    """The policy adapter a ``PolicyConfig`` names."""
+    import torch
+
+    device = cfg.policy.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.policy.kind == "toy":
+        from arr_core.rpo.adapters.toy import ToyPolicy
+
+        return ToyPolicy.load(cfg.policy.folder, device=device)
+    if cfg.policy.kind == "flux":
+        from arr_core.rpo.adapters.flux import FluxPolicy
+
+        return FluxPolicy.from_folder(cfg.policy.folder, dtype=cfg.policy.dtype, device=device)
+    if cfg.policy.kind == "sd3":
+        from arr_core.rpo.adapters.sd3 import SD3Policy
+
+        return SD3Policy.from_folder(cfg.policy.folder, dtype=cfg.policy.dtype, device=device)
+    raise NotImplementedError(f"policy.kind '{cfg.policy.kind}' is not wired into the training task yet")
+
+
+def build_rewarder(cfg: Any, rubric_set: Any, vlm: Any) -> Any:
+    """The group rewarder a ``RewardConfig`` names; the judge's VLM client has no store (the training
+    side must not open the DuckDB file), so it caches in memory only."""
+    from arr_core.rpo import rewards
+
+    kind = cfg.reward.kind
+    if kind == "judge":
+        from arr_core.judge.reward import JudgeRewarder
+        from arr_core.vlm.config import build_client
+
+        task_kind = rubric_set.task if rubric_set is not None else "t2i"
+        return JudgeRewarder(build_client(vlm, None), rubric_set, task_kind, cfg.reward.order,
+                             seed=cfg.seed)
+    if kind == "fixed":
+        return rewards.FixedLatencyRewarder(latency_s=cfg.reward.latency_s, seed=cfg.seed)
+    raise NotImplementedError(f"reward.kind '{kind}' is not wired into the training task yet")
+
+
+def _vlm_from_env(vlm: dict[str, Any]) -> Any:
+    """The VLM config as sent (no key); the key, if any, comes from this process's environment."""
+    from arr_core.vlm.config import VLMConfig
+
+    return VLMConfig.model_validate({k: v for k, v in vlm.items() if k != "api_key"})
+
+
+@task(cache_key_fn=keyed_by("train_key"), persist_result=True, result_serializer="json")
+def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, vlm: dict[str, Any],
+            out_dir: str, experiment: str, parent_run_id: str | None, gpus: int = 1) -> dict[str, Any]:
+    """Train the LoRA (in this process, or under ``torchrun`` when ``gpus > 1``), log the ``train``
+    child run (params, per-step metrics batched, LoRA weights and sample grids), and return URIs.
+
+    ``train_key`` is the content key the caller computed (config digest, rubric-set id, policy
+    fingerprint, code version): an equal key is a cache hit with 0 training steps.
+    """
+    from arr_core.rpo.config import TrainConfig
+    from arr_core.rubrics.rubric_set import RubricSet
+
+    fail_point("train")
+    cfg = TrainConfig.model_validate_json(Path(train_config_uri).read_text(encoding="utf-8"))
+    rs = RubricSet.from_json(Path(rubric_set_uri).read_text(encoding="utf-8")) if rubric_set_uri else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy_id = policy_fingerprint(cfg.policy.model_dump(mode="json"))
+    tags = {"arr.rubric_set_id": rs.id if rs else None, "arr.policy_id": policy_id,
+            "arr.train_key": train_key, "arr.dispatch_gpus": gpus}
+    t0 = time.perf_counter()
+    with mlf.stage_run(experiment, "train", home=home_path(None), parent_run_id=parent_run_id,
+                       params=cfg.model_dump(mode="json"), tags=tags) as run_id:
+        if gpus > 1:
+            result = _torchrun(gpus, train_config_uri, rubric_set_uri, vlm, out)
+        else:
+            result = train_local(cfg, rs, _vlm_from_env(vlm), out)
+        history = [json.loads(line) for line in Path(result["metrics_uri"]).read_text().splitlines()
+                   if line.strip()] if Path(result["metrics_uri"]).exists() else []
+        mlf.log_metric_history(run_id, history)
+        final = {f"final.{k}": v for k, v in (history[-1] if history else {}).items() if k != "step"}
+        metrics = {**final, "train_steps": result["steps"], "wall_s": round(time.perf_counter() - t0, 3)}
+        mlf.log_metrics(run_id, metrics)
+        mlf.log_artifact(run_id, result["lora_dir"], "lora")
+        if Path(result["samples_dir"]).is_dir():
+            mlf.log_artifact(run_id, result["samples_dir"], "samples")
+        lora_artifact = mlf.artifact_uri(run_id).rstrip("/") + "/lora"
+        mlf.set_tags(run_id, {"arr.lora_uri": lora_artifact})
+    tags["arr.lora_uri"] = lora_artifact
+    summary = {"stage": "train", "entity_kind": "training_run", "entity_id": train_key,
+               "mlflow_run_id": run_id, "policy_id": policy_id, "lora_uri": result["lora_dir"],
+               "lora_artifact_uri": lora_artifact, "steps": result["steps"], "tags": tags,
+               "metrics": metrics, "artifacts": {"lora": result["lora_dir"],
+                                                 "metrics": result["metrics_uri"]}}
+    (out / RESULT_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def train_local(cfg: Any, rubric_set: Any, vlm: Any, out: Path, dist_ctx: Any = None) -> dict[str, Any]:
+    """One process's training (also what each torchrun rank runs)."""
+    from arr_core.rpo.trainer import train
+
+    policy = build_policy(cfg)
+    rewarder = build_rewarder(cfg, rubric_set, vlm)
+    prompts = load_prompts(cfg)
+    res = train(policy, rewarder, prompts, cfg, out, progress=_progress, dist_ctx=dist_ctx)
+    return {"lora_dir": str(res.lora_dir), "metrics_uri": str(res.metrics_path), "steps": res.steps,
+            "samples_dir": str(out / "samples")}
+
+
+def _progress(line: str) -> None:
+    try:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().info(line)
+    except Exception:
+        print(line, flush=True)
+
+
+def _torchrun(gpus: int, train_config_uri: str, rubric_set_uri: str | None, vlm: dict[str, Any],
+              out: Path) -> dict[str, Any]:
+    """Run ``tasks.train_entry`` under ``torchrun --nproc-per-node GPUS`` (one process per GPU, DDP);
+    rank 0 writes the result file this reads back."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+           "-m", "tasks.train_entry", "--config", train_config_uri, "--out", str(out),
+           "--vlm", json.dumps(vlm)]
+    if rubric_set_uri:
+        cmd += ["--rubrics", rubric_set_uri]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy())
+    return json.loads((out / "rank0_result.json").read_text(encoding="utf-8"))
+
+
+@task
+def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str) -> dict[str, Any]:
+    """Compute the training's content key and export its inputs where the training side can read them.
+
+    Key = trajectory-relevant config (without output paths and logging cadence), step count, rubric
+    set id, base-policy fingerprint, the VLM config without secrets, and the training code version.
+    """
+    from arr_core.digest import digest_obj
+    from arr_core.rubrics.rubric_set import RubricSet
+    from tasks._cache import code_version, redact
+
+    rs = RubricSet.from_json(Path(rubric_set_json).read_text(encoding="utf-8"))
+    cfg_json = train_cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every"})
+    policy_id = policy_fingerprint(train_cfg.policy.model_dump(mode="json"))
+    vlm_safe = redact(vlm)
+    train_key = "tr-" + digest_obj({"config": cfg_json, "rubric_set_id": rs.id, "policy_id": policy_id,
+                                    "vlm": vlm_safe, "code": code_version(*TRAIN_CODE)}, 24)
+    folder = Path(exchange) / train_key
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg_path, rs_path = folder / "train_config.json", folder / "rubric_set.json"
+    cfg_path.write_text(train_cfg.model_dump_json(indent=2), encoding="utf-8")
+    rs_path.write_text(rs.to_json(), encoding="utf-8")
+    return {"train_key": train_key, "policy_id": policy_id, "train_config_uri": str(cfg_path),
+            "rubric_set_uri": str(rs_path), "out_dir": str(folder / "run"),
+            "vlm": json.loads(json.dumps(vlm_safe, default=str))}
+
+
+@task(cache_key_fn=keyed_by("train_key"), persist_result=True, result_serializer="json")
+def dispatch_training(train_key: str, deployment: str, parameters: dict[str, Any], worker_wait_s: float,
+                      timeout_s: float, out_dir: str, poll_s: float = 2.0) -> dict[str, Any]:
+    """Start the ``rpo-train`` deployment with ``run_deployment`` and wait for it.
+
+    Fails with a clear message when no worker has picked the run up within ``worker_wait_s`` (the
+    run is cancelled rather than left "Scheduled" forever), and when the run does not complete.
+    Cached by ``train_key`` like the in-process path: a rerun after a later failure does not train
+    again.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelled
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise RuntimeError("training.dispatch 'work-pool' needs a Prefect server that the worker also "
+                           "uses: start one (`prefect server start --host 127.0.0.1`), set PREFECT_API_URL, "
+                           "deploy (`prefect deploy --all`) and start a worker "
+                           "(`prefect worker start --pool gpu-h100`); or use training.dispatch 'in-process'")
+    fr = run_deployment(name=deployment, parameters=parameters, timeout=0, as_subflow=True,
+                        tags=["arr", "rpo-train"])
+    started = time.monotonic()
+    picked = False
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(fr.id)
+            state = run.state
+            if state is not None and state.type != StateType.SCHEDULED:
+                picked = True
+            if state is not None and state.is_final():
+                break
+            waited = time.monotonic() - started
+            if not picked and waited > worker_wait_s:
+                pool = run.work_pool_name or "?"
+                workers = client.read_workers_for_work_pool(pool) if pool != "?" else []
+                online = [w.name for w in workers if str(getattr(w, "status", "")).upper().endswith("ONLINE")]
+                client.set_flow_run_state(fr.id, Cancelled(message="no worker picked the run up"), force=True)
+                raise RuntimeError(
+                    f"training run {fr.id} of deployment '{deployment}' was not picked up by any worker on "
+                    f"work pool '{pool}' within {worker_wait_s:.0f} s (online workers: {online or 'none'}); "
+                    f"start one with `prefect worker start --pool {pool}` or raise training.worker_wait_s. "
+                    "The run was cancelled.")
+            if waited > timeout_s:
+                raise RuntimeError(f"training run {fr.id} did not finish within {timeout_s:.0f} s "
+                                   f"(state {state.name if state else '?'})")
+            time.sleep(poll_s)
+    if not state.is_completed():
+        raise RuntimeError(f"training run {fr.id} of deployment '{deployment}' ended {state.name}: "
+                           f"{state.message or 'see the Prefect UI / worker log'}")
+    result_file = Path(out_dir) / RESULT_FILE
+    if not result_file.is_file():
+        raise RuntimeError(f"training run {fr.id} completed but {result_file} is missing: the worker and "
+                           "the pipeline must share training.shared_dir")
+    summary = json.loads(result_file.read_text(encoding="utf-8"))
+    summary["tags"] = {**summary.get("tags", {}), "arr.training_flow_run_id": str(fr.id)}
+    return summary
