@@ -98,7 +98,9 @@ class FluxPolicy:
         """Build from ``FluxPipeline`` keyword arguments (e.g. ``tiny_flux_components()``)."""
         from diffusers import FluxPipeline
 
-        pipe = FluxPipeline(**components).to(device=device, dtype=dtype)
+        pipe = FluxPipeline(**components).to(device)
+        if pipe.transformer.dtype != dtype:
+            pipe = pipe.to(dtype=dtype)
         return cls(
             pipe, height=height, width=width, guidance=guidance, max_sequence_length=max_sequence_length
         )

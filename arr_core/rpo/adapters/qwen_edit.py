@@ -189,7 +189,9 @@ class QwenEditPolicy:
         parts = dict(components)
         image_processor = parts.pop("image_processor", None)
         parts.pop("processor", None)
-        pipe = pipe_cls(processor=None, **parts).to(device=device, dtype=dtype)
+        pipe = pipe_cls(processor=None, **parts).to(device)
+        if pipe.transformer.dtype != dtype:
+            pipe = pipe.to(dtype=dtype)
         return cls(
             pipe,
             image_processor,

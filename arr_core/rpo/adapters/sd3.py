@@ -105,7 +105,9 @@ class SD3Policy:
         """Build from ``StableDiffusion3Pipeline`` keyword arguments (e.g. ``tiny_sd3_components()``)."""
         from diffusers import StableDiffusion3Pipeline
 
-        pipe = StableDiffusion3Pipeline(**components).to(device=device, dtype=dtype)
+        pipe = StableDiffusion3Pipeline(**components).to(device)
+        if pipe.transformer.dtype != dtype:
+            pipe = pipe.to(dtype=dtype)
         return cls(
             pipe,
             height=height,

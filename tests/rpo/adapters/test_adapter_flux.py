@@ -98,3 +98,19 @@ def test_bad_inputs_raise(policy, tmp_path):
         policy.velocity(
             policy.initial_latents(3, torch.Generator()), torch.tensor(0.5), policy.encode(PROMPTS)
         )
+
+
+def test_bf16_transformer_keeps_fp32_latents(sample):
+    """Real runs use bf16 weights: inputs are cast in, velocities come back fp32, and sampling stays close
+    to the fp32 result (tiny model, 4 steps: observed max |Δ| ≈ 0.07 on latents of magnitude ≈ 4.5)."""
+    fp32 = FluxPolicy.from_components(
+        tiny_flux_components(), height=SIZE, width=SIZE, max_sequence_length=SEQ
+    )
+    bf16 = FluxPolicy.from_components(
+        tiny_flux_components(), dtype=torch.bfloat16, height=SIZE, width=SIZE, max_sequence_length=SEQ
+    )
+    assert bf16.dtype == torch.bfloat16
+    x16 = sample(bf16, bf16.encode(PROMPTS), num_steps=4, seed=0, batch=2)
+    x32 = sample(fp32, fp32.encode(PROMPTS), num_steps=4, seed=0, batch=2)
+    assert x16.dtype == torch.float32 and torch.isfinite(x16).all()
+    assert (x16 - x32).abs().max().item() < 0.25
