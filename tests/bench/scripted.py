@@ -72,6 +72,8 @@ class RedBackend(_Base):
     def answer(self, messages) -> str:
         text = _text(messages)
         imgs = _images(messages)
+        if "BASE" in text:  # editing: the source image comes first and is not ranked
+            imgs = imgs[1:]
         n_rubrics = 0
         if "Evaluation rubrics:" in text:
             block = text.split("Evaluation rubrics:", 1)[1].split("\n\n", 1)[0]
