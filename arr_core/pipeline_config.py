@@ -42,6 +42,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _induce_uses_vlm(induce: Any, vlm: VLMConfig) -> Any:
+    """``vlm`` is every stage's default VLM: induction uses it unless ``induce.generator`` is set."""
+    if "generator" in getattr(induce, "model_fields_set", set()):
+        return induce
+    return induce.model_copy(update={"generator": vlm})
+
+
 class WorldPairs(_Strict):
     """Scene-world preference pairs generated on the fly (the demo's data source)."""
 
@@ -97,7 +104,8 @@ class TrainingStage(_Strict):
     deployment: str = Field("rpo-train/rpo-train", description="FLOW_NAME/DEPLOYMENT_NAME for work-pool")
     worker_wait_s: float = Field(120.0, gt=0, description="fail when no worker picked the run up by then")
     timeout_s: float = Field(24 * 3600.0, gt=0, description="give up waiting for the training run")
-    gpus: int = Field(1, ge=1, description="processes per node under torchrun (work-pool dispatch)")
+    gpus: int | None = Field(None, ge=1, description="processes per node under torchrun; None: the work "
+                             "pool's ARR_GPUS job variable (1 in-process)")
     shared_dir: Path | None = Field(None, description="folder both sides can read (rubric set and "
                                     "config out, LoRA back); default ARR_HOME/exchange")
 
@@ -123,18 +131,44 @@ class PipelineConfig(_Strict):
 
     name: str = Field("arr-pipeline", description="run name in Prefect and MLflow")
     data: DataStage
-    vlm: VLMConfig = Field(default_factory=VLMConfig)
+    vlm: VLMConfig = Field(default_factory=VLMConfig, description="every stage's VLM (induction's too, "
+                           "unless induce.generator is set)")
     induce: InduceConfig = Field(default_factory=InduceConfig)
     judge: JudgeStage = Field(default_factory=JudgeStage)
     training: TrainingStage
     evaluate: EvaluateStage = Field(default_factory=EvaluateStage)
     mlflow: MlflowStage = Field(default_factory=MlflowStage)
 
+    @model_validator(mode="after")
+    def _default_vlm(self) -> PipelineConfig:
+        self.induce = _induce_uses_vlm(self.induce, self.vlm)
+        return self
+
     def digest(self, section: str | None = None) -> str:
         """Content digest of the config (or one section) without secrets: part of cache keys."""
         data = self.model_dump(mode="json")
         data["vlm"].pop("api_key", None)
         return digest_obj(data if section is None else data[section], 16)
+
+
+class ReinductionConfig(_Strict):
+    """The scheduled ``rubric-reinduction`` deployment: induce on new preference data on top of the
+    newest rubric set, make a new version only when the content changes, optionally judge it."""
+
+    name: str = "rubric-reinduction"
+    data: DataStage = Field(description="the preference-data location (data.pairs), read on every run")
+    parent: str | None = Field("latest", description="'latest': the newest rubric set of the task in the "
+                               "store; an id; or null to induce from scratch")
+    vlm: VLMConfig = Field(default_factory=VLMConfig)
+    induce: InduceConfig = Field(default_factory=InduceConfig)
+    evaluate: bool = Field(False, description="run the judge check when a new version was made")
+    judge: JudgeStage = Field(default_factory=JudgeStage)
+    mlflow: MlflowStage = Field(default_factory=lambda: MlflowStage(experiment="arr-reinduction"))
+
+    @model_validator(mode="after")
+    def _default_vlm(self) -> ReinductionConfig:
+        self.induce = _induce_uses_vlm(self.induce, self.vlm)
+        return self
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -174,10 +208,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     fix(cfg.get("prompts"), "path")
 
 
-def pipeline_config_from_dict(raw: dict[str, Any], *, file: str = "<config>") -> PipelineConfig:
+def pipeline_config_from_dict(raw: dict[str, Any], *, file: str = "<config>",
+                              model: type[BaseModel] = PipelineConfig) -> Any:
     """Validate a mapping; the first error names the file and the dotted field."""
     try:
-        return PipelineConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or None
@@ -185,9 +220,9 @@ def pipeline_config_from_dict(raw: dict[str, Any], *, file: str = "<config>") ->
         raise InputError(f"{err['msg']}{more}", file=file, field=field) from None
 
 
-def load_pipeline_config(path: str | Path) -> PipelineConfig:
+def load_pipeline_config(path: str | Path, model: type[BaseModel] = PipelineConfig) -> Any:
     """Read a YAML pipeline config (``${VAR}`` / ``${VAR:-default}`` expanded; relative paths are
-    relative to the file)."""
+    relative to the file); ``model=ReinductionConfig`` reads the re-induction deployment's config."""
     import yaml
 
     path = Path(path)
@@ -201,7 +236,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
         raise InputError("the top level must be a mapping with data, training, ...", file=str(path))
     raw = _expand_env(raw, "", str(path))
     _resolve_paths(raw, path.resolve().parent)
-    return pipeline_config_from_dict(raw, file=str(path))
+    return pipeline_config_from_dict(raw, file=str(path), model=model)
 
 
 def demo_config(**overrides: Any) -> PipelineConfig:

@@ -6,6 +6,7 @@ Deployed on the ``gpu-h100`` work pool (prefect.yaml); the pipeline runs it as a
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import flow
@@ -25,13 +26,14 @@ class TrainFlowParams(BaseModel):
     out_dir: str
     experiment: str = "arr-pipeline"
     parent_run_id: str | None = None
-    gpus: int = Field(1, ge=1, description=">1: one process per GPU under torchrun (DDP)")
+    gpus: int | None = Field(None, ge=1, description=">1: one process per GPU under torchrun (DDP); None: "
+                             "the work pool's ARR_GPUS job variable, else 1")
 
 
 @flow(name="rpo-train")
 def train_flow(params: TrainFlowParams) -> dict[str, Any]:
     """Returns the training summary: LoRA folder and MLflow artifact URI, metrics, steps, ``cached``."""
+    gpus = params.gpus or int(os.environ.get("ARR_GPUS", "1"))
     result, cached = run_task(run_rpo, params.train_key, params.train_config_uri, params.rubric_set_uri,
-                              params.vlm, params.out_dir, params.experiment, params.parent_run_id,
-                              params.gpus)
+                              params.vlm, params.out_dir, params.experiment, params.parent_run_id, gpus)
     return {**result, "cached": cached}

@@ -4,7 +4,8 @@ Prefect's ephemeral server and MLflow's tracking client both read their settings
 environment when first imported, so ``apply_defaults`` must run first: ``tasks/__init__.py`` calls
 it on import, and the CLI calls it again with the chosen ``--home`` before it imports anything heavy.
 
-Everything here only fills gaps: a variable the user already set (``PREFECT_API_URL``,
+Everything here only fills gaps (Prefect reads PREFECT_HOME once per process, so pick the state
+folder before the first flow runs): a variable the user already set (``PREFECT_API_URL``,
 ``MLFLOW_TRACKING_URI``, ``PREFECT_HOME`` ...) always wins.
 """
 
@@ -45,6 +46,16 @@ def default_tracking_uri(home: Path) -> str:
     return f"sqlite:///{(mlflow_dir(home) / 'mlflow.db').as_posix()}"
 
 
+# Variables this module set itself (not the user): a later call for another state folder may move them.
+_OURS: set[str] = set()
+
+
+def _default(key: str, value: str) -> None:
+    if key not in os.environ or key in _OURS:
+        os.environ[key] = value
+        _OURS.add(key)
+
+
 def apply_defaults(home: str | os.PathLike[str] | None = None) -> Path:
     """Fill offline defaults into ``os.environ`` and return the resolved state folder.
 
@@ -58,9 +69,9 @@ def apply_defaults(home: str | os.PathLike[str] | None = None) -> Path:
         os.environ.setdefault(key, value)
     if "PREFECT_API_URL" not in os.environ:
         # Only the ephemeral server keeps its database under PREFECT_HOME; a user's server is theirs.
-        os.environ.setdefault("PREFECT_HOME", str(prefect_home(resolved)))
+        _default("PREFECT_HOME", str(prefect_home(resolved)))
     # Task results (the cache) under the state folder, also for flows started by a worker.
-    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(results_dir(resolved)))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(resolved))
+    _default("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(results_dir(resolved)))
+    _default("MLFLOW_TRACKING_URI", default_tracking_uri(resolved))
     mlflow_dir(resolved).mkdir(parents=True, exist_ok=True)
     return resolved

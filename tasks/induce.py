@@ -174,3 +174,21 @@ def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, 
 
 def rubric_set_uri(result: dict[str, Any]) -> Path:
     return Path(result["artifacts"]["rubric_set_json"])
+
+
+@task
+def resolve_parent(parent: str | None, task_kind: str, home: str) -> str | None:
+    """``'latest'`` → the newest rubric set of ``task_kind`` that has per-pair induction records (so it
+    can be extended); an id or prefix → that id; None → None."""
+    if parent is None:
+        return None
+    store = open_store(home)
+    if parent != "latest":
+        return store.resolve_rubric_set_id(parent)
+    for row in store.list_rubric_sets():  # newest first
+        if row.get("task") != task_kind:
+            continue
+        rs = store.get_rubric_set(row["rubric_set_id"])
+        if rs.metadata.get("induction_pairs"):
+            return rs.id
+    return None
