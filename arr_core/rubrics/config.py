@@ -73,9 +73,8 @@ class JudgeConfig(BaseModel):
     vlm: VLMConfig = Field(default_factory=VLMConfig)
 
     def vlm_config(self) -> VLMConfig:
-        if self.retries is None:
-            return self.vlm
-        return self.vlm.model_copy(update={"max_reasks": self.retries})
+        """The judge's VLM config with ``retries`` applied."""
+        return with_retries(self.vlm, self.retries)
 
 
 def with_retries(cfg: VLMConfig, retries: int | None) -> VLMConfig:
