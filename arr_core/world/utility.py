@@ -19,7 +19,7 @@ from arr_core.world.grammar import PromptSpec
 
 # Weights of the criteria (sum 1): the whole prompt right, each clause right, no objects beyond the
 # prompt, and image quality (sharpness, low noise, contrast).
-WEIGHTS: dict[str, float] = {"all_correct": 0.35, "clauses": 0.2, "no_extra": 0.25, "quality": 0.2}
+WEIGHTS: dict[str, float] = {"all_correct": 0.3, "clauses": 0.2, "no_extra": 0.2, "quality": 0.3}
 CLOSENESS = 0.05  # utility gap at which the extra flip probability has fallen to 1/e
 
 
