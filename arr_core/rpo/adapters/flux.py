@@ -45,6 +45,17 @@ FLUX_LORA_TARGETS = [
 ]
 
 
+def _as_dtype(dtype: torch.dtype | str, where: str) -> torch.dtype:
+    """A torch dtype, or its name as configs spell it ("bfloat16", "float32", "float16")."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in ("float32", "bfloat16", "float16"):
+        return getattr(torch, dtype)
+    raise ValueError(
+        f"{where}: dtype={dtype!r} must be a torch.dtype or one of 'float32', 'bfloat16', 'float16'"
+    )
+
+
 class FluxPolicy:
     """RPO policy over a ``FluxPipeline``: packed latents (b, n, d), fp32 outside the transformer."""
 
@@ -89,7 +100,7 @@ class FluxPolicy:
         components: dict[str, Any],
         *,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         height: int = 512,
         width: int = 512,
         guidance: float = 3.5,
@@ -99,6 +110,7 @@ class FluxPolicy:
         from diffusers import FluxPipeline
 
         pipe = FluxPipeline(**components).to(device)
+        dtype = _as_dtype(dtype, "FluxPolicy.from_components")
         if pipe.transformer.dtype != dtype:
             pipe = pipe.to(dtype=dtype)
         return cls(
@@ -110,7 +122,7 @@ class FluxPolicy:
         cls,
         folder: str | Path,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         height: int = 512,
         width: int = 512,
         guidance: float = 3.5,
@@ -120,6 +132,7 @@ class FluxPolicy:
         from diffusers import FluxPipeline
 
         folder = Path(folder)
+        dtype = _as_dtype(dtype, "FluxPolicy.from_pretrained")
         if not (folder / "model_index.json").is_file():
             raise ValueError(
                 f"FluxPolicy.from_pretrained: {folder} has no model_index.json; pass a local diffusers "

@@ -67,6 +67,17 @@ VARIANTS = {"QwenImageEditPipeline": "edit", "QwenImageEditPlusPipeline": "edit_
 CONDITION_IMAGE_AREA = 384 * 384
 
 
+def _as_dtype(dtype: torch.dtype | str, where: str) -> torch.dtype:
+    """A torch dtype, or its name as configs spell it ("bfloat16", "float32", "float16")."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in ("float32", "bfloat16", "float16"):
+        return getattr(torch, dtype)
+    raise ValueError(
+        f"{where}: dtype={dtype!r} must be a torch.dtype or one of 'float32', 'bfloat16', 'float16'"
+    )
+
+
 def _dimensions(area: int, ratio: float) -> tuple[int, int]:
     """(width, height) with about ``area`` pixels and aspect ``ratio``, multiples of 32 (the pipelines'
     ``calculate_dimensions``)."""
@@ -170,7 +181,7 @@ class QwenEditPolicy:
         *,
         variant: str = "edit_plus",
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         height: int = 1024,
         width: int = 1024,
         true_cfg_scale: float = 1.0,
@@ -190,6 +201,7 @@ class QwenEditPolicy:
         image_processor = parts.pop("image_processor", None)
         parts.pop("processor", None)
         pipe = pipe_cls(processor=None, **parts).to(device)
+        dtype = _as_dtype(dtype, "QwenEditPolicy.from_components")
         if pipe.transformer.dtype != dtype:
             pipe = pipe.to(dtype=dtype)
         return cls(
@@ -207,7 +219,7 @@ class QwenEditPolicy:
         cls,
         folder: str | Path,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         height: int = 1024,
         width: int = 1024,
         true_cfg_scale: float = 1.0,
@@ -224,6 +236,7 @@ class QwenEditPolicy:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         folder = Path(folder)
+        dtype = _as_dtype(dtype, "QwenEditPolicy.from_pretrained")
         index_path = folder / "model_index.json"
         if not index_path.is_file():
             raise ValueError(

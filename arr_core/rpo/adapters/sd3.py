@@ -43,6 +43,17 @@ SD3_LORA_TARGETS = [
 ]
 
 
+def _as_dtype(dtype: torch.dtype | str, where: str) -> torch.dtype:
+    """A torch dtype, or its name as configs spell it ("bfloat16", "float32", "float16")."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in ("float32", "bfloat16", "float16"):
+        return getattr(torch, dtype)
+    raise ValueError(
+        f"{where}: dtype={dtype!r} must be a torch.dtype or one of 'float32', 'bfloat16', 'float16'"
+    )
+
+
 class SD3Policy:
     """RPO policy over a ``StableDiffusion3Pipeline``: latents (b, c, h, w), fp32 outside the transformer."""
 
@@ -95,7 +106,7 @@ class SD3Policy:
         components: dict[str, Any],
         *,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         height: int = 512,
         width: int = 512,
         guidance_scale: float = 1.0,
@@ -106,6 +117,7 @@ class SD3Policy:
         from diffusers import StableDiffusion3Pipeline
 
         pipe = StableDiffusion3Pipeline(**components).to(device)
+        dtype = _as_dtype(dtype, "SD3Policy.from_components")
         if pipe.transformer.dtype != dtype:
             pipe = pipe.to(dtype=dtype)
         return cls(
@@ -122,7 +134,7 @@ class SD3Policy:
         cls,
         folder: str | Path,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         height: int = 512,
         width: int = 512,
         guidance_scale: float = 1.0,
@@ -133,6 +145,7 @@ class SD3Policy:
         from diffusers import StableDiffusion3Pipeline
 
         folder = Path(folder)
+        dtype = _as_dtype(dtype, "SD3Policy.from_pretrained")
         if not (folder / "model_index.json").is_file():
             raise ValueError(
                 f"SD3Policy.from_pretrained: {folder} has no model_index.json; pass a local diffusers "

@@ -87,7 +87,9 @@ def test_lora_attaches_on_targets(lora_check):
     lora_check(policy, inputs)
 
 
-def test_bad_inputs_raise(policy, tmp_path):
+def test_bad_inputs_raise(policy, flux_folder, tmp_path):
+    with pytest.raises(ValueError, match="dtype='int8'"):
+        FluxPolicy.from_pretrained(flux_folder, dtype="int8")
     with pytest.raises(ValueError, match="multiples of 16"):
         FluxPolicy(policy.pipe, height=72, width=64)
     with pytest.raises(ValueError, match="model_index.json"):

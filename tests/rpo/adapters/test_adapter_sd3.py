@@ -107,3 +107,13 @@ def test_bad_inputs_raise(policy, cfg_policy):
         cfg_policy.velocity(
             policy.initial_latents(2, torch.Generator()), torch.tensor(0.5), policy.encode(PROMPTS)
         )
+
+
+def test_dtype_by_config_name(sd3_folder, sample):
+    """Configs spell dtypes as strings (PolicyConfig.dtype); a bf16 policy still samples fp32 latents."""
+    policy = SD3Policy.from_pretrained(
+        sd3_folder, dtype="bfloat16", height=SIZE, width=SIZE, max_sequence_length=SEQ
+    )
+    assert policy.dtype == torch.bfloat16
+    x = sample(policy, policy.encode(PROMPTS), num_steps=2, seed=0, batch=2)
+    assert x.dtype == torch.float32 and torch.isfinite(x).all()
