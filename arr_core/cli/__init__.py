@@ -44,6 +44,18 @@ def _register() -> None:
 _register()
 
 
+def _plain_paragraphs(typer_app: typer.Typer) -> None:
+    """Help texts are docstrings wrapped at ~100 columns: let the help renderer re-flow paragraphs
+    instead of keeping each source line break (typer's "rich" mode keeps them)."""
+    typer_app.rich_markup_mode = "markdown"
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _plain_paragraphs(group.typer_instance)
+
+
+_plain_paragraphs(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code.
 
