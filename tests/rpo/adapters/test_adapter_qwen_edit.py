@@ -159,3 +159,26 @@ def test_bad_inputs_raise(policy, qwen_folder, tmp_path):
         QwenEditPolicy(policy.pipe, policy.image_processor, height=36, width=32)
     with pytest.raises(ValueError, match="model_index.json"):
         QwenEditPolicy.from_pretrained(tmp_path)
+
+
+def test_padded_batch_equals_single_prompt_and_index_cond(policy, cond):
+    """Text padding is masked out: a prompt's velocity in a padded batch equals its velocity alone, and
+    ``index_cond`` (used to repeat G samples per prompt) keeps every conditioning key aligned."""
+    from arr_core.rpo.policy import index_cond
+
+    lengths = cond["prompt_embeds_mask"].sum(dim=1).tolist()
+    short = int(np.argmin(lengths))
+    assert lengths[0] != lengths[1]  # one prompt really is padded
+    alone = policy.encode([PROMPTS[short]], [_sources()[short]])
+    x = policy.initial_latents(2, torch.Generator().manual_seed(4))
+    sigma = torch.tensor([0.8, 0.8])
+    with torch.no_grad():
+        batched = policy.velocity(x, sigma, cond)
+        single = policy.velocity(x[short : short + 1], sigma[:1], alone)
+        repeated = policy.velocity(
+            x[[0, 0, 1, 1]], sigma.repeat(2), index_cond(cond, torch.tensor([0, 0, 1, 1]))
+        )
+    assert torch.allclose(batched[short : short + 1], single, atol=1e-5)
+    assert torch.allclose(repeated[::2], batched, atol=1e-5) and torch.allclose(
+        repeated[1::2], batched, atol=1e-5
+    )
