@@ -134,9 +134,13 @@ def register(app: typer.Typer) -> None:
         rubrics: Annotated[str, typer.Option("--rubrics", help="Rubric set id (or prefix) in the store, a "
                                              "plain-text rubrics file (reference format), or 'none'.")],
         pairs: Pairs,
-        order: Annotated[str, typer.Option("--order", help="single | swap | random")] = "swap",
-        mapping: Annotated[str, typer.Option("--mapping", help="reward mapping: paper | linear")] = "paper",
-        seed: Annotated[int, typer.Option("--seed", help="seed of the random order and the bootstrap")] = 0,
+        config: Annotated[Optional[Path], typer.Option("--config", help="JudgeConfig YAML (fields: order, "
+                                                       "reward_mapping, seed, retries, vlm); flags override it.")] = None,
+        order: Annotated[Optional[str], typer.Option("--order", help="single | swap | random (default swap)")] = None,
+        mapping: Annotated[Optional[str], typer.Option("--mapping", help="reward mapping: paper | linear "
+                                                       "(default paper)")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="seed of the random order and the "
+                                                    "bootstrap (default 0)")] = None,
         backend: Backend = None,
         base_url: BaseUrl = None,
         model: Model = None,
@@ -150,10 +154,15 @@ def register(app: typer.Typer) -> None:
 
         from arr_core.judge.judge import ORDER_MODES, REWARD_MAPPINGS, judge_many
         from arr_core.judge.metrics import accuracy_summary, order_summary
+        from arr_core.rubrics.config import JudgeConfig, load_config
         from arr_core.rubrics.rubric_set import RubricSet
         from arr_core.store import Store
-        from arr_core.vlm.config import VLMConfig, build_client
+        from arr_core.vlm.config import build_client
 
+        jcfg = load_config(config, JudgeConfig) if config is not None else JudgeConfig()
+        order = order if order is not None else jcfg.order
+        mapping = mapping if mapping is not None else jcfg.reward_mapping
+        seed = seed if seed is not None else jcfg.seed
         if order not in ORDER_MODES:
             raise InputError(f"must be one of {', '.join(ORDER_MODES)}, got {order!r}", field="--order")
         if mapping not in REWARD_MAPPINGS:
@@ -177,7 +186,7 @@ def register(app: typer.Typer) -> None:
         if missing:
             raise InputError("judging against labels needs label_rank on every record", file=str(pairs),
                              record=missing[0], field="label_rank")
-        cfg = _vlm_overrides(VLMConfig(), backend, base_url, model, no_cache)
+        cfg = _vlm_overrides(jcfg.vlm_config(), backend, base_url, model, no_cache)
         client = build_client(cfg, store)
         block = rs.prompt_block() if rs is not None else None
         rid = rs.id if rs is not None else None

@@ -196,18 +196,36 @@ def test_induce_is_deterministic_and_incremental(pairs, more_pairs, tmp_path):
     # new pairs: only they are processed
     union = Dataset(records=pairs.records + more_pairs.records, name="union", source_uri="mem", task="t2i")
     child = induce(union, cfg, store, parent_id=rs.id, client_gen=client, client_ver=client)
-    old_images = {im.sha256 for r in pairs.records for im in r.images}
-    new_sent = backend.sent[n:]
-    assert new_sent
-    for msgs in new_sent:
-        for part in msgs[-1]["content"] if isinstance(msgs[-1]["content"], list) else []:
-            if part.get("type") == "image_url":
-                assert data_url_digest(part["image_url"]["url"]) not in {"sha256:" + h for h in old_images}
+    def digests(records):
+        return {data_url_digest(im.data_url()) for r in records for im in r.images}
+
+    sent_images = {data_url_digest(part["image_url"]["url"]) for msgs in backend.sent[n:]
+                   for msg in msgs if isinstance(msg["content"], list)
+                   for part in msg["content"] if part.get("type") == "image_url"}
+    old_only = digests(pairs.records) - digests(more_pairs.records)  # a few renders coincide
+    assert old_only and sent_images and sent_images <= digests(more_pairs.records)
+    assert not sent_images & old_only
     cs = child.metadata["statistics"]
     assert cs["new_pairs"] == 4 and cs["reused"] == 10 and cs["pairs_used"] == 14
-    if child.id != rs.id:
-        assert child.metadata["parent_id"] == rs.id
-        assert [p for p, _ in child.metadata["induction_pairs"]][:10] == [r.pair_id for r in pairs.records]
+    # with these seeds the new pairs bring new criteria: a new version that points at its parent
+    assert child.id != rs.id and child.metadata["parent_id"] == rs.id
+    assert store.get_rubric_set(child.id).id == child.id
+    assert [p for p, _ in child.metadata["induction_pairs"]][:10] == [r.pair_id for r in pairs.records]
+
+
+def test_edit_pairs_keep_the_source_first_in_both_orders(tmp_path):
+    edit = load_dataset(make_pairs("edit", 3, 5, tmp_path))
+    rec = Recording(SceneVLM(seed=0))
+    client = VLMClient(rec, cache_mode="off")
+    res = asyncio.run(generate_and_verify(edit.records, client, client, small_cfg()))
+    assert res.stats["pairs_used"] == 3
+    judge_msgs = [m for m in rec.sent if '"rank"' in split_user_content(m).text]
+    assert judge_msgs
+    for m in judge_msgs:
+        uc = split_user_content(m)
+        assert uc.labels == ["Image BASE (original):", "Edited Image 1:", "Edited Image 2:"]
+    sources = {data_url_digest(r.source.data_url()) for r in edit.records}
+    assert {data_url_digest(split_user_content(m).image_urls[0]) for m in judge_msgs} == sources
 
 
 def test_seed_records_are_checked(pairs):

@@ -28,11 +28,15 @@ def test_induce_then_judge(files, tmp_path, capsys):
     # rerunning with the same pairs on top of it: the parent is unchanged
     assert main(["induce", "--pairs", str(seed), "--home", home, "--parent", rid[:8]]) == 0
     assert "parent unchanged" in " ".join(capsys.readouterr().out.split())
-    for rubrics, order in ((rid, "swap"), ("none", "single"), (rid, "random")):
-        assert main(["judge", "--rubrics", rubrics, "--pairs", str(test), "--home", home, "--order", order]) == 0
+    jcfg = tmp_path / "judge.yaml"
+    jcfg.write_text("order: random\nseed: 3\nvlm: {backend: scene, concurrency: 2}\n")
+    for rubrics, extra in ((rid, ["--order", "swap"]), ("none", ["--order", "single"]),
+                           (rid, ["--config", str(jcfg)])):
+        assert main(["judge", "--rubrics", rubrics, "--pairs", str(test), "--home", home, *extra]) == 0
         out = capsys.readouterr().out
         assert re.search(r"accuracy \(95 % bootstrap\)\s*│\s*[01]\.\d{3} \[", out)
         assert "tie rate" in out and "abstain rate" in out and "images reversed" in out
+        assert f"order {'random' if '--config' in extra else extra[1]}" in " ".join(out.split())
 
 
 def test_judge_accepts_reference_rubrics_text(files, tmp_path, capsys):
@@ -55,3 +59,7 @@ def test_cli_input_errors_exit_2(files, tmp_path, capsys):
     assert main(["induce", "--pairs", str(seed), "--home", home, "--config", str(bad)]) == 2
     assert "max_epochs" in " ".join(capsys.readouterr().err.split())
     assert main(["induce", "--pairs", str(seed), "--home", home, "--backend", "gpt"]) == 2
+    jbad = tmp_path / "judge.yaml"
+    jbad.write_text("order: both\n")
+    assert main(["judge", "--rubrics", "none", "--pairs", str(test), "--home", home, "--config", str(jbad)]) == 2
+    assert "order" in " ".join(capsys.readouterr().err.split())
