@@ -53,16 +53,16 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("all", re.compile(r"every requirement|all (of the )?requirements|fully|faithful|everything the caption")),
     ("extra", re.compile(r"\bextra\b|additional|unrequested|nothing else|no other object|superfluous|"
                          r"beyond (those|what)|clutter")),
-    ("relation", re.compile(r"spatial|position|left of|right of|\babove\b|\bbelow\b|relation|arrange|"
-                            r"placement|layout")),
-    ("count", re.compile(r"\bcount\b|number of|how many|quantity|exactly the number|times the caption")),
-    ("color", re.compile(r"colou?r|\bhue")),
-    ("shape", re.compile(r"\bshapes?\b|geometry|outline|drawn as")),
-    ("presence", re.compile(r"missing|present|appears?|absent|every object|all (the )?(requested )?objects|"
-                            r"\binclude")),
     ("sharpness", re.compile(r"sharp|blur|focus|crisp")),
     ("noise", re.compile(r"noise|noisy|grain|speckle|\bclean\b")),
     ("contrast", re.compile(r"contrast|washed|faded|vivid|saturat")),
+    ("relation", re.compile(r"spatial|\bposition|left of|right of|\babove\b|\bbelow\b|\brelation|\barrange|"
+                            r"\bplacement|\blayout")),
+    ("count", re.compile(r"\bcount\b|number of|how many|quantity|exactly the number|times the caption")),
+    ("color", re.compile(r"colou?r|\bhue")),
+    ("shape", re.compile(r"\bshapes?\b|geometry|outline|drawn as")),
+    ("presence", re.compile(r"missing|\bpresent\b|\bappears?\b|\babsent|every object|all (the )?(requested )?objects|"
+                            r"\binclude")),
 ]
 
 # General criteria the simulator states for each check (paraphrases, chosen by seeded draws).
@@ -124,7 +124,7 @@ THEMES: dict[str, tuple[str, ...]] = {
     "Overall impression": ("vague",),
 }
 
-HOLISTIC_CHECKS = ("presence", "follows")  # what a quick look catches
+HOLISTIC_CHECKS = ("presence", "preserved")  # what a quick look catches (not whether the edit is right)
 HOLISTIC_NOISE = 0.12  # sd of perception noise on the holistic score
 FIRST_BIAS = 0.2  # holistic bonus of the first image ("when unsure, the first one")
 TIE_EPS = 1e-6
@@ -431,8 +431,11 @@ class SceneVLM:
         pad = [c for c in rng.permutation(neutral).tolist() if c not in used]
         while len(chosen) < k and pad:
             chosen.append(self._phrase(pad.pop(0), rng))
+        # Out of checks to state: fill with vague criteria (the judge ignores them), avoiding the
+        # ones a failed attempt already used.
+        fillers = [v for v in VAGUE if v not in chosen and v not in uc.text] or list(VAGUE)
         while len(chosen) < k:
-            chosen.append(VAGUE[len(chosen) % len(VAGUE)])
+            chosen.append(fillers[(len(chosen)) % len(fillers)])
         chosen = list(dict.fromkeys(chosen))[:k] if len(chosen) > k else chosen
         reason = (f"{names[pref]} is better on: {', '.join(helps) or 'nothing I can see'}"
                   + (f"; the other image is better on: {', '.join(hurts)}" if hurts else "") + ".")
