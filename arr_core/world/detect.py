@@ -295,14 +295,28 @@ def detect(image: Image.Image) -> list[Detection]:
     return _analyse(image)[0]
 
 
+SHARP_REF = 0.6  # mean steepest coverage step of crisp renders (measured on 64-px renders)
+
+
 def image_quality(image: Image.Image) -> dict[str, float]:
     """Image-quality measures, each in [0, 1]: ``sharpness`` (1 = crisp edges), ``noise`` (0 = clean)
     and ``contrast`` (1 = full palette contrast against the background).
 
     Sharpness is the mean of the steepest coverage gradients along object edges, after a 3×3 median
     filter (so pixel noise does not read as sharpness), relative to a crisp anti-aliased render.
+    Noise is the pixel noise standard deviation / 51 (0.2 of the range); contrast is the median
+    fitted colour scale of the objects (1 when there are none).
     """
+    return analyse_image(image)[1]
+
+
+def analyse_image(image: Image.Image) -> tuple[list[Detection], dict[str, float]]:
+    """``(detect(image), image_quality(image))`` from one pass over the image."""
     dets, info = _analyse(image)
+    return dets, _quality(dets, info)
+
+
+def _quality(dets: list[Detection], info: dict) -> dict[str, float]:
     noise = float(np.clip(info["sigma"] / 51.0, 0.0, 1.0))
     arr = info["arr"]
     if not dets:  # no edges to judge and no colour to compare: only the noise is measurable
@@ -324,6 +338,3 @@ def image_quality(image: Image.Image) -> dict[str, float]:
         grads.append(float(np.sort(g)[-k:].mean()))
     sharp = float(np.clip(np.mean(grads) / SHARP_REF, 0.0, 1.0))
     return {"sharpness": sharp, "noise": noise, "contrast": contrast}
-
-
-SHARP_REF = 0.6  # mean steepest coverage step of crisp renders (measured on 64-px renders)

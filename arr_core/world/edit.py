@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from arr_core.world.detect import Detection, detect, image_quality
+from arr_core.world.detect import Detection, analyse_image, detect
 from arr_core.world.grammar import COLORS, RELATIONS, SHAPES, normalize_text
 from arr_core.world.scene import (
     IMAGE_DEFECTS,
@@ -258,8 +258,8 @@ def check_edit(instruction: str, source_dets: list[Detection], edited_dets: list
 def edit_utility(instruction: str, source_image: Image.Image, edited_image: Image.Image) -> float:
     """Hidden human utility of an edit in [0, 1]: follows the instruction, preserves the rest,
     image quality (weights EDIT_WEIGHTS)."""
-    res = check_edit(instruction, detect(source_image), detect(edited_image))
-    q = image_quality(edited_image)
+    dets, q = analyse_image(edited_image)
+    res = check_edit(instruction, detect(source_image), dets)
     quality = (q["sharpness"] + (1.0 - q["noise"]) + q["contrast"]) / 3.0
     parts = {"follows": float(res["follows"]), "preserved": float(res["preserved"]), "quality": quality}
     return float(sum(EDIT_WEIGHTS[k] * parts[k] for k in EDIT_WEIGHTS))

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from arr_core.world.check import check_spec
-from arr_core.world.detect import Detection, detect, image_quality
+from arr_core.world.detect import Detection, analyse_image
 from arr_core.world.grammar import PromptSpec
 
 # Weights of the criteria (sum 1): the whole prompt right, each clause right, no objects beyond the
@@ -42,7 +42,8 @@ def utility_parts(spec: PromptSpec, detections: list[Detection], quality: dict[s
 
 def utility(spec: PromptSpec, image: Image.Image) -> float:
     """Hidden human utility of ``image`` for ``spec``, in [0, 1]."""
-    return float(utility_parts(spec, detect(image), image_quality(image))["utility"])
+    dets, quality = analyse_image(image)
+    return float(utility_parts(spec, dets, quality)["utility"])
 
 
 def flip_probability(u_a: float, u_b: float, noise: float) -> float:

@@ -15,7 +15,7 @@ from arr_core.world.utility import flip_probability, label_pair, rank_from_utili
 def test_utility_prefers_defect_free_renders():
     rng = np.random.default_rng(21)
     worse, total = 0, 0
-    for i in range(36):
+    for i in range(24):
         spec = sample_spec(rng, TAGS[i % len(TAGS)])
         scene = scene_from_spec(spec, rng)
         u_clean = utility(spec, render(scene, 64))
@@ -62,6 +62,6 @@ def test_labels_are_deterministic_per_seed():
     spec = sample_spec(rng, "colors")
     scene = scene_from_spec(spec, rng)
     a, b = render(scene, 64), render(scene, 64, blur=0.6)  # close utilities: labels depend on the draw
-    seq = lambda seed: [label_pair(spec, a, b, r) for r in [np.random.default_rng(seed)] for _ in range(20)]  # noqa: E731
+    seq = lambda seed: [label_pair(spec, a, b, r) for r in [np.random.default_rng(seed)] for _ in range(6)]  # noqa: E731
     assert seq(3) == seq(3)
-    assert any(seq(s) != seq(3) for s in (4, 5, 6))
+    assert any(seq(s) != seq(3) for s in (4, 5))
