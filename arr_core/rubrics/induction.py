@@ -175,11 +175,10 @@ def save_attempt(store: Any, key: str, pair_id: str, dataset_id: str | None, a: 
     store.execute("induction_record_upsert", _attempt_row(key, pair_id, dataset_id, a, None))
 
 
-def finalize_pair(store: Any, outcome: PairOutcome, dataset_id: str | None) -> None:
-    """Mark every attempt row of the pair with its final status (one transaction)."""
-    with store.transaction():
-        store.execute("induction_record_finalize", {"induction_key": outcome.induction_key,
-                                                    "final_status": outcome.status})
+def finalize_pair(store: Any, outcome: PairOutcome) -> None:
+    """Mark every attempt row of the pair with its final status: from now on it counts as finished."""
+    store.execute("induction_record_finalize", {"induction_key": outcome.induction_key,
+                                                "final_status": outcome.status})
 
 
 def load_finished(store: Any, keys: Sequence[str]) -> dict[str, PairOutcome]:
@@ -220,6 +219,8 @@ async def induce_pair(record: PreferenceRecord, key: str, client_gen: Any, clien
     preferred = record.preferred_index()
     item = JudgeItem.from_record(record)
     perms = presentation_orders(len(record.images), VERIFY_ORDERS[verify_orders], key=record.pair_id)
+    if store is not None:  # rows left by an interrupted run of this pair are replaced, not mixed in
+        store.execute("induction_record_delete_pair", {"induction_key": key})
     attempts: list[Attempt] = []
     previous: list[str] | None = None
     feedback: str | None = None
@@ -262,7 +263,7 @@ async def induce_pair(record: PreferenceRecord, key: str, client_gen: Any, clien
     outcome = PairOutcome(record.pair_id, key, "passed" if passed else "discarded",
                           attempts[-1].criteria if passed else [], attempts)
     if store is not None:
-        finalize_pair(store, outcome, dataset_id)
+        finalize_pair(store, outcome)
     return outcome
 
 

@@ -9,7 +9,16 @@ import pytest
 
 from arr_core.data.dataset import Dataset, load_dataset
 from arr_core.rubrics.config import InduceConfig
-from arr_core.rubrics.induction import generate_and_verify, induce, induce_pair, induction_key
+from arr_core.rubrics.induction import (
+    Attempt,
+    generate_and_verify,
+    induce,
+    induce_pair,
+    induction_key,
+    load_finished,
+    pair_keys,
+    save_attempt,
+)
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.store import Store
 from arr_core.vlm.client import VLMClient
@@ -172,6 +181,21 @@ def test_every_attempt_is_stored_and_discarded_pairs_keep_history(pairs, tmp_pat
         else:
             assert p.attempts[-1].passed and p.criteria == p.attempts[-1].criteria
     assert sum(res.stats["epochs_histogram"].values()) == len(pairs.records)
+
+
+def test_unfinished_pair_rows_are_replaced_on_rerun(pairs, tmp_path):
+    store = Store(home=tmp_path)
+    client = VLMClient(SceneVLM(seed=0), store=store)
+    cfg = small_cfg()
+    rec = pairs.records[0]
+    [key] = pair_keys([rec], client, client, cfg)
+    save_attempt(store, key, rec.pair_id, None, Attempt(epoch=2, kind="revise", criteria=["stale"],
+                                                        orders=[], passed=False))
+    assert load_finished(store, [key]) == {}  # unfinished: not reused
+    res = asyncio.run(generate_and_verify([rec], client, client, cfg, store))
+    rows = store.fetchall("induction_records_by_keys", {"keys": [key]})
+    assert len(rows) == res.per_pair[0].epochs
+    assert all("stale" not in r["criteria"] and r["final_status"] == res.per_pair[0].status for r in rows)
 
 
 def test_induce_is_deterministic_and_incremental(pairs, more_pairs, tmp_path):
