@@ -23,32 +23,13 @@ from tasks.common import fail_point, home_path
 EVAL_CODE = ("rpo", "bench", "judge", "prompts", "vlm", "world")
 
 
-def load_lora(policy: Any, lora_dir: str | Path, rank: int, alpha: float, targets: list[str] | None) -> Any:
-    """Wrap ``policy.transformer`` with the saved LoRA (diffusers layout) and return the peft model."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from arr_core.rpo.checkpoint import LORA_WEIGHT_NAME
-    from arr_core.rpo.lora import add_lora
-
-    sd = load_file(str(Path(lora_dir) / LORA_WEIGHT_NAME))
-    peft_model = add_lora(policy.transformer, rank=rank, alpha=alpha,
-                          targets=list(targets) if targets else list(policy.lora_targets))
-    state = {"base_model.model." + k.removeprefix("transformer."): v for k, v in sd.items()}
-    result = set_peft_model_state_dict(peft_model, state)
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise ValueError(f"LoRA {lora_dir}: {len(unexpected)} weights match no module (first: {unexpected[0]})")
-    peft_model.eval()
-    return peft_model
-
-
 @task(cache_key_fn=keyed_by("train_key", "eval_cfg", "rubric_set_id", "vlm", "prompt_version", code=EVAL_CODE),
       persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=5)
 def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: Any, eval_cfg: dict[str, Any],
                     rubric_set_id: str, rubric_set_json: str, vlm: Any, prompt_version: str, experiment: str,
                     parent_run_id: str | None, home: str) -> dict[str, Any]:
     """Base vs trained on held-out scene-world prompts; see the module docstring."""
+    from arr_core.bench.generation import load_lora
     from arr_core.bench.report import GridRow, ImageGrid, Report, Section, Table, interval, write_html
     from arr_core.judge.judge import JudgeItem, judge_many
     from arr_core.rpo.toy_eval import geneval_accuracy
@@ -67,8 +48,7 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     steps = int(eval_cfg.get("num_steps") or train_cfg.num_steps)
     policy = build_policy(train_cfg)
     base = geneval_accuracy(policy, specs, seeds=seeds, steps=steps, return_images=True)
-    peft_model = load_lora(policy, train_summary["lora_uri"], train_cfg.lora.rank, train_cfg.lora.alpha,
-                           train_cfg.lora.targets)
+    peft_model = load_lora(policy, train_summary["lora_uri"])
     trained = geneval_accuracy(policy, specs, seeds=seeds, steps=steps, lora=peft_model, return_images=True)
 
     metrics: dict[str, Any] = {
