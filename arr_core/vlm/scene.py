@@ -184,6 +184,9 @@ class _Perception:
         return out
 
 
+_EYES = _Perception()
+
+
 def t2i_scores(spec: Any, dets: list[Any], quality: dict[str, float]) -> dict[str, float]:
     """Score in [0, 1] of every check for one image of a T2I prompt (0.5 when the caption is unknown)."""
     out: dict[str, float] = {
@@ -270,7 +273,7 @@ class SceneVLM:
         self.seed = seed
         self.model = model
         self.calls = 0
-        self._eyes = _Perception()
+        self._eyes = _EYES  # detector results depend on image content only: share them
 
     def __repr__(self) -> str:
         return f"SceneVLM(seed={self.seed}, model={self.model!r})"
