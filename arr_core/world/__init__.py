@@ -2,7 +2,7 @@
 "The scene world and the offline VLM"). Its accuracies say nothing about real images or VLMs."""
 
 from arr_core.world.check import check_spec, geneval_score
-from arr_core.world.detect import Detection, detect, image_quality, scene_detections
+from arr_core.world.detect import Detection, analyse_image, detect, image_quality, scene_detections
 from arr_core.world.edit import (
     EDIT_DEFECTS,
     EDIT_KINDS,
@@ -42,7 +42,7 @@ from arr_core.world.utility import label_pair, utility
 __all__ = [
     "BACKGROUND", "COLORS", "DEFECTS", "EDIT_DEFECTS", "EDIT_KINDS", "RELATIONS", "SHAPES", "TAGS",
     "Detection", "EditTask", "PromptSpec", "Scene", "SceneObject",
-    "applicable_defects", "apply_defects", "apply_edit_defects", "check_edit", "check_spec", "detect",
+    "analyse_image", "applicable_defects", "apply_defects", "apply_edit_defects", "check_edit", "check_spec", "detect",
     "edit_utility", "geneval_score", "image_quality", "instruction_vocabulary", "label_edit_pair",
     "label_pair", "make_pairs", "make_prompts", "parse_instruction", "parse_prompt", "prompt_vocabulary",
     "relative_position", "render", "scene_detections", "sample_edit", "sample_spec", "scene_from_spec", "utility",

@@ -84,6 +84,31 @@ def estimate_noise(arr: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(frame - np.median(frame))) / 0.87)
 
 
+def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum over the (2r+1)² window around each pixel (zero outside), via an integral image."""
+    h, w = a.shape[:2]
+    c = np.pad(a, [(r + 1, r), (r + 1, r)] + [(0, 0)] * (a.ndim - 2)).cumsum(0).cumsum(1)
+    k = 2 * r + 1
+    return c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
+
+
+def background_map(img: np.ndarray, bg: np.ndarray, thr: float) -> np.ndarray:
+    """Per-pixel background colour (h, w, 3): the mean of nearby pixels that are not objects, so a
+    slowly varying background (a generator's blotches, a vignette) is not read as objects. Pixels
+    far from any background fall back to the border colour ``bg``."""
+    h, w = img.shape[:2]
+    r = max(4, min(h, w) // 6)
+    out = np.broadcast_to(bg, img.shape).astype(np.float64)
+    for _ in range(2):  # the second pass sees the background the first one found
+        obj = _dilate(_dilate(np.linalg.norm(img - out, axis=2) > thr))
+        free = (~obj).astype(np.float64)
+        n = _box_sum(free, r)[..., None]
+        local = _box_sum(img * free[..., None], r) / np.maximum(n, 1e-9)
+        trust = np.clip(n / (0.25 * (2 * r + 1) ** 2), 0.0, 1.0)
+        out = trust * local + (1.0 - trust) * bg
+    return out
+
+
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected component labels (1..n, 0 = background) by min-label propagation."""
     h, w = mask.shape
@@ -152,13 +177,15 @@ def classify_shape(alpha: np.ndarray) -> tuple[str, float]:
 # ----------------------------------------------------------------------------- detector
 
 def pixel_colors(img: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    # bg: one colour (3,) or a background map (h, w, 3)
     """Palette index per masked pixel (−1 elsewhere): scale-invariant nearest colour, then a 3×3
     vote weighted by contrast so that noisy or faint fringe pixels take their neighbours' colour."""
-    d = img[mask] - bg  # (n, 3)
-    q = _PALETTE - bg  # (k, 3)
-    qq = np.maximum((q * q).sum(axis=1), 1e-9)
-    s = np.clip(d @ q.T / qq, 0.0, 1.2)
-    res = np.linalg.norm(d[:, None, :] - s[..., None] * q[None], axis=2)
+    b = bg[mask] if bg.ndim == 3 else np.broadcast_to(bg, (int(mask.sum()), 3))
+    d = img[mask] - b  # (n, 3)
+    q = _PALETTE[None] - b[:, None]  # (n, k, 3)
+    qq = np.maximum((q * q).sum(axis=2), 1e-9)
+    s = np.clip(np.einsum("nc,nkc->nk", d, q) / qq, 0.0, 1.2)
+    res = np.linalg.norm(d[:, None, :] - s[..., None] * q, axis=2)
     # votes weighted by the distance from the background: faint fringe pixels follow the core
     onehot = np.zeros(mask.shape + (len(_NAMES),))
     onehot[mask, np.argmin(res, axis=1)] = np.linalg.norm(d, axis=1)
@@ -222,15 +249,15 @@ def classify_features(f: dict[str, float]) -> tuple[str, float]:
 def _analyse(image: Image.Image) -> tuple[list[Detection], dict]:
     arr = _to_array(image)
     H, W = arr.shape[:2]
-    bg = estimate_background(arr)
     sigma = estimate_noise(arr)
     noisy = sigma > 3.0
     src = box3(arr) if noisy else arr
-    dist = np.linalg.norm(src - bg, axis=2)
     # 3×3 smoothing divides the per-channel noise by 3; the 3-channel noise norm rarely exceeds 4.5×.
     thr = max(BASE_THRESHOLD, 4.5 * sigma / 3.0) if noisy else BASE_THRESHOLD
+    bg_map = background_map(src, estimate_background(arr), thr)
+    dist = np.linalg.norm(src - bg_map, axis=2)
     mask = dist > thr
-    colors = pixel_colors(src, bg, mask)
+    colors = pixel_colors(src, bg_map, mask)
     min_area = max(MIN_AREA_PIXELS, MIN_AREA_FRACTION * H * W)
     comps: list[tuple[int, np.ndarray]] = []
     for ci in np.unique(colors[mask]):
@@ -247,6 +274,7 @@ def _analyse(image: Image.Image) -> tuple[list[Detection], dict]:
     extra: list[dict] = []
     for ci, comp in comps:
         region = _dilate(comp) & ~(owned & ~comp)
+        bg = np.median(bg_map[region], axis=0)
         dk = dist[comp]
         core = comp & (dist >= np.quantile(dk, 0.7))
         d = np.median(src[core] - bg, axis=0)
@@ -268,9 +296,9 @@ def _analyse(image: Image.Image) -> tuple[list[Detection], dict]:
         dets.append(Detection(shape=shape, color=_NAMES[ci], cx=(x0 + x1 + 1) / 2 / W,
                               cy=(y0 + y1 + 1) / 2 / H, w=(x1 - x0 + 1) / W, h=(y1 - y0 + 1) / H,
                               area=f["mass"] / (H * W), score=round(score, 6)))
-        extra.append({"scale": min(1.0, scale), "box": (y0, y1, x0, x1), "features": f})
+        extra.append({"scale": min(1.0, scale), "box": (y0, y1, x0, x1), "features": f, "bg": bg})
     order = sorted(range(len(dets)), key=lambda i: (-dets[i].score, dets[i].cy, dets[i].cx))
-    info = {"arr": arr, "bg": bg, "sigma": sigma, "scales": [extra[i]["scale"] for i in order],
+    info = {"arr": arr, "bgs": [extra[i]["bg"] for i in order], "sigma": sigma, "scales": [extra[i]["scale"] for i in order],
             "alphas": [(None, extra[i]["box"]) for i in order],
             "features": [extra[i]["features"] for i in order]}
     return [dets[i] for i in order], info
@@ -323,10 +351,10 @@ def _quality(dets: list[Detection], info: dict) -> dict[str, float]:
         return {"sharpness": 1.0, "noise": noise, "contrast": 1.0}
     contrast = float(np.clip(np.median(info["scales"]), 0.0, 1.0))
     med = median3(arr)
-    bg = info["bg"]
     grads: list[float] = []
     H, W = arr.shape[:2]
     for i, det in enumerate(dets):
+        bg = info["bgs"][i]
         y0, y1, x0, x1 = info["alphas"][i][1]
         y0, x0, y1, x1 = max(0, y0 - 2), max(0, x0 - 2), min(H, y1 + 3), min(W, x1 + 3)
         qv = (_PALETTE[_NAMES.index(det.color)] - bg) * info["scales"][i]

@@ -51,7 +51,7 @@ CASES = [
     ("contrast 0.5 64px", 100, 64, {"contrast": 0.5}, 0.96),
     ("blur 0.7px 32px", 150, 32, {"blur": 0.7}, 0.95),
     ("noise 0.06 32px", 150, 32, {"noise": 0.06}, 0.90),
-    ("blur 1px + noise 0.05 32px", 150, 32, {"blur": 1.0, "noise": 0.05}, 0.78),
+    ("blur 1px + noise 0.05 32px", 150, 32, {"blur": 1.0, "noise": 0.05}, 0.8),
 ]
 
 
@@ -60,6 +60,23 @@ def test_scene_recovery(name, n, size, opts, bound):
     acc = accuracy(n, 1000 + n + size, size, **opts)
     print(f"\ndetector exact scene recovery, {name}, {n} renders: {acc:.3f} (bound {bound})")
     assert acc >= bound
+
+
+def test_soft_and_tinted_images_like_a_toy_generator_makes():
+    """Blurred 64-px renders shrunk to 32 px, with a colour cast and a slow background wave."""
+    rng = np.random.default_rng(42)
+    ok, n = 0, 100
+    yy, xx = np.mgrid[0:64, 0:64] / 64
+    for _ in range(n):
+        scene = scene_from_spec(sample_spec(rng), rng)
+        arr = np.asarray(render(scene, 64, blur=1.6), dtype=np.float64)
+        wave = 10 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 1.5) + rng.uniform()))
+        arr = arr + rng.uniform(-10, 10, 3) + wave[..., None] * rng.uniform(-1, 1, 3)
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).resize(
+            (32, 32), Image.Resampling.BILINEAR)
+        ok += recovered(scene, detect(img))
+    print(f"\ndetector exact scene recovery, soft tinted 32px, {n} images: {ok / n:.3f} (bound 0.95)")
+    assert ok / n >= 0.95
 
 
 def test_specks_and_empty_images_give_no_detections():
