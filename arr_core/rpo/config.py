@@ -26,14 +26,17 @@ class PolicyConfig(_Strict):
     kind: Literal["toy", "flux", "sd3", "qwen_edit"] = Field(description="Which adapter builds the policy.")
     folder: Path | None = Field(None, description="Local weights folder (diffusers layout). The toy "
                                 "policy alone may omit it (the shipped checkpoint is used).")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "bfloat16", description="Weights dtype of the frozen base model (sampling maths stays fp32).")
-    device: str = Field("auto", description="'auto' (cuda if present, else cpu), 'cpu', 'cuda', 'cuda:1'.")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="Weights dtype of the frozen base model (sampling maths stays fp32); None = "
+        "bfloat16 on CUDA, float32 on CPU. The toy policy is float32 only.")
+    device: str = Field("auto", description="'auto' (cuda:LOCAL_RANK if present, else cpu), 'cpu', 'cuda:1'.")
 
     @model_validator(mode="after")
     def _folder(self) -> PolicyConfig:
         if self.kind != "toy" and self.folder is None:
             raise ValueError(f"policy.folder is required for kind '{self.kind}' (a local diffusers folder)")
+        if self.kind == "toy" and self.dtype not in (None, "float32"):
+            raise ValueError("policy.dtype must be float32 (or empty) for the toy policy")
         return self
 
 
@@ -55,20 +58,29 @@ class PromptsConfig(_Strict):
 
 class RewardConfig(_Strict):
     kind: Literal["judge", "checker", "fixed"] = Field(
-        "judge", description="'judge': rubric-conditioned VLM judge (needs rubrics); 'checker': the scene "
-        "detector's prompt checks (toy world only); 'fixed': fixed-latency random winner (benchmarks).")
-    rubrics: str | None = Field(None, description="Rubric set id in the store (the CLI's --rubrics wins).")
-    backend: Literal["offline", "openai"] = Field("offline", description="VLM backend for kind 'judge'.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend 'openai'.")
-    model: str | None = Field(None, description="VLM model name for backend 'openai'.")
+        "judge", description="'judge': rubric-conditioned VLM judge; 'checker': the scene detector's "
+        "prompt checks (toy world only); 'fixed': fixed-latency random winner (benchmarks).")
+    rubrics: str | None = Field(None, description="Rubric set id in the store or a rubric text file; "
+                                "'none' judges without rubrics. The CLI's --rubrics wins.")
+    vlm: dict[str, Any] = Field(default_factory=dict, description="VLMConfig fields for kind 'judge' "
+                                "(backend scene|openai, base_url, model, concurrency, timeout_s, ...). "
+                                "The API key comes from OPENAI_API_KEY, never from this file.")
     order: Literal["single", "swap", "random"] = Field("swap", description="Judge image-order handling.")
+    mapping: Literal["paper", "linear"] | None = Field(None, description="Rank → reward; None = paper "
+                                                       "(1.0/−0.1) for G = 2, linear for G > 2.")
     latency_s: float = Field(0.0, ge=0, description="Per-batch latency of kind 'fixed'.")
     shuffled: bool = Field(False, description="Control run: permute rewards within and among groups.")
 
     @model_validator(mode="after")
-    def _backend(self) -> RewardConfig:
-        if self.kind == "judge" and self.backend == "openai" and not (self.base_url and self.model):
-            raise ValueError("reward.base_url and reward.model are required for backend 'openai'")
+    def _vlm(self) -> RewardConfig:
+        if self.kind != "judge" and self.vlm:
+            raise ValueError("reward.vlm is only read when reward.kind is 'judge'")
+        if "api_key" in self.vlm:
+            raise ValueError("reward.vlm.api_key: keep secrets out of config files; set OPENAI_API_KEY")
+        if self.vlm:
+            from arr_core.vlm.config import VLMConfig
+
+            VLMConfig.model_validate(self.vlm)  # fail at load time, naming the field
         return self
 
 
@@ -94,7 +106,8 @@ class TrainConfig(_Strict):
     steps: int = Field(100, ge=1, description="Training steps (one rollout batch + its updates each).")
 
     # Sampling
-    resolution: int = Field(512, ge=16, description="Image side in pixels.")
+    resolution: int | None = Field(None, ge=16, description="Image side in pixels; None = 512 (paper) "
+                                   "for flux/sd3/qwen_edit; the toy policy has its own fixed size.")
     num_steps: int = Field(8, ge=2, description="Denoising steps of the SDE sampler.")
     group_size: int = Field(2, ge=2, description="G: images per prompt ranked together.")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per training step (per rank).")
@@ -156,6 +169,8 @@ class TrainConfig(_Strict):
             raise ValueError("trained_window is only read when trained_steps is 'window'")
         if isinstance(self.accumulate, int) and self.accumulate < 1:
             raise ValueError(f"accumulate must be 'all' or >= 1, got {self.accumulate}")
+        if self.policy.kind == "toy" and self.resolution is not None:
+            raise ValueError("resolution must be empty for the toy policy (its size is fixed by the checkpoint)")
         if self.reward.kind == "checker" and self.policy.kind != "toy":
             raise ValueError("reward.kind 'checker' (the scene detector) only applies to policy.kind 'toy'")
         if self.policy.kind == "qwen_edit" and self.prompts.source == "world":

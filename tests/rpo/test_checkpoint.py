@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cfg(**kw: Any) -> TrainConfig:
     base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"},
-                                resolution=32, num_steps=4, group_size=2, prompts_per_step=4, rollout_batch_size=2,
+                                num_steps=4, group_size=2, prompts_per_step=4, rollout_batch_size=2,
                                 lr=1e-2, sample_grid_every=0, checkpoint_every=0, lora={"rank": 4, "alpha": 8})
     base.update(kw)
     return TrainConfig.model_validate(base)

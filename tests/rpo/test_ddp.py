@@ -34,7 +34,7 @@ def _worker(out: Path, mode: str) -> None:
     ctx = init_from_env("gloo")
     run_ctx = ctx if mode == "ddp" else DistContext(rank=ctx.rank, world_size=1, local_rank=ctx.local_rank)
     cfg = TrainConfig.model_validate(dict(
-        policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"}, resolution=16,
+        policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"},
         num_steps=3, group_size=2, prompts_per_step=2, rollout_batch_size=2, lr=1e-2, steps=1,
         sample_grid_every=0, checkpoint_every=0, lora={"rank": 4, "alpha": 8}, distributed="ddp"))
     policy = TinyFluxPolicy(seed=0)
