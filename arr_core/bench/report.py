@@ -315,3 +315,44 @@ def write_html(report: Report, path: str | Path, *, max_image_side: int = 256) -
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(render_html(report, max_image_side=max_image_side), encoding="utf-8")
     return p
+
+
+CURVE_KEYS = ("reward_mean", "win_rate", "loss", "kl", "clip_frac", "grad_norm")
+
+
+def training_curves(metrics_jsonl: str | Path, keys: tuple[str, ...] = CURVE_KEYS) -> list[Plot]:
+    """Line plots of the RPO trainer's ``metrics.jsonl`` (one JSON object per step with ``step``);
+    keys absent from the file are left out. Empty list when the file has no usable rows."""
+    import json
+
+    rows = []
+    for line in Path(metrics_jsonl).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a partly written last line of a running job
+            if isinstance(obj, dict) and isinstance(obj.get("step"), (int, float)):
+                rows.append(obj)
+    from arr_core.bench.svg import Series
+
+    plots = []
+    for k in keys:
+        pts = [(r["step"], float(r[k])) for r in rows if isinstance(r.get(k), (int, float))]
+        if pts:
+            plots.append(Plot(f"Training: {k}", "line", [Series(k, [p[0] for p in pts], [p[1] for p in pts])],
+                              x_label="step", y_label=k))
+    return plots
+
+
+def find_training_metrics(lora_dir: str | Path | None) -> Path | None:
+    """``metrics.jsonl`` of the run a LoRA folder belongs to (the folder itself, or its parents up to 3
+    levels: ``run/lora``, ``run/checkpoints/step_N/lora``)."""
+    if lora_dir is None:
+        return None
+    p = Path(lora_dir).resolve()
+    for cand in [p, *list(p.parents)[:3]]:
+        if (cand / "metrics.jsonl").is_file():
+            return cand / "metrics.jsonl"
+    return None

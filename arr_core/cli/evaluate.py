@@ -169,6 +169,7 @@ def generate(
     from arr_core.bench import generation as gen
     from arr_core.bench.checkers import SceneChecker, VLMChecker
     from arr_core.bench.prompt_sets import load_prompt_set
+    from arr_core.bench.report import Section, find_training_metrics, training_curves
     from arr_core.digest import digest_obj
     from arr_core.store import Store
 
@@ -210,6 +211,12 @@ def generate(
                          simulated=simulated)
         except ValueError as e:
             raise InputError(str(e), file=str(prompts)) from None
+    metrics = find_training_metrics(lora)
+    if metrics is not None:
+        curves = training_curves(metrics)
+        if curves:
+            result.report.sections.append(Section("training", "Training curves", text=f"From {metrics}.",
+                                                  plots=curves))
     _finish(store, result, report)
     return 0
 

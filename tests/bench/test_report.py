@@ -133,3 +133,20 @@ def test_report_renders_in_chromium(tmp_path: Path, chromium: str) -> None:
                  "Image 1 shows the red circle", "Offline scene VLM"):
         assert text in dom, f"{text!r} missing from the rendered DOM"
     assert dom.count("<svg") == 2
+
+
+def test_training_curves_from_trainer_metrics(tmp_path: Path) -> None:
+    import json
+
+    from arr_core.bench.report import find_training_metrics, training_curves
+
+    run = tmp_path / "run"
+    (run / "lora").mkdir(parents=True)
+    rows = [{"step": s, "reward_mean": 0.1 * s, "loss": 1.0 / s, "lr": 5e-5} for s in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{partial")
+    found = find_training_metrics(run / "lora")
+    assert found == (run / "metrics.jsonl").resolve()
+    plots = training_curves(found)
+    assert [p.title for p in plots] == ["Training: reward_mean", "Training: loss"]
+    assert plots[0].series[0].y == pytest.approx([0.1, 0.2, 0.3])
+    assert find_training_metrics(tmp_path / "nowhere") is None
