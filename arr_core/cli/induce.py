@@ -52,13 +52,26 @@ def _vlm_overrides(cfg: Any, backend: str | None, base_url: str | None, model: s
         raise InputError(err["msg"], field=".".join(str(x) for x in err["loc"]) or "--backend") from None
 
 
-def _load_pairs(pairs: Path, allow_outside: bool) -> Any:
-    from arr_core.data.dataset import load_dataset
+Split = Annotated[str, typer.Option("--split", help="Use only this split of the pairs: seed | validation | "
+                                     "test (deterministic by pair digest, 60/20/20) or all.")]
 
+
+def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all") -> Any:
+    from arr_core.data.dataset import SPLITS, Dataset, load_dataset
+
+    if split != "all" and split not in SPLITS:
+        raise InputError(f"must be one of {', '.join(SPLITS)} or all, got {split!r}", field="--split")
     ds = load_dataset(pairs, allow_outside=allow_outside)
     if ds.task not in ("t2i", "edit"):
         raise InputError(f"pairs must all be t2i or all be edit records, got {ds.task!r}", file=str(pairs),
                          field="task")
+    if split != "all":
+        records = ds.split()[split]
+        if not records:
+            raise InputError(f"the {split} split of {len(ds.records)} pairs is empty", file=str(pairs),
+                             field="--split")
+        ds = Dataset(records=records, name=f"{ds.name}:{split}", source_uri=ds.source_uri, task=ds.task,
+                     notes=ds.notes)
     return ds
 
 
@@ -77,6 +90,7 @@ def register(app: typer.Typer) -> None:
         model: Model = None,
         no_cache: NoCache = False,
         allow_outside: AllowOutside = False,
+        split: Split = "all",
         home: Home = None,
     ) -> int:
         """Induce a rubric set from preference pairs (generate → blind verify/refine → select →
@@ -92,7 +106,7 @@ def register(app: typer.Typer) -> None:
         if cfg.verifier is not None:
             update["verifier"] = _vlm_overrides(cfg.verifier, **over)
         cfg = cfg.model_copy(update=update)
-        ds = _load_pairs(pairs, allow_outside)
+        ds = _load_pairs(pairs, allow_outside, split)
         store = Store(home_dir(home))
         parent_id = store.resolve_rubric_set_id(parent) if parent else None
 
@@ -146,6 +160,7 @@ def register(app: typer.Typer) -> None:
         model: Model = None,
         no_cache: NoCache = False,
         allow_outside: AllowOutside = False,
+        split: Split = "all",
         home: Home = None,
     ) -> int:
         """Judge labelled pairs and print accuracy against the labels (bootstrap 95 % interval), tie
@@ -179,7 +194,7 @@ def register(app: typer.Typer) -> None:
                 store.put_rubric_set(rs)
             else:
                 rs = store.get_rubric_set(rubrics)
-        ds = _load_pairs(pairs, allow_outside)
+        ds = _load_pairs(pairs, allow_outside, split)
         if rs is not None and rs.task != ds.task:
             raise InputError(f"rubric set {rs.id} is for {rs.task} but the pairs are {ds.task}", field="--rubrics")
         missing = [r.idx for r in ds.records if r.label_rank is None]

@@ -47,6 +47,13 @@ def test_judge_accepts_reference_rubrics_text(files, tmp_path, capsys):
                     "named in the caption.\n")
     assert main(["judge", "--rubrics", str(text), "--pairs", str(test), "--home", str(tmp_path / "h")]) == 0
     assert "rubrics rs-" in " ".join(capsys.readouterr().out.split())
+    # --split judges only that deterministic split
+    from arr_core.data.dataset import load_dataset
+
+    n_test = len(load_dataset(test).split()["test"])
+    assert main(["judge", "--rubrics", str(text), "--pairs", str(test), "--home", str(tmp_path / "h"),
+                 "--split", "test"]) == 0
+    assert re.search(rf"pairs\s*│\s*{n_test}\s*│", capsys.readouterr().out)
 
 
 def test_cli_input_errors_exit_2(files, tmp_path, capsys):
