@@ -37,6 +37,15 @@ from arr_core.world.scene import scene_from_spec  # noqa: E402
 POOL = 32
 
 
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of this process or of ``pid`` (Linux /proc)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_requests(n: int, first_seed: int = 0) -> list:
     """``n`` distinct pairwise judge requests over a fixed pool of 64-px scene renders.
 
@@ -124,25 +133,33 @@ def main() -> None:
         for c in args.concurrency:
             n = max(20, args.per_slot * c)
             reqs = make_requests(n, first_seed=1000 * c)
+            c0, s0 = _cpu_s(), _cpu_s(proc.pid)
             wall, st = asyncio.run(run_concurrent(base_url, reqs, c))
+            c1, s1 = _cpu_s(), _cpu_s(proc.pid)
             rps = n / wall
             bound = c / lat
             rows.append({"concurrency": c, "n": n, "wall_s": round(wall, 3), "req_per_s": round(rps, 2),
                          "littles_law_bound": round(bound, 2), "fraction_of_bound": round(rps / bound, 3),
                          "reference_req_per_s": round(ref_rps, 2), "speedup_vs_reference": round(rps / ref_rps, 1),
                          "p50_s": round(st["latency_p50_s"], 4), "p99_s": round(st["latency_p99_s"], 4),
-                         "max_in_flight": st["max_in_flight"]})
+                         "max_in_flight": st["max_in_flight"],
+                         "client_cpu_ms_per_req": round(1000 * (c1 - c0) / n, 2),
+                         "server_cpu_ms_per_req": round(1000 * (s1 - s0) / n, 2)})
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    load = os.getloadavg()
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+               f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end")
     print(f"served scene VLM, latency L = {args.latency_ms:g} ms; machine: {machine}")
     print(f"reference pattern (one blocking request at a time): {ref_rps:.2f} req/s (bound 1/L = {1 / lat:.2f})")
-    print(f"{'C':>4} {'N':>5} {'req/s':>9} {'C/L':>9} {'frac':>6} {'x ref':>6} {'p50 ms':>7} {'p99 ms':>7} {'inflight':>8}")
+    print(f"{'C':>4} {'N':>5} {'req/s':>9} {'C/L':>9} {'frac':>6} {'x ref':>6} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'inflight':>8} {'cli CPU ms/req':>14} {'srv CPU ms/req':>14}")
     for r in rows:
         print(f"{r['concurrency']:>4} {r['n']:>5} {r['req_per_s']:>9.2f} {r['littles_law_bound']:>9.2f} "
               f"{r['fraction_of_bound']:>6.3f} {r['speedup_vs_reference']:>6.1f} {1000 * r['p50_s']:>7.1f} "
-              f"{1000 * r['p99_s']:>7.1f} {r['max_in_flight']:>8}")
+              f"{1000 * r['p99_s']:>7.1f} {r['max_in_flight']:>8} {r['client_cpu_ms_per_req']:>14.2f} "
+              f"{r['server_cpu_ms_per_req']:>14.2f}")
     ok = all(r["fraction_of_bound"] >= 0.9 for r in rows)
     print(f"target >= 0.9 of the bound at every C: {'met' if ok else 'NOT met'}")
     if args.out:
