@@ -129,7 +129,9 @@ def test_swap_position_bias_becomes_a_tie(scene_records):
     assert all(j.outcome == "win" and j.winner == 0 for j in single)
     assert all(j.outcome == "tie" and j.rewards == [0.0, 0.0] for j in swap)
     diag = order_summary(swap, scene_records[:4])
-    assert diag["first_position_rate"] == 1.0
+    assert diag["first_position_rate"] == 1.0 and diag["position_gap"] == 1.0
+    first_preferred = sum(r.preferred_index() == 0 for r in scene_records[:4]) / 4
+    assert diag["forward_accuracy"] == first_preferred and diag["reversed_accuracy"] == 1 - first_preferred
 
 
 def test_random_order_is_recorded_and_mapped_back(scene_records):
