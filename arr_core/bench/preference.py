@@ -50,6 +50,7 @@ class PairOutcome:
     winner: int | None  # in the record's own image order
     outcome: str
     reasons: list[str]
+    first_wins: list[bool]  # per presented order with a valid rank: did the image shown first win?
 
     @property
     def correct(self) -> bool:
@@ -93,7 +94,8 @@ def _outcome(rec: PreferenceRecord, j: Judgment, mode: str, direction: str) -> P
         w = n - 1 - w
     return PairOutcome(pair_id=rec.pair_id, human=int(_human_best(rec)), mode=mode, direction=direction,
                        rank=_to_record_order(j.final_rank, direction), winner=w, outcome=j.outcome,
-                       reasons=[o.reason for o in j.orders])
+                       reasons=[o.reason for o in j.orders],
+                       first_wins=[o.presented_rank[0] == 1 for o in j.orders if o.presented_rank])
 
 
 async def judge_outcomes(client: Any, records: Sequence[PreferenceRecord], *, rubric_block: str | None,
@@ -137,8 +139,13 @@ def summarize(outcomes: Sequence[PairOutcome], *, n_boot: int = 2000, seed: int 
         diffs = [float(fw[p]) - float(rv[p]) for p in common]
         balanced = [(float(fw[p]) + float(rv[p])) / 2 for p in common]
         g, lo, hi = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+        wf = {o.pair_id: o.winner for o in by.get((mode, "forward"), [])}
+        wr = {o.pair_id: o.winner for o in by.get((mode, "reversed"), [])}
+        firsts = [float(f) for d in DIRECTIONS for o in by.get((mode, d), []) for f in o.first_wins]
         bias[mode] = {"gap": {"point": g, "lo": lo, "hi": hi},
-                      "balanced": rate_ci(balanced, n_boot=n_boot, seed=seed), "n": len(common)}
+                      "balanced": rate_ci(balanced, n_boot=n_boot, seed=seed), "n": len(common),
+                      "first_rate": rate_ci(firsts, n_boot=n_boot, seed=seed),
+                      "flip_rate": sum(wf[p] != wr[p] for p in common) / len(common)}
     return {"by_mode_direction": acc, "bias": bias}
 
 
@@ -203,15 +210,23 @@ def run_preference(client: Any, records: Sequence[PreferenceRecord], rubric_set:
             if b is not None:
                 fw = s["by_mode_direction"][(mode, "forward")]["accuracy"]
                 rv = s["by_mode_direction"][(mode, "reversed")]["accuracy"]
-                bias_rows.append([name, mode, fw, rv, b["gap"], b["balanced"], b["n"]])
+                bias_rows.append([name, mode, fw, rv, b["gap"], b["first_rate"], b["flip_rate"], b["balanced"],
+                                  b["n"]])
                 summary[f"bias/{tag}/{mode}"] = b["gap"]["point"]
+                summary[f"bias/{tag}/{mode}/first_rate"] = b["first_rate"]["point"]
+                summary[f"bias/{tag}/{mode}/flip_rate"] = b["flip_rate"]
                 summary[f"acc/{tag}/{mode}/balanced"] = b["balanced"]["point"]
     t_acc = Table("Accuracy vs human labels", ["judge", "order mode", "direction", "accuracy (95% CI)",
                                                "tie rate", "abstain rate", "n"], acc_rows,
                   note="Ties and abstentions count as not correct. Intervals: percentile bootstrap over pairs.")
     t_bias = Table("Position bias (forward − reversed)", ["judge", "order mode", "forward", "reversed",
-                                                          "gap (95% CI)", "order-balanced accuracy", "n"],
-                   bias_rows, note="Gap interval: paired bootstrap over pairs. A gap near 0 means no position bias.")
+                                                          "gap (95% CI)", "first-shown wins (95% CI)",
+                                                          "flip rate", "order-balanced accuracy", "n"],
+                   bias_rows, note="Gap: accuracy(forward) − accuracy(reversed), paired bootstrap over pairs; it "
+                   "only reveals a bias when the preferred image's position is unbalanced in the data. "
+                   "First-shown wins: share of presented orders whose first image was ranked best (0.5 = no "
+                   "position preference). Flip rate: share of pairs whose winner changes when the order is "
+                   "reversed.")
     plots = [
         Plot("Accuracy by order mode (order-balanced)", "bar",
              [Series(name, list(s["bias"]), [b["balanced"]["point"] for b in s["bias"].values()],
@@ -223,6 +238,11 @@ def run_preference(client: Any, records: Sequence[PreferenceRecord], rubric_set:
                      [b["gap"]["lo"] for b in s["bias"].values()], [b["gap"]["hi"] for b in s["bias"].values()])
               for name, s in summaries.items()],
              x_label="order mode", y_label="accuracy(forward) − accuracy(reversed)", y_range=(-1.0, 1.0)),
+        Plot("Share of orders won by the image shown first", "bar",
+             [Series(name, list(s["bias"]), [b["first_rate"]["point"] for b in s["bias"].values()],
+                     [b["first_rate"]["lo"] for b in s["bias"].values()],
+                     [b["first_rate"]["hi"] for b in s["bias"].values()]) for name, s in summaries.items()],
+             x_label="order mode", y_label="first-shown wins", y_range=(0.0, 1.0), hlines=[(0.5, "no bias")]),
     ]
     rubric_text = rubric_set.to_text() if rubric_set is not None else ""
     example_outs = outcomes[conditions[-1][0]]

@@ -70,6 +70,9 @@ def test_position_bias_hand_checked(records) -> None:
     assert bias["single"]["point"] == pytest.approx(2 / 6)
     assert bias["swap"]["point"] == 0.0
     assert res.summary["n_skipped"] == 1.0 and res.summary["n_pairs"] == 6.0
+    # The image shown first wins every valid order, in every mode; single flips every pair.
+    assert all(res.summary[f"bias/plain/{m}/first_rate"] == 1.0 for m in ("single", "swap", "random"))
+    assert res.summary["bias/plain/single/flip_rate"] == 1.0
     for row in res.table("Accuracy vs human labels").rows:
         ci = row[3]
         assert ci["lo"] <= ci["point"] <= ci["hi"]
@@ -86,6 +89,9 @@ def test_rubrics_fix_the_judge_hand_checked(records) -> None:
     assert {(r[1], r[2]): r[3]["point"] for r in plain}[("single", "forward")] == pytest.approx(4 / 6)
     assert res.summary["bias/rubric/single"] == 0.0
     assert res.summary["bias/plain/single"] == pytest.approx(2 / 6)
+    # Ranking by redness: red is shown first in 4 of 6 forward and 2 of 6 reversed orders → 6/12.
+    assert res.summary["bias/rubric/single/first_rate"] == pytest.approx(0.5)
+    assert res.summary["bias/rubric/single/flip_rate"] == 0.0
     html = render_html(res.report)
     assert "criterion 0: the circle is red" in html and "red pixels" in html
 
