@@ -65,6 +65,7 @@ class ResponseCache:
         self._pending: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.flushes = 0
+        self.reads = 0  # store queries made by get_many
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Rows for the keys that are cached (pending writes included): key → {text, usage}."""
@@ -76,6 +77,7 @@ class ResponseCache:
                     found[k] = {"text": row["response_text"], "usage": json.loads(row["usage"])}
         rest = [k for k in dict.fromkeys(keys) if k not in found]
         if rest and self.store is not None:
+            self.reads += 1
             for row in self.store.fetchall("vlm_cache_get_many", {"keys": rest}):
                 usage = row.get("usage")
                 if isinstance(usage, str):

@@ -36,13 +36,14 @@ REASK_TEMPLATE = ("Your previous answer could not be used: {problem}. Reply agai
 class VLMClient:
     """Concurrent, cached, validating access to one backend.
 
-    ``flush_every``: buffered cache writes are flushed (one store transaction) when this many are
-    pending, at the end of every ``ask_many`` and on ``flush()``/``close()``.
+    Buffered cache writes are flushed (one store transaction each time) when no request of this
+    client is active any more, when ``flush_every`` rows are pending, when ``flush_interval_s`` has
+    passed since the last flush (so an interrupted run loses little), and on ``flush()``/``close()``.
     """
 
     def __init__(self, backend: VLMBackend, *, store: Any | None = None, cache_mode: CacheMode = "readwrite",
                  concurrency: int = 8, max_reasks: int = 2, json_mode: bool = False,
-                 flush_every: int = 256) -> None:
+                 flush_every: int = 256, flush_interval_s: float = 5.0) -> None:
         if cache_mode not in CACHE_MODES:
             raise ValueError(f"cache_mode must be one of {CACHE_MODES}, got {cache_mode!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -58,8 +59,13 @@ class VLMClient:
         self.cache = ResponseCache(store, writable=cache_mode == "readwrite") if cache_mode != "off" else None
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self.flush_interval_s = flush_interval_s
         self._in_flight = 0
         self.max_in_flight = 0
+        self._active = 0
+        self._last_flush = time.monotonic()
+        self._read_waiters: dict[str, list[asyncio.Future]] = {}
+        self._read_scheduled = False
         self._counts = {"requests": 0, "calls": 0, "cache_hits": 0, "reasks": 0, "failures": 0,
                         "invalid_answers": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._latencies: list[float] = []
@@ -67,9 +73,14 @@ class VLMClient:
     # ------------------------------------------------------------------ public API
 
     async def ask(self, req: VLMRequest) -> VLMResponse:
-        """One request: cache, then the backend with re-asks; never raises for model/transport failure."""
+        """One request: cache, then the backend with re-asks; never raises for model/transport failure.
+
+        Cache reads of asks started in the same event-loop tick are one query; buffered writes are
+        flushed when no other request of this client is active (or by size/time), so concurrent
+        single asks cost one store transaction per burst, not one per request.
+        """
         key = self._key(req)
-        hit = self._lookup([key]).get(key) if key else None
+        hit = await self._lookup_coalesced(key) if key else None
         return await self._ask_keyed(req, key, hit)
 
     async def ask_many(self, reqs: list[VLMRequest],
@@ -103,6 +114,7 @@ class VLMClient:
 
     def flush(self) -> int:
         """Write buffered cache rows (one transaction). Returns the number written."""
+        self._last_flush = time.monotonic()
         return self.cache.flush() if self.cache is not None else 0
 
     def close(self) -> None:
@@ -133,6 +145,31 @@ class VLMClient:
             return {}
         return self.cache.get_many(keys)
 
+    async def _lookup_coalesced(self, key: str) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._read_waiters.setdefault(key, []).append(fut)
+        if not self._read_scheduled:
+            self._read_scheduled = True
+            loop.call_soon(self._run_reads)
+        return await fut
+
+    def _run_reads(self) -> None:
+        self._read_scheduled = False
+        waiters, self._read_waiters = self._read_waiters, {}
+        try:
+            found = self._lookup(list(waiters))
+        except Exception as e:  # noqa: BLE001 — handed to every waiting ask (a locked store, …)
+            for futs in waiters.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(e)
+            return
+        for k, futs in waiters.items():
+            for f in futs:
+                if not f.done():
+                    f.set_result(found.get(k))
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._sem is None or self._sem_loop is not loop:  # asyncio primitives are bound to one loop
@@ -140,6 +177,17 @@ class VLMClient:
         return self._sem
 
     async def _ask_keyed(self, req: VLMRequest, key: str | None, hit: dict[str, Any] | None) -> VLMResponse:
+        self._active += 1
+        try:
+            return await self._ask_keyed_inner(req, key, hit)
+        finally:
+            self._active -= 1
+            if self.cache is not None and self.cache.n_pending and (
+                    self._active == 0 or self.cache.n_pending >= self.flush_every
+                    or time.monotonic() - self._last_flush >= self.flush_interval_s):
+                self.flush()
+
+    async def _ask_keyed_inner(self, req: VLMRequest, key: str | None, hit: dict[str, Any] | None) -> VLMResponse:
         self._counts["requests"] += 1
         if hit is not None:
             parsed, problem = check_answer(hit["text"], req.required_keys, req.validator)
@@ -157,8 +205,6 @@ class VLMClient:
         if resp.error is None and key is not None and self.cache is not None:
             self.cache.put(key, backend=self.backend.name, model=self.backend.model, kind=req.kind,
                            prompt_version=req.prompt_version, text=resp.text, usage=resp.usage)
-            if self.cache.n_pending >= self.flush_every:
-                self.flush()
         return resp
 
     async def _call_with_reasks(self, req: VLMRequest) -> VLMResponse:

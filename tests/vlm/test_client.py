@@ -126,3 +126,20 @@ def test_concurrency_cap_in_process():
     asyncio.run(client.ask_many(_judge_requests(10), progress=lambda d, t: seen.append((d, t))))
     assert be.peak == 3 and client.stats()["max_in_flight"] == 3
     assert seen[-1] == (10, 10) and len(seen) == 10
+
+
+def test_concurrent_single_asks_share_one_read_and_one_write(tmp_path):
+    """Induction asks pair by pair from concurrent coroutines: that must not be one store round trip each."""
+    store = Store(tmp_path)
+    reqs = _judge_requests(6, seed=3)
+
+    async def burst(client):
+        return await asyncio.gather(*(client.ask(r) for r in reqs))
+
+    first = VLMClient(SceneVLM(), store=store)
+    asyncio.run(burst(first))
+    assert first.cache.reads == 1 and first.cache.flushes == 1
+    assert store.fetchall("vlm_cache_stats")[0]["n"] == 6  # flushed without an explicit flush()
+    again = VLMClient(SceneVLM(), store=store)
+    out = asyncio.run(burst(again))
+    assert all(r.cached for r in out) and again.cache.reads == 1 and again.backend.calls == 0
