@@ -21,6 +21,7 @@ from arr_core.world.scene import (
     IMAGE_DEFECTS,
     Scene,
     SceneObject,
+    object_relations,
     place_object,
     place_relative,
     relative_position,
@@ -111,8 +112,8 @@ def sample_edit(rng: np.random.Generator, kind: str | None = None) -> EditTask:
             moved = place_relative(rng, o.shape, o.color, ref, rel, others)
             if moved is None:
                 continue
-            moved.size = o.size
-            if not _fits_size(moved, others):
+            moved.size = o.size  # the relation margin depends on the size: test again
+            if not _fits_size(moved, others) or rel not in object_relations(moved, ref):
                 continue
             tgt.objects[i] = moved
             text = f"move {_ref_text(o, src)} {_rel_text(rel)} {_ref_text(ref, src)}"
@@ -327,7 +328,7 @@ def _wrong_edit(task: EditTask, rng: np.random.Generator) -> Scene:
             moved = place_relative(rng, new[0].shape, new[0].color, ref, rel, others)
             if moved is not None:
                 moved.size = new[0].size
-                if _fits_size(moved, others):
+                if _fits_size(moved, others) and ins["relation"] not in object_relations(moved, ref):
                     out.objects[i] = moved
                     break
         else:  # nowhere else to put it: the object stays where it was in the source
