@@ -140,3 +140,14 @@ def test_api_key_is_sent_but_never_logged_or_stored(reqs, tmp_path, caplog):
                 assert KEY not in " ".join(str(v) for v in row), t
     assert n_rows >= 3
     assert KEY.encode() not in store.path.read_bytes()
+
+
+def test_serving_an_openai_backend_proxies_to_the_upstream(reqs):
+    """``arr vlm serve --backend openai`` in front of another endpoint (two real servers)."""
+    with ServedVLM(SceneVLM()) as upstream:
+        with ServedVLM(OpenAIBackend(upstream.base_url, None, "scene-vlm-1")) as proxy:
+            client = _client(proxy)
+            out = asyncio.run(client.ask_many(reqs[:3]))
+            assert proxy.stats.snapshot()["requests"] == 3 and upstream.stats.snapshot()["requests"] == 3
+    direct = [SceneVLM().respond(r.messages)[0] for r in reqs[:3]]
+    assert [r.text for r in out] == direct

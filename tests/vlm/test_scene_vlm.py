@@ -169,3 +169,15 @@ def test_every_stated_criterion_parses_back_to_its_own_check():
         for p in phrases:
             assert criterion_check(p) == check, p
     assert all(criterion_check(v) is None for v in VAGUE)
+
+
+def test_listwise_judging_and_generation(t2i_pairs):
+    """N > 2: the rank is a permutation of 1..N; the generator names the preferred image's strengths."""
+    client = VLMClient(SceneVLM(), cache_mode="off")
+    (q, ims, _, _), (_, more, _, _) = t2i_pairs[0], t2i_pairs[1]
+    four = ims + more
+    for block in (None, T2I_BLOCK):
+        resp = asyncio.run(client.ask(T.build_judge("t2i", q, four, rubrics_block=block)))
+        assert resp.error is None and sorted(resp.parsed["rank"]) == [1, 2, 3, 4]
+    gen = asyncio.run(client.ask(T.build_generate("t2i", q, four, preferred=2, n_rubrics=4)))
+    assert gen.error is None and len(gen.parsed["rubrics"]) == 4 and gen.parsed["reason"].startswith("Image 3")
