@@ -45,12 +45,12 @@ def accuracy(n: int, seed: int, size: int, **opts) -> float:
 # (name, renders, size, render options, asserted lower bound)
 CASES = [
     ("clean 64px", 500, 64, {}, 0.99),
-    ("clean 32px", 150, 32, {}, 0.98),
+    ("clean 32px", 120, 32, {}, 0.98),
     ("noise 0.08 64px", 100, 64, {"noise": 0.08}, 0.96),
     ("blur 1.2px 64px", 100, 64, {"blur": 1.2}, 0.96),
     ("contrast 0.5 64px", 100, 64, {"contrast": 0.5}, 0.96),
-    ("blur 0.7px 32px", 150, 32, {"blur": 0.7}, 0.95),
-    ("noise 0.06 32px", 150, 32, {"noise": 0.06}, 0.90),
+    ("blur 0.7px 32px", 120, 32, {"blur": 0.7}, 0.95),
+    ("noise 0.06 32px", 120, 32, {"noise": 0.06}, 0.90),
     ("blur 1px + noise 0.05 32px", 150, 32, {"blur": 1.0, "noise": 0.05}, 0.8),
 ]
 

@@ -15,7 +15,7 @@ from arr_core.world.utility import flip_probability, label_pair, rank_from_utili
 def test_utility_prefers_defect_free_renders():
     rng = np.random.default_rng(21)
     worse, total = 0, 0
-    for i in range(24):
+    for i in range(18):
         spec = sample_spec(rng, TAGS[i % len(TAGS)])
         scene = scene_from_spec(spec, rng)
         u_clean = utility(spec, render(scene, 64))
