@@ -410,6 +410,7 @@ class SceneVLM:
         hurts = [c for c in checks if diff[c] < -DIFF_EPS]
         neutral = [c for c in checks if abs(diff[c]) <= DIFF_EPS]
         chosen: list[str] = []  # criterion texts
+        blamed: set[str] = set()
         if not revise:
             picked = list(helps)
             vague_slot = bool(picked) and rng.random() < P_VAGUE
@@ -421,7 +422,9 @@ class SceneVLM:
         else:
             previous = _numbered(_section(uc.text, "Previous criteria:", ("\n\n",)))
             feedback = _section(uc.text, "Feedback:", ("\n\nWrite ",)) or ""
-            blamed = {criterion_check(s) for s in re.split(r"[.;\n]", feedback)} - {None}
+            # In an order that failed, the checks the judge's winner was "better on" misled it.
+            blamed = {c.strip() for line in feedback.splitlines() if re.search(r"fail", line, re.I)
+                      for m in re.finditer(r"It is better on: ([a-z, ]+)", line) for c in m.group(1).split(",")}
             kept_checks = set()
             for p in previous:
                 c = criterion_check(p)
@@ -430,7 +433,7 @@ class SceneVLM:
                 chosen.append(p)
                 kept_checks.add(c)
             chosen = [self._phrase(c, rng) for c in helps if c not in kept_checks] + chosen
-        used = {criterion_check(t) for t in chosen}
+        used = {criterion_check(t) for t in chosen} | (blamed if revise else set())
         pad = [c for c in rng.permutation(neutral).tolist() if c not in used]
         while len(chosen) < k and pad:
             chosen.append(self._phrase(pad.pop(0), rng))

@@ -125,7 +125,7 @@ def test_revise_drops_vague_and_misleading_criteria(t2i_pairs):
             break
     hurt = gen["reason"].split("the other image is better on: ")[1].rstrip(".").split(", ")[0]
     previous = [VAGUE[0], PHRASES[hurt][0]]
-    feedback = f"Order (1, 2) failed. The judge said: Another image is better on: {hurt}."
+    feedback = f"Order (1, 2): FAILED. Judge's reason: Image 2 ranked first. It is better on: {hurt}."
     rev = json.loads(sc.respond(T.build_revise("t2i", q, ims, preferred=pref, previous=previous,
                                                feedback=feedback).messages)[0])
     checks = [criterion_check(c) for c in rev["rubrics"]]
@@ -181,3 +181,21 @@ def test_listwise_judging_and_generation(t2i_pairs):
         assert resp.error is None and sorted(resp.parsed["rank"]) == [1, 2, 3, 4]
     gen = asyncio.run(client.ask(T.build_generate("t2i", q, four, preferred=2, n_rubrics=4)))
     assert gen.error is None and len(gen.parsed["rubrics"]) == 4 and gen.parsed["reason"].startswith("Image 3")
+
+
+def test_revise_uses_the_feedback(t2i_pairs):
+    """A neutral criterion survives revision unless the feedback says it made a failed order's winner."""
+    sc = SceneVLM()
+    q, ims, _, pref = t2i_pairs[0]
+    gen = json.loads(sc.respond(T.build_generate("t2i", q, ims, preferred=pref).messages)[0])
+    neutral = next(c for c in ("noise", "contrast", "relation", "color", "sharpness")
+                   if c not in gen["reason"])
+    previous = [PHRASES[neutral][0]]
+
+    def revise(feedback):
+        req = T.build_revise("t2i", q, ims, preferred=pref, previous=previous, feedback=feedback)
+        return [criterion_check(c) for c in json.loads(sc.respond(req.messages)[0])["rubrics"]]
+
+    assert neutral in revise("Order shown [Image 2, Image 1]: FAILED. Judge's reason: no rubric separates them.")
+    assert neutral not in revise(f"Order shown [Image 2, Image 1]: FAILED. Judge's reason: Image 1 ranked "
+                                 f"first. It is better on: {neutral}.")
