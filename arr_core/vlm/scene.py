@@ -273,6 +273,7 @@ class SceneVLM:
         self.seed = seed
         self.model = model
         self.calls = 0
+        self._calls_lock = threading.Lock()  # respond() runs in worker threads
         self._eyes = _EYES  # detector results depend on image content only: share them
 
     def __repr__(self) -> str:
@@ -285,7 +286,8 @@ class SceneVLM:
 
     def respond(self, messages: list[dict[str, Any]], seed: int | None = None) -> tuple[str, dict[str, int]]:
         """The answer text and a token estimate for ``messages`` (synchronous)."""
-        self.calls += 1
+        with self._calls_lock:
+            self.calls += 1
         uc = split_user_content(messages)
         rng = np.random.default_rng(self._request_seed(messages, seed))
         kind = request_kind(uc.text)
