@@ -25,8 +25,12 @@ ReportOut = Annotated[Optional[Path], typer.Option("--report", help="Also write 
 
 
 def _vlm_client(backend: str, model: str | None, base_url: str | None, seed: int, store):
-    from arr_core.vlm.config import VLMConfig, build_client
+    from arr_core.vlm.config import SCENE_MODEL, VLMConfig, build_client
 
+    if backend == "scene" and model is None and seed != 0:
+        # The response cache keys on backend name + model, not on the simulator's seed: name the model
+        # after the seed so scene judges with different seeds do not share cached answers.
+        model = f"{SCENE_MODEL}@seed{seed}"
     try:
         cfg = VLMConfig(backend=backend, model=model, base_url=base_url, seed=seed)
     except ValueError as e:
