@@ -65,6 +65,9 @@ class TrainResult:
     steps: int
     checkpoint_dir: Path | None
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    # The PeftModel around policy.transformer (which now carries the trained adapter):
+    # ``with result.model.disable_adapter():`` samples from the base policy.
+    model: Any = None
 
 
 @dataclass
@@ -415,4 +418,4 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
         save_lora(peft_model, lora_dir)
         say(f"LoRA saved to {lora_dir}")
     barrier(ctx)
-    return TrainResult(lora_dir, metrics_path, cfg.steps, ckpt_dir, last)
+    return TrainResult(lora_dir, metrics_path, cfg.steps, ckpt_dir, last, peft_model)

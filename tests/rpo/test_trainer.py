@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 
 from arr_core.rpo.config import TrainConfig
 from arr_core.rpo.lora import add_lora, base_parameters, lora_parameters
-from arr_core.rpo.rewards import CallableRewarder, GroupOutcome
+from arr_core.rpo.rewards import CallableRewarder, GroupOutcome, ShuffledRewarder
 from arr_core.rpo.trainer import (
     PromptStream,
     group_advantages,
@@ -177,3 +178,49 @@ def test_bad_inputs(tiny_policy: Any, redness_fn: Any, tmp_path: Path) -> None:
         train(tiny_policy, CallableRewarder(redness_fn), [], tiny_cfg(), tmp_path, progress=None)
     with pytest.raises(ValueError, match="match no module"):
         add_lora(tiny_policy.transformer, rank=2, alpha=2, targets=["attn.nope"])
+
+
+def _mean_redness(policy: Any, prompts: list[str], redness_fn: Any) -> float:
+    ro = rollout(policy, prompts, None, group_size=4, sigmas=policy.sigmas(4),
+                 generator=torch.Generator().manual_seed(123), noise="flow_grpo", a=0.7, eta=0.3,
+                 shared_initial_noise=False, bf16=False)
+    return sum(redness_fn("", im) for im in ro.images) / len(ro.images)
+
+
+def test_learning_moves_the_rewarded_metric_and_shuffled_control_does_not(
+        make_policy: Any, prompts: list[str], redness_fn: Any, tmp_path: Path) -> None:
+    # Reward: redness (mean R − mean B, in 0..255 units) of each image, ranked within the group.
+    # Measured on held-fixed sampling noise before/after 20 steps: −1.3 → +71 with the real reward,
+    # −1.3 → −7.3 with the shuffled control (CPU, seeds as here).
+    cfg = tiny_cfg(steps=20, num_steps=4, prompts_per_step=4, rollout_batch_size=4, lr=3e-2)
+    gains = {}
+    for name, rewarder in (("real", CallableRewarder(redness_fn)),
+                           ("shuffled", ShuffledRewarder(CallableRewarder(redness_fn), seed=0))):
+        policy = make_policy(seed=0)
+        before = _mean_redness(policy, prompts, redness_fn)
+        train(policy, rewarder, prompts, cfg, tmp_path / name, progress=None)
+        gains[name] = _mean_redness(policy, prompts, redness_fn) - before
+    assert gains["real"] > 40, gains
+    assert abs(gains["shuffled"]) < 20, gains
+
+
+def test_gradient_checkpointing_gives_the_same_update(make_policy: Any, prompts: list[str], redness_fn: Any,
+                                                      tmp_path: Path) -> None:
+    runs = {}
+    for ckpt in (False, True):
+        policy = make_policy(seed=0)
+        train(policy, CallableRewarder(redness_fn), prompts, tiny_cfg(steps=2, gradient_checkpointing=ckpt),
+              tmp_path / str(ckpt), progress=None)
+        assert policy.transformer.gradient_checkpointing is ckpt
+        runs[ckpt] = {n: p.detach() for n, p in policy.transformer.named_parameters() if "lora_" in n}
+    for n in runs[False]:
+        torch.testing.assert_close(runs[True][n], runs[False][n], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_keeps_on_policy_ratio_exactly_one(tiny_policy: Any, prompts: list[str],
+                                                          redness_fn: Any, tmp_path: Path) -> None:
+    res = train(tiny_policy, CallableRewarder(redness_fn), prompts, tiny_cfg(steps=1, bf16_autocast=True),
+                tmp_path, progress=None)
+    m = json.loads(res.metrics_path.read_text().splitlines()[0])
+    assert m["ratio_mean"] == 1.0 and m["ratio_max"] == 1.0 and m["kl"] == 0.0
+    assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
