@@ -274,7 +274,7 @@ def _pair_html(p: JudgedPair, max_side: int) -> str:
             verdict = "abstained / tie"
         rows.append(f"<tr><td>{escape(str(j.get('mode', '')))}</td><td>{escape(str(rank))}</td>"
                     f"<td>{verdict}</td><td>{escape(str(j.get('reason', '')))}</td></tr>")
-    judg = ("<table><thead><tr><th>order mode</th><th>rank (image order)</th><th>verdict</th><th>judge's reason</th>"
+    judg = ("<table><thead><tr><th>order mode</th><th>rank (image order)</th><th>verdict</th><th>judge's reason (image numbers as shown in that order)</th>"
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>") if rows else ""
     rubric = (f"<details><summary>Rubric text</summary><pre class='rubric'>{escape(p.rubric_text)}</pre></details>"
               if p.rubric_text else "<p class='ci'>judged without rubrics</p>")
