@@ -167,6 +167,10 @@ class _Perception:
         self._lock = threading.Lock()
         self.max_items = max_items
 
+    def has(self, url: str) -> bool:
+        with self._lock:
+            return data_url_digest(url) in self._cache
+
     def look(self, url: str) -> tuple[list[Any], dict[str, float]]:
         from arr_core.world.detect import detect, image_quality
 
@@ -281,7 +285,11 @@ class SceneVLM:
 
     async def chat(self, messages: list[dict[str, Any]], *, temperature: float = 0.0, max_tokens: int = 1024,
                    seed: int | None = None, json_mode: bool = False) -> tuple[str, dict[str, int]]:
-        # The detector is CPU work: keep the event loop free for other requests.
+        # The detector is CPU work: run it off the event loop, unless every image has been seen
+        # (then answering is cheaper than a thread hand-off).
+        urls = split_user_content(messages).image_urls
+        if all(self._eyes.has(u) for u in urls):
+            return self.respond(messages, seed)
         return await asyncio.to_thread(self.respond, messages, seed)
 
     def respond(self, messages: list[dict[str, Any]], seed: int | None = None) -> tuple[str, dict[str, int]]:
