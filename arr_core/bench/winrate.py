@@ -188,7 +188,9 @@ def run_edit_checks(cases: Sequence[EditCase], *, n_boot: int = 2000, seed: int 
                 "n_boot": n_boot, "seed": seed})
     report = Report("Editing benchmark (scene world)", [
         Section("metrics", "Metrics", tables=[t]), Section("plots", "Plots", plots=[plot]),
-        Section("images", "Edits", grids=[grid])], subtitle=f"{len(cases)} edits", notes=[SCENE_NOTE],
+        Section("images", "Edits", grids=[grid])], subtitle=f"{len(cases)} edits",
+        notes=["Scene world: synthetic edits read by the scene detector; these rates say nothing about real "
+               "editors or images."],
         meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
     return EvalResult("edit", cfg, summary, [t], report, details={"results": res})
 
