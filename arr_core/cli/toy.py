@@ -1,0 +1,66 @@
+"""``arr toy ...``: the toy policy of the scene world (pretraining and a quick accuracy check).
+
+Registered on the root app by ``register_toy(app)`` (this module's name is not one of the stage
+modules that ``arr_core/cli/__init__.py`` registers automatically).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from arr_core.cli.common import console
+from arr_core.errors import InputError
+
+toy_app = typer.Typer(help="The toy text-to-image policy of the scene world.", no_args_is_help=True)
+
+
+@toy_app.command("pretrain")
+def pretrain_cmd(
+    steps: Annotated[int, typer.Option(help="AdamW steps (batch 64 each).")] = 3000,
+    out: Annotated[Path, typer.Option(help="Folder for the policy (toy_policy.json, text_encoder/, "
+                                            "transformer/).")] = Path("toy_policy"),
+    seed: Annotated[int, typer.Option(help="Seed of the weights, data and noise.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    defect_rate: Annotated[float, typer.Option(help="Share of training images with a defect that "
+                                                    "contradicts their prompt.")] = 0.3,
+    eval_per_tag: Annotated[int, typer.Option(help="Held-out prompts per tag for the final accuracy "
+                                                   "(0 skips it).")] = 20,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy "
+                                                        "2-core machine).")] = None,
+) -> None:
+    """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
+    summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
+                           defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads)
+    console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
+
+
+def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 64, lr: float = 1e-3,
+                 defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None) -> dict:
+    """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
+    if steps < 1:
+        raise InputError(f"must be >= 1, got {steps}", field="--steps")
+    if batch_size < 1:
+        raise InputError(f"must be >= 1, got {batch_size}", field="--batch-size")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise InputError(f"must lie in [0, 1], got {defect_rate}", field="--defect-rate")
+    if threads is not None and threads < 1:
+        raise InputError(f"must be >= 1, got {threads}", field="--threads")
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", field="--out", file=str(out))
+    import torch
+
+    from arr_core.rpo.toy_pretrain import pretrain
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
+                    eval_per_tag=eval_per_tag, log=console.print)
+
+
+def register_toy(app: typer.Typer) -> None:
+    """Add the ``toy`` command group (``arr toy pretrain``) to the root app."""
+    app.add_typer(toy_app, name="toy")
