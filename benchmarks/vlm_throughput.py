@@ -112,6 +112,19 @@ def run_reference(base_url: str, reqs: list) -> float:
     return time.perf_counter() - t0
 
 
+def markdown_table(rows: list[dict], ref_rps: float, latency_ms: float, machine: str) -> str:
+    lines = [f"Served scene VLM, L = {latency_ms:g} ms; {machine}.", "",
+             "| C | N | req/s | bound C/L | fraction | reference req/s | × reference | p50 ms | p99 ms "
+             "| client CPU ms/req | server CPU ms/req |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['concurrency']} | {r['n']} | {r['req_per_s']:.1f} | {r['littles_law_bound']:.0f} | "
+                     f"{r['fraction_of_bound']:.2f} | {ref_rps:.2f} | {r['speedup_vs_reference']:.1f} | "
+                     f"{1000 * r['p50_s']:.0f} | {1000 * r['p99_s']:.0f} | {r['client_cpu_ms_per_req']:.2f} | "
+                     f"{r['server_cpu_ms_per_req']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-ms", type=float, default=200.0)
@@ -119,6 +132,7 @@ def main() -> None:
     ap.add_argument("--per-slot", type=int, default=10, help="requests per concurrency slot (N = max(20, k*C))")
     ap.add_argument("--reference-n", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     args = ap.parse_args()
     lat = args.latency_ms / 1000.0
     port = free_port()
@@ -162,6 +176,9 @@ def main() -> None:
               f"{r['server_cpu_ms_per_req']:>14.2f}")
     ok = all(r["fraction_of_bound"] >= 0.9 for r in rows)
     print(f"target >= 0.9 of the bound at every C: {'met' if ok else 'NOT met'}")
+    if args.markdown:
+        print()
+        print(markdown_table(rows, ref_rps, args.latency_ms, machine))
     if args.out:
         args.out.write_text(json.dumps({"latency_ms": args.latency_ms, "machine": machine,
                                         "reference_req_per_s": ref_rps, "rows": rows}, indent=1) + "\n")
