@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -108,7 +109,8 @@ class OpenAIBackend:
         self.total_retry_budget_s = total_retry_budget_s
         self._rng = random.Random(seed)
         # A local server (``arr vlm serve``, vLLM) needs no key, but the openai client insists on one.
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY",
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key,
                                           timeout=timeout_s, max_retries=0)
         self.retries = 0
         self.http_requests = 0
