@@ -16,6 +16,7 @@ chatty answer kills a training job). Here:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -25,6 +26,8 @@ import numpy as np
 from arr_core.vlm.base import VLMBackend, VLMRequest, VLMResponse, VLMTransportError
 from arr_core.vlm.cache import ResponseCache, cache_key
 from arr_core.vlm.jsonx import check_answer
+
+log = logging.getLogger(__name__)
 
 CacheMode = Literal["readwrite", "readonly", "off"]
 CACHE_MODES = ("readwrite", "readonly", "off")
@@ -67,7 +70,7 @@ class VLMClient:
         self._read_waiters: dict[str, list[asyncio.Future]] = {}
         self._read_scheduled = False
         self._counts = {"requests": 0, "calls": 0, "cache_hits": 0, "reasks": 0, "failures": 0,
-                        "invalid_answers": 0, "prompt_tokens": 0, "completion_tokens": 0}
+                        "invalid_answers": 0, "prompt_tokens": 0, "completion_tokens": 0, "cache_errors": 0}
         self._latencies: list[float] = []
 
     # ------------------------------------------------------------------ public API
@@ -105,7 +108,8 @@ class VLMClient:
         try:
             return list(await asyncio.gather(*(one(r, k) for r, k in zip(reqs, keys, strict=True))))
         finally:
-            self.flush()
+            if self.cache is not None and self.cache.n_pending:
+                self._auto_flush()
 
     def ask_many_sync(self, reqs: list[VLMRequest],
                       progress: Callable[[int, int], None] | None = None) -> list[VLMResponse]:
@@ -141,9 +145,23 @@ class VLMClient:
         return cache_key(self.backend.name, self.backend.model, req, json_mode=self.json_mode)
 
     def _lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Cached rows for ``keys``; a store that cannot be read (locked, missing) counts as all misses."""
         if self.cache is None or not keys:
             return {}
-        return self.cache.get_many(keys)
+        try:
+            return self.cache.get_many(keys)
+        except Exception as e:  # noqa: BLE001 — the cache is an optimisation; the request still runs
+            self._counts["cache_errors"] += 1
+            log.warning("VLM cache read failed, asking the backend instead: %s", e)
+            return {}
+
+    def _auto_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception as e:  # noqa: BLE001 — rows stay buffered; the next flush retries them
+            self._counts["cache_errors"] += 1
+            log.warning("VLM cache write failed (%d rows kept for the next flush): %s",
+                        self.cache.n_pending if self.cache else 0, e)
 
     async def _lookup_coalesced(self, key: str) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
@@ -185,7 +203,7 @@ class VLMClient:
             if self.cache is not None and self.cache.n_pending and (
                     self._active == 0 or self.cache.n_pending >= self.flush_every
                     or time.monotonic() - self._last_flush >= self.flush_interval_s):
-                self.flush()
+                self._auto_flush()
 
     async def _ask_keyed_inner(self, req: VLMRequest, key: str | None, hit: dict[str, Any] | None) -> VLMResponse:
         self._counts["requests"] += 1

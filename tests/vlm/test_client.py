@@ -143,3 +143,12 @@ def test_concurrent_single_asks_share_one_read_and_one_write(tmp_path):
     again = VLMClient(SceneVLM(), store=store)
     out = asyncio.run(burst(again))
     assert all(r.cached for r in out) and again.cache.reads == 1 and again.backend.calls == 0
+
+
+def test_an_unreadable_store_degrades_to_cache_misses(tmp_path, caplog):
+    """readonly on a fresh home: there is no store file yet; requests still run (with a warning)."""
+    store = Store(tmp_path / "fresh", read_only=True)
+    client = VLMClient(SceneVLM(), store=store, cache_mode="readonly")
+    out = asyncio.run(client.ask_many(_judge_requests(2)))
+    assert all(r.error is None and not r.cached for r in out)
+    assert client.stats()["cache_errors"] == 1 and "cache read failed" in caplog.text
