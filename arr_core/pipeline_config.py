@@ -142,6 +142,9 @@ class PipelineConfig(_Strict):
     @model_validator(mode="after")
     def _default_vlm(self) -> PipelineConfig:
         self.induce = _induce_uses_vlm(self.induce, self.vlm)
+        if self.training.config.reward.rubrics is not None:
+            raise ValueError("training.config.reward.rubrics must be empty: the pipeline trains with the "
+                             "rubric set its induce stage produced")
         return self
 
     def digest(self, section: str | None = None) -> str:
@@ -256,8 +259,8 @@ def demo_config(**overrides: Any) -> PipelineConfig:
             "config": {
                 "policy": {"kind": "toy", "dtype": "float32", "device": "cpu"},
                 "prompts": {"source": "world", "count": 64, "seed": 1},
-                "reward": {"kind": "judge", "backend": "offline", "order": "swap"},
-                "steps": 8, "resolution": 64, "num_steps": 6, "prompts_per_step": 4,
+                "reward": {"kind": "judge", "order": "swap"},
+                "steps": 8, "num_steps": 6, "prompts_per_step": 4,
                 "rollout_batch_size": 2, "sample_grid_every": 4, "checkpoint_every": 0,
                 "lr": 1e-3,
             },

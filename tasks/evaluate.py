@@ -31,12 +31,12 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     """Base vs trained on held-out scene-world prompts; see the module docstring."""
     from arr_core.bench.generation import load_lora
     from arr_core.bench.report import GridRow, ImageGrid, Report, Section, Table, interval, write_html
+    from arr_core.cli.train import build_policy, resolve_device
     from arr_core.judge.judge import JudgeItem, judge_many
     from arr_core.rpo.toy_eval import geneval_accuracy
     from arr_core.rubrics.rubric_set import RubricSet
     from arr_core.vlm.config import build_client
     from arr_core.world.pairs import make_prompts
-    from tasks.train import build_policy
 
     fail_point("evaluate")
     if train_cfg.policy.kind != "toy":
@@ -46,7 +46,7 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     specs = make_prompts(int(eval_cfg["prompts"]), int(eval_cfg["prompt_seed"]))
     seeds = tuple(range(int(eval_cfg["images_per_prompt"])))
     steps = int(eval_cfg.get("num_steps") or train_cfg.num_steps)
-    policy = build_policy(train_cfg)
+    policy = build_policy(train_cfg, resolve_device(train_cfg.policy.device))
     base = geneval_accuracy(policy, specs, seeds=seeds, steps=steps, return_images=True)
     peft_model = load_lora(policy, train_summary["lora_uri"])
     trained = geneval_accuracy(policy, specs, seeds=seeds, steps=steps, lora=peft_model, return_images=True)

@@ -45,57 +45,27 @@ def policy_fingerprint(policy: dict[str, Any]) -> str:
     return "pol-" + digest_obj(ident, 16)
 
 
-def load_prompts(cfg: Any) -> list[str]:
-    """The training prompts a ``PromptsConfig`` names (world sampler or a file)."""
-    if cfg.prompts.source == "world":
-        from arr_core.world.pairs import make_prompts
-
-        return [s.prompt for s in make_prompts(cfg.prompts.count, cfg.prompts.seed)]
-    path = Path(cfg.prompts.path)
-    if path.suffix == ".jsonl":
-        return [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def build_policy(cfg: Any) -> Any:
-    """The policy adapter a ``PolicyConfig`` names."""
-    import torch
-
-    device = cfg.policy.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.policy.kind == "toy":
-        from arr_core.rpo.adapters.toy import ToyPolicy
-
-        return ToyPolicy.load(cfg.policy.folder, device=device)
-    if cfg.policy.kind == "flux":
-        from arr_core.rpo.adapters.flux import FluxPolicy
-
-        return FluxPolicy.from_folder(cfg.policy.folder, dtype=cfg.policy.dtype, device=device)
-    if cfg.policy.kind == "sd3":
-        from arr_core.rpo.adapters.sd3 import SD3Policy
-
-        return SD3Policy.from_folder(cfg.policy.folder, dtype=cfg.policy.dtype, device=device)
-    raise NotImplementedError(f"policy.kind '{cfg.policy.kind}' is not wired into the training task yet")
-
-
 def build_rewarder(cfg: Any, rubric_set: Any, vlm: Any) -> Any:
-    """The group rewarder a ``RewardConfig`` names; the judge's VLM client has no store (the training
-    side must not open the DuckDB file), so it caches in memory only."""
-    from arr_core.rpo import rewards
+    """The group rewarder ``cfg.reward`` names. Unlike ``arr train``'s, the judge's VLM client gets no
+    store (the training side must not open the DuckDB file): it caches in memory only. The judge VLM
+    is ``reward.vlm`` when set, else the pipeline's ``vlm`` (``vlm`` here, key from the environment)."""
+    from arr_core.cli.train import checker_score
+    from arr_core.rpo.rewards import CallableRewarder, FixedLatencyRewarder, ShuffledRewarder
 
-    kind = cfg.reward.kind
-    if kind == "judge":
+    rc = cfg.reward
+    if rc.kind == "fixed":
+        rewarder: Any = FixedLatencyRewarder(rc.latency_s, cfg.seed)
+    elif rc.kind == "checker":
+        rewarder = CallableRewarder(checker_score)
+    else:
         from arr_core.judge.reward import JudgeRewarder
-        from arr_core.vlm.config import build_client
+        from arr_core.vlm.config import VLMConfig, build_client
 
-        task_kind = rubric_set.task if rubric_set is not None else "t2i"
-        return JudgeRewarder(build_client(vlm, None), rubric_set, task_kind, cfg.reward.order,
-                             seed=cfg.seed)
-    if kind == "fixed":
-        return rewards.FixedLatencyRewarder(latency_s=cfg.reward.latency_s, seed=cfg.seed)
-    raise NotImplementedError(f"reward.kind '{kind}' is not wired into the training task yet")
+        vcfg = VLMConfig.model_validate(rc.vlm) if rc.vlm else vlm
+        task_kind = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
+        rewarder = JudgeRewarder(build_client(vcfg, None), rubric_set, task_kind, rc.order, mapping=rc.mapping,
+                                 seed=cfg.seed)
+    return ShuffledRewarder(rewarder, cfg.seed) if rc.shuffled else rewarder
 
 
 def _vlm_from_env(vlm: dict[str, Any]) -> Any:
@@ -117,7 +87,6 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     from arr_core.rpo.config import TrainConfig
     from arr_core.rubrics.rubric_set import RubricSet
 
-    fail_point("train")
     cfg = TrainConfig.model_validate_json(Path(train_config_uri).read_text(encoding="utf-8"))
     rs = RubricSet.from_json(Path(rubric_set_uri).read_text(encoding="utf-8")) if rubric_set_uri else None
     out = Path(out_dir)
@@ -128,6 +97,7 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     t0 = time.perf_counter()
     with mlf.stage_run(experiment, "train", home=home_path(None), parent_run_id=parent_run_id,
                        params=cfg.model_dump(mode="json"), tags=tags) as run_id:
+        fail_point("train")  # inside the run, so a failed training shows as a FAILED child run
         if gpus > 1:
             result = _torchrun(gpus, train_config_uri, rubric_set_uri, vlm, out)
         else:
@@ -155,12 +125,14 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
 
 def train_local(cfg: Any, rubric_set: Any, vlm: Any, out: Path, dist_ctx: Any = None) -> dict[str, Any]:
     """One process's training (also what each torchrun rank runs)."""
+    from arr_core.cli.train import build_policy, load_prompts, resolve_device
     from arr_core.rpo.trainer import train
 
-    policy = build_policy(cfg)
+    device = resolve_device(cfg.policy.device, dist_ctx.local_rank if dist_ctx is not None else 0)
+    policy = build_policy(cfg, device)
     rewarder = build_rewarder(cfg, rubric_set, vlm)
-    prompts = load_prompts(cfg)
-    res = train(policy, rewarder, prompts, cfg, out, progress=_progress, dist_ctx=dist_ctx)
+    prompts, sources = load_prompts(cfg)
+    res = train(policy, rewarder, prompts, cfg, out, sources=sources, progress=_progress, dist_ctx=dist_ctx)
     return {"lora_dir": str(res.lora_dir), "metrics_uri": str(res.metrics_path), "steps": res.steps,
             "samples_dir": str(out / "samples")}
 
