@@ -122,7 +122,15 @@ class VLMClient:
         return self.cache.flush() if self.cache is not None else 0
 
     def close(self) -> None:
+        """Flush buffered cache rows."""
         self.flush()
+
+    async def aclose(self) -> None:
+        """Flush buffered cache rows and close the backend's HTTP connections (if it has any)."""
+        self.flush()
+        closer = getattr(self.backend, "aclose", None)
+        if closer is not None:
+            await closer()
 
     def stats(self) -> dict[str, Any]:
         """Counters (requests, calls, cache hits, retries, re-asks, failures, tokens), latency
