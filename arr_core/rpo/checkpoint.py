@@ -29,6 +29,18 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 _PEFT_PREFIX = "base_model.model."
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A plain CPU copy; FSDP2-sharded parameters (DTensor) are gathered first (a collective: every
+    rank must call this)."""
+    if hasattr(t, "full_tensor"):
+        t = t.full_tensor()
+    return t.detach().to("cpu").contiguous()
+
+
+def is_sharded(peft_model: PeftModel) -> bool:
+    return any(hasattr(p, "full_tensor") for p in peft_model.parameters() if p.requires_grad)
+
+
 def lora_state_dict_diffusers(peft_model: PeftModel) -> dict[str, torch.Tensor]:
     """The adapter's weights keyed by the transformer's module names (``<module>.lora_A.weight``)."""
     sd = get_peft_model_state_dict(peft_model)
@@ -36,24 +48,28 @@ def lora_state_dict_diffusers(peft_model: PeftModel) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         if not k.startswith(_PEFT_PREFIX):
             raise ValueError(f"unexpected peft state-dict key {k!r} (expected prefix {_PEFT_PREFIX!r})")
-        out[k[len(_PEFT_PREFIX):]] = v.detach().to("cpu").contiguous()
+        out[k[len(_PEFT_PREFIX):]] = _full(v)
     return out
 
 
-def save_lora(peft_model: PeftModel, folder: str | Path) -> Path:
+def save_lora(peft_model: PeftModel, folder: str | Path, is_main: bool = True) -> Path:
     """Write the LoRA as ``folder/pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights(folder)``.
 
     Uses ``FluxLoraLoaderMixin.save_lora_weights``; SD3, Qwen-Image and the other single-transformer
-    loaders read the same ``transformer.``-prefixed layout.
+    loaders read the same ``transformer.``-prefixed layout. Under FSDP every rank must call it (the
+    shards are gathered); only ``is_main`` writes.
     """
     from diffusers.loaders.lora_pipeline import FluxLoraLoaderMixin
 
     folder = Path(folder)
+    state = lora_state_dict_diffusers(peft_model)
+    if not is_main:
+        return folder / LORA_WEIGHT_NAME
     folder.mkdir(parents=True, exist_ok=True)
     meta = peft_model.peft_config["default"].to_dict()
     # JSON-able metadata: peft keeps target_modules as a set.
     meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
-    FluxLoraLoaderMixin.save_lora_weights(folder, transformer_lora_layers=lora_state_dict_diffusers(peft_model),
+    FluxLoraLoaderMixin.save_lora_weights(folder, transformer_lora_layers=state,
                                           transformer_lora_adapter_metadata=meta, weight_name=LORA_WEIGHT_NAME)
     return folder / LORA_WEIGHT_NAME
 
@@ -85,15 +101,23 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 def save_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator, step: int,
                     data_state: dict[str, int], config_digest: str, rank: int = 0, is_main: bool = True) -> Path:
-    """Write a resumable checkpoint after ``step`` completed steps. Every rank writes its RNG file;
-    the main rank writes the LoRA, optimizer and scheduler (identical on all ranks)."""
+    """Write a resumable checkpoint after ``step`` completed steps. Every rank writes its RNG file and
+    takes part in gathering FSDP shards; the main rank writes the LoRA, optimizer and scheduler
+    (identical on all ranks under DDP; gathered to full tensors under FSDP)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"rng": rng_state(generator), "data": dict(data_state)}, folder / f"rng_rank{rank}.pt")
+    save_lora(peft_model, folder / "lora", is_main=is_main)
+    lora = {n: _full(p) for n, p in peft_model.named_parameters() if p.requires_grad}
+    if is_sharded(peft_model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        optim_state = get_optimizer_state_dict(peft_model, optimizer,
+                                               options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        optim_state = optimizer.state_dict()
     if is_main:
-        save_lora(peft_model, folder / "lora")
-        lora = {n: p.detach().to("cpu").clone() for n, p in peft_model.named_parameters() if p.requires_grad}
-        torch.save({"step": step, "lora": lora, "optimizer": optimizer.state_dict(),
+        torch.save({"step": step, "lora": lora, "optimizer": optim_state,
                     "scheduler": scheduler.state_dict(), "config_digest": config_digest},
                    folder / "trainer_state.pt")
     return folder
@@ -122,10 +146,22 @@ def load_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: tor
     params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
     if set(params) != set(state["lora"]):
         raise ValueError(f"checkpoint {folder}: LoRA parameter names differ from the model's")
+    sharded = is_sharded(peft_model)
     with torch.no_grad():
         for n, p in params.items():
-            p.copy_(state["lora"][n])
-    optimizer.load_state_dict(state["optimizer"])
+            full = state["lora"][n].to(p.device)
+            if sharded:
+                from torch.distributed.tensor import distribute_tensor
+
+                full = distribute_tensor(full, p.device_mesh, p.placements)
+            p.copy_(full)
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(peft_model, optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng_file = folder / f"rng_rank{rank}.pt"
     if not rng_file.is_file():

@@ -3,13 +3,13 @@
 Gradient synchronisation (``distributed: ddp``) is a manual all-reduce of the LoRA gradients right
 before each optimizer step, not a ``DistributedDataParallel`` wrapper, because:
 
-* an RPO update runs the network many times per backward-free step — the LoRA'd forward with grad
-  and the adapter-off reference forward without — and the policy calls its own ``transformer``, not
-  a DDP wrapper; DDP's reducer only works when every forward goes through the wrapper and expects
-  one backward per forward (or ``no_sync`` bookkeeping for accumulation);
+* an RPO update runs the network several times per backward — the LoRA'd forward with grad and the
+  adapter-off reference forward without — and the policy calls its own ``transformer``, not a DDP
+  wrapper; DDP's reducer only works when every forward goes through the wrapper and expects one
+  backward per forward (or ``no_sync`` bookkeeping for accumulation);
 * only the LoRA weights train (a few MB to ~100 MB), so one flattened all-reduce per optimizer step
-  costs little, and the rule "every rank makes the same number of optimizer steps" already holds
-  because all ranks share the config.
+  costs little, and "every rank makes the same number of optimizer steps" already holds because all
+  ranks share the config.
 
 Each rank starts from the same seed-derived LoRA init and the main rank broadcasts it anyway, so the
 weights stay identical on all ranks (tested with 2 gloo processes on CPU). Rank 0 writes the LoRA,
@@ -17,8 +17,9 @@ optimizer and metrics; every rank writes its own RNG/data state for exact resume
 
 ``distributed: fsdp`` (models whose frozen base does not fit on one GPU): ``shard_fsdp`` applies
 PyTorch's FSDP2 ``fully_shard`` to every transformer block and to the root after LoRA injection;
-FSDP then reduce-scatters the gradients itself, so the manual all-reduce is skipped. It is untested
-here (no multi-GPU machine in CI) — see docs/rpo.md.
+FSDP then reduce-scatters the gradients itself, so the manual all-reduce is skipped. Checkpoints
+gather full tensors (``arr_core.rpo.checkpoint``). Tested with 2 gloo processes on CPU (training,
+agreement across ranks, exact resume); not yet on GPUs.
 """
 
 from __future__ import annotations

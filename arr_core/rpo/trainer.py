@@ -51,6 +51,7 @@ from arr_core.rpo.distributed import (
     all_reduce_mean,
     barrier,
     broadcast_parameters,
+    shard_fsdp,
 )
 from arr_core.rpo.lora import add_lora
 from arr_core.rpo.policy import Cond, Policy, index_cond
@@ -252,8 +253,9 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
         raise ValueError("prompts is empty: nothing to train on")
     if sources is not None and len(sources) != len(prompts):
         raise ValueError(f"got {len(prompts)} prompts but {len(sources)} sources")
-    if cfg.distributed == "fsdp":
-        raise ValueError("distributed 'fsdp' is not wired into train() yet; use 'ddp' (see docs/rpo.md)")
+    fsdp = cfg.distributed == "fsdp"
+    if fsdp and not ctx.active:
+        raise ValueError("distributed 'fsdp' needs torchrun with more than one process (dist_ctx)")
     say = progress or (lambda _s: None)
     G, n_steps = cfg.group_size, cfg.num_steps
     trained = cfg.trained_step_indices()
@@ -272,6 +274,9 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
         policy.transformer.enable_gradient_checkpointing()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     broadcast_parameters(params, ctx)
+    if fsdp:  # shard the frozen base and the LoRA per block; FSDP reduce-scatters the gradients itself
+        shard_fsdp(policy.transformer)
+        params = [p for p in peft_model.parameters() if p.requires_grad]
     device = params[0].device
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
                                   weight_decay=cfg.weight_decay)
@@ -364,7 +369,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                     sums["clip"] += float(((ratio - 1).abs() > cfg.clip_range).float().mean())
                     ratio_max = max(ratio_max, float(ratio.max()))
                 if (u + 1) % chunk == 0 or u + 1 == len(units):  # the last unit always steps
-                    all_reduce_grads(params, ctx)
+                    if not fsdp:
+                        all_reduce_grads(params, ctx)
                     grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
                     optimizer.step()
                     scheduler.step()
@@ -414,8 +420,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
     finally:
         judge.close()
     lora_dir = out_dir / "lora"
+    save_lora(peft_model, lora_dir, is_main=ctx.is_main)  # every rank: gathers FSDP shards
     if ctx.is_main:
-        save_lora(peft_model, lora_dir)
         say(f"LoRA saved to {lora_dir}")
     barrier(ctx)
     return TrainResult(lora_dir, metrics_path, cfg.steps, ckpt_dir, last, peft_model)
