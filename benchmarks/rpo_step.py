@@ -206,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
     # Self-checks: finite, on-policy ratio 1 (accumulate 'all'), KL 0 at init, an update happened.
+    # Exact on CPU; on CUDA the with-grad recomputation may pick other kernels, so allow 1e-3.
+    tol = 0.0 if not cuda else 1e-3
     for m in metrics:
         assert all(math.isfinite(float(v)) for v in m.values()), m
-        assert m["ratio_mean"] == 1.0 and m["ratio_max"] == 1.0, m
-    assert metrics[0]["kl"] == 0.0, metrics[0]
+        assert abs(m["ratio_mean"] - 1.0) <= tol and abs(m["ratio_max"] - 1.0) <= tol, m
+    assert metrics[0]["kl"] <= (0.0 if not cuda else 1e-6), metrics[0]
     assert metrics[0]["grad_norm"] > 0, metrics[0]
 
     n_img = cfg.prompts_per_step * cfg.group_size
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_gpu_mem_gb": round(peak_gb, 2) if cuda else None,
         "flops_fwd_per_image": f_fwd, "flops_bwd_per_image": f_bwd, "model_flops_per_step": step_flops,
         "achieved_tflops": round(achieved / 1e12, 6),
+        "ratio_max": max(m["ratio_max"] for m in metrics), "kl_step1": metrics[0]["kl"],
         "mfu": round(achieved / (peak * 1e12), 4) if (peak and cuda) else None,
     }
     print(json.dumps(summary, indent=1))
