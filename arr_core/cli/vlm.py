@@ -61,9 +61,13 @@ def register(app: typer.Typer) -> None:
     @vlm.command("cache-stats")
     def cache_stats_cmd(home: Home = None) -> int:
         """Rows in the VLM response cache per backend, model, request kind and prompt version."""
+        from arr_core.errors import NotFoundError
         from arr_core.store.store import Store
 
-        rows = Store(home_dir(home), read_only=True).fetchall("vlm_cache_stats")
+        try:
+            rows = Store(home_dir(home), read_only=True).fetchall("vlm_cache_stats")
+        except NotFoundError:  # nothing written yet
+            rows = []
         if not rows:
             console.print("the VLM cache is empty")
         for r in rows:

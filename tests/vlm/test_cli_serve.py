@@ -51,3 +51,16 @@ def test_bad_options_exit_2_with_a_message(capsys):
     assert "error_rate" in capsys.readouterr().err
     assert main(["vlm", "serve", "--backend", "gemini"]) == 2
     assert main(["vlm", "serve", "--port", "0"]) == 2
+
+
+def test_cache_stats_on_an_empty_and_a_used_home(tmp_path, capsys):
+    from arr_core.store.store import Store
+    from arr_core.vlm.scene import SceneVLM
+
+    assert main(["vlm", "cache-stats", "--home", str(tmp_path)]) == 0
+    assert "empty" in capsys.readouterr().out
+    ims = [Image.new("RGB", (32, 32), c) for c in ((200, 30, 30), (30, 30, 200))]
+    client = VLMClient(SceneVLM(), store=Store(tmp_path))
+    asyncio.run(client.ask(build_judge("t2i", "a photo of a red circle", ims, rubrics_block=None)))
+    assert main(["vlm", "cache-stats", "--home", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == ["scene", "scene-vlm-1", "judge", "judge-v1", "1"]
