@@ -74,8 +74,8 @@ class DataStage(_Strict):
     def _one_source(self) -> DataStage:
         if (self.pairs is None) == (self.world is None):
             raise ValueError("give exactly one of data.pairs (a file) or data.world (scene-world pairs)")
-        if self.seed_fraction + self.validation_fraction >= 1:
-            raise ValueError(f"data.seed_fraction + data.validation_fraction must be < 1, got "
+        if self.seed_fraction + self.validation_fraction > 1:
+            raise ValueError(f"data.seed_fraction + data.validation_fraction must be <= 1, got "
                              f"{self.seed_fraction} + {self.validation_fraction}")
         return self
 

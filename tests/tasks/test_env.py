@@ -1,0 +1,52 @@
+"""Offline defaults fill gaps only: the user's PREFECT_API_URL / MLFLOW_TRACKING_URI always win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks import _env
+from tasks.common import FAIL_ENV, InjectedFailure, fail_point
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PREFECT_RESULTS_LOCAL_STORAGE_PATH",
+              "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(_env, "_OURS", set())
+    return monkeypatch
+
+
+def test_defaults_point_under_the_state_folder(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    home = _env.apply_defaults(tmp_path / "h1")
+    assert os.environ["ARR_HOME"] == str(home)
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{home}/mlflow/mlflow.db"
+    assert os.environ["PREFECT_HOME"] == str(home / "prefect")
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert os.environ["DO_NOT_TRACK"] == "true" and os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+    # Our own defaults follow a new state folder ...
+    home2 = _env.apply_defaults(tmp_path / "h2")
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{home2}/mlflow/mlflow.db"
+
+
+def test_user_settings_win(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    clean_env.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    _env.apply_defaults(tmp_path / "h")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+    assert "PREFECT_HOME" not in os.environ  # the user's server keeps its own database
+
+
+def test_fail_point_is_a_test_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_point("train")
+    monkeypatch.setenv(FAIL_ENV, "judge, train")
+    with pytest.raises(InjectedFailure, match="stage 'train' failed on purpose"):
+        fail_point("train")
+    fail_point("induce")
