@@ -34,7 +34,7 @@ from arr_core.vlm.messages import (
 )
 
 GENERATE_PROMPT_VERSION = "generate-v1"
-JUDGE_PROMPT_VERSION = "judge-v1"
+JUDGE_PROMPT_VERSION = "judge-v2"
 REVISE_PROMPT_VERSION = "revise-v1"
 CATEGORIZE_PROMPT_VERSION = "categorize-v1"
 CHECK_PROMPT_VERSION = "check-v1"
@@ -230,8 +230,8 @@ def build_judge(task: str, prompt: str, images: list[ImageLike], *, source: Imag
         sections.append(f"Decide which image best {target} and is of the highest visual quality.")
     names = ", ".join(f"r{k} is the rank of {_NAME[task].format(k=k)}" for k in range(1, n + 1))
     sections.append(
-        f"Rank all {n} images from best to worst: give each image a different rank from 1 (best) to "
-        f"{n} (worst); ties are not allowed.\n"
+        f"Rank {'both' if n == 2 else f'all {n}'} images from best to worst: give each image a different "
+        f"rank from 1 (best) to {n} (worst); ties are not allowed.\n"
         'Answer with JSON only, in exactly this form:\n'
         '{"rank": [' + ", ".join(f"r{k}" for k in range(1, n + 1)) + '], "reason": "<short justification>"}\n'
         f"where {names}.")

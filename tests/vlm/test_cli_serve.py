@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from arr_core.cli import main
+from arr_core.prompts import templates as T
 from arr_core.prompts.templates import build_judge
 from arr_core.vlm.client import VLMClient
 from arr_core.vlm.openai_backend import OpenAIBackend
@@ -63,4 +64,4 @@ def test_cache_stats_on_an_empty_and_a_used_home(tmp_path, capsys):
     client = VLMClient(SceneVLM(), store=Store(tmp_path))
     asyncio.run(client.ask(build_judge("t2i", "a photo of a red circle", ims, rubrics_block=None)))
     assert main(["vlm", "cache-stats", "--home", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.split() == ["scene", "scene-vlm-1", "judge", "judge-v1", "1"]
+    assert capsys.readouterr().out.split() == ["scene", "scene-vlm-1", "judge", T.JUDGE_PROMPT_VERSION, "1"]
