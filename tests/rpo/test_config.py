@@ -1,0 +1,81 @@
+"""TrainConfig: paper defaults, cross-field checks, YAML loading with env expansion and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from arr_core.errors import InputError
+from arr_core.rpo.config import TrainConfig, load_train_config
+
+ROOT = Path(__file__).resolve().parents[2]
+MIN = {"policy": {"kind": "toy"}, "prompts": {"source": "world"}}
+
+
+def test_paper_defaults() -> None:
+    c = TrainConfig.model_validate(MIN)
+    assert (c.lora.rank, c.lora.alpha, c.lr, c.weight_decay, c.num_steps, c.group_size, c.beta, c.grad_clip) == \
+        (16, 32.0, 5e-5, 1e-4, 8, 2, 0.01, 1.0)
+    assert c.clip_range == 0.2 and c.advantage == "centered" and c.noise == "flow_grpo" and c.a == 0.7
+    assert c.trained_step_indices() == list(range(7))  # all but the last
+
+
+@pytest.mark.parametrize("extra,match", [
+    ({"lr_rate": 1.0}, "Extra inputs are not permitted"),
+    ({"prompts_per_step": 3, "rollout_batch_size": 2}, "multiple of rollout_batch_size"),
+    ({"trained_steps": "fraction"}, "trained_fraction is required"),
+    ({"trained_steps": "window", "trained_window": [3, 9]}, "0 <= start < end <= num_steps"),
+    ({"trained_window": [0, 2]}, "only read when trained_steps is 'window'"),
+    ({"policy": {"kind": "flux"}}, "policy.folder is required"),
+    ({"policy": {"kind": "flux", "folder": "/x"}, "reward": {"kind": "checker"}}, "only applies to policy.kind 'toy'"),
+    ({"resolution": 64}, "resolution must be empty for the toy policy"),
+    ({"reward": {"kind": "fixed", "vlm": {"backend": "scene"}}}, "only read when reward.kind is 'judge'"),
+    ({"reward": {"vlm": {"backend": "openai", "model": "m", "api_key": "sk-x"}}}, "keep secrets out"),
+    ({"reward": {"vlm": {"backend": "nope"}}}, "backend"),
+    ({"noise": "ode"}, "noise"),
+])
+def test_cross_field_checks(extra: dict, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        TrainConfig.model_validate({**MIN, **extra})
+
+
+def test_trained_step_selection() -> None:
+    c = TrainConfig.model_validate({**MIN, "trained_steps": "fraction", "trained_fraction": 0.5})
+    assert c.trained_step_indices() == [0, 1, 2, 3]  # round(0.5 · 7) = 4 (Python rounds half to even: 3.5 → 4)
+    c = TrainConfig.model_validate({**MIN, "trained_steps": "window", "trained_window": [2, 5]})
+    assert c.trained_step_indices() == [2, 3, 4]
+
+
+def test_load_yaml_env_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("policy:\n  kind: flux\n  folder: ${FLUX_DIR}\nprompts:\n  source: file\n  path: ${P:-p.txt}\n")
+    with pytest.raises(InputError, match="FLUX_DIR is not set") as e:
+        load_train_config(f)
+    assert e.value.field == "policy.folder"
+    monkeypatch.setenv("FLUX_DIR", "/models/flux")
+    c = load_train_config(f, overrides={"reward.rubrics": "rs-1"})
+    assert str(c.policy.folder) == "/models/flux" and str(c.prompts.path) == "p.txt" and c.reward.rubrics == "rs-1"
+    f.write_text("policy: {kind: toy}\nprompts: {source: world}\nbeta: -1\n")
+    with pytest.raises(InputError, match="greater than or equal to 0") as e:
+        load_train_config(f)
+    assert e.value.field == "beta"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(InputError, match="top level must be a mapping"):
+        load_train_config(f)
+    with pytest.raises(InputError, match="not found"):
+        load_train_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("FLUX_DEV_DIR", "ARR_TRAIN_PROMPTS", "ARR_VLM_BASE_URL", "QWEN_IMAGE_EDIT_DIR", "ARR_EDIT_PROMPTS"):
+        monkeypatch.setenv(var, f"/tmp/{var.lower()}")
+    toy = load_train_config(ROOT / "configs" / "train_toy.yaml")
+    assert toy.policy.kind == "toy" and toy.reward.vlm == {"backend": "scene"}
+    flux = load_train_config(ROOT / "configs" / "train_flux_qwen3vl.yaml")
+    assert flux.reward.vlm["model"] == "Qwen/Qwen3-VL-8B-Instruct" and flux.distributed == "ddp"
+    assert (flux.lora.rank, flux.lora.alpha, flux.lr, flux.beta, flux.num_steps, flux.resolution) == \
+        (16, 32.0, 5e-5, 0.01, 8, 512)
+    edit = load_train_config(ROOT / "configs" / "train_qwen_image_edit.yaml")
+    assert (edit.lora.rank, edit.lora.alpha, edit.lr, edit.beta, edit.num_steps) == (32, 64.0, 1e-5, 0.02, 10)
