@@ -151,3 +151,17 @@ def test_serving_an_openai_backend_proxies_to_the_upstream(reqs):
             assert proxy.stats.snapshot()["requests"] == 3 and upstream.stats.snapshot()["requests"] == 3
     direct = [SceneVLM().respond(r.messages)[0] for r in reqs[:3]]
     assert [r.text for r in out] == direct
+
+
+def test_a_faulty_endpoint_under_load_still_answers_everything(reqs):
+    """Random (seeded) 500s, 429s and malformed answers at concurrency 8: every request ends valid."""
+    faults = FaultConfig(error_rate=0.15, rate_limit_rate=0.1, malformed_rate=0.1, retry_after_s=0.05, seed=3)
+    with ServedVLM(SceneVLM(), faults) as srv:
+        client = _client(srv, concurrency=8, max_retries=8)
+        out = asyncio.run(client.ask_many(reqs))
+        snap = srv.stats.snapshot()
+    assert all(r.error is None for r in out)
+    st = client.stats()
+    assert st["retries"] == snap["outcomes"]["500"] + snap["outcomes"]["429"] > 0
+    assert st["reasks"] == snap["outcomes"]["malformed"] > 0
+    assert snap["requests"] == len(reqs) + st["retries"] + st["reasks"]
