@@ -38,10 +38,14 @@ def _strip_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def cache_key(backend_name: str, model: str, req: VLMRequest, *, json_mode: bool) -> str:
-    """The cache key of a request (images by content hash; never a credential)."""
+def cache_key(backend_name: str, model: str, req: VLMRequest, *, json_mode: bool, salt: str = "") -> str:
+    """The cache key of a request (images by content hash; never a credential).
+
+    ``salt``: anything else that changes a backend's answers (the scene VLM's seed).
+    """
     return digest_obj({
         "backend": backend_name,
+        "salt": salt,
         "model": model,
         "messages": _strip_images(req.messages),
         "temperature": req.temperature,

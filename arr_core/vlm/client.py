@@ -150,7 +150,8 @@ class VLMClient:
     def _key(self, req: VLMRequest) -> str | None:
         if self.cache is None:
             return None
-        return cache_key(self.backend.name, self.backend.model, req, json_mode=self.json_mode)
+        return cache_key(self.backend.name, self.backend.model, req, json_mode=self.json_mode,
+                         salt=str(getattr(self.backend, "cache_salt", "")))
 
     def _lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Cached rows for ``keys``; a store that cannot be read (locked, missing) counts as all misses."""

@@ -276,6 +276,7 @@ class SceneVLM:
     def __init__(self, seed: int = 0, model: str = "scene-vlm-1") -> None:
         self.seed = seed
         self.model = model
+        self.cache_salt = f"seed={seed}"  # answers depend on the seed: part of the VLM cache key
         self.calls = 0
         self._calls_lock = threading.Lock()  # respond() runs in worker threads
         self._eyes = _EYES  # detector results depend on image content only: share them

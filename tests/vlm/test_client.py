@@ -152,3 +152,15 @@ def test_an_unreadable_store_degrades_to_cache_misses(tmp_path, caplog):
     out = asyncio.run(client.ask_many(_judge_requests(2)))
     assert all(r.error is None and not r.cached for r in out)
     assert client.stats()["cache_errors"] == 1 and "cache read failed" in caplog.text
+
+
+def test_scene_seeds_do_not_share_cache_entries(tmp_path):
+    store = Store(tmp_path)
+    reqs = _judge_requests(2, seed=9)
+    asyncio.run(VLMClient(SceneVLM(seed=0), store=store).ask_many(reqs))
+    other = VLMClient(SceneVLM(seed=1), store=store)
+    asyncio.run(other.ask_many(reqs))
+    assert other.backend.calls == 2  # a different simulator seed answers differently: no hits
+    same = VLMClient(SceneVLM(seed=1), store=store)
+    asyncio.run(same.ask_many(reqs))
+    assert same.backend.calls == 0
