@@ -19,11 +19,11 @@ toy_app = typer.Typer(help="The toy text-to-image policy of the scene world.", n
 
 @toy_app.command("pretrain")
 def pretrain_cmd(
-    steps: Annotated[int, typer.Option(help="AdamW steps (batch 64 each).")] = 3000,
+    steps: Annotated[int, typer.Option(help="AdamW steps.")] = 1500,
     out: Annotated[Path, typer.Option(help="Folder for the policy (toy_policy.json, text_encoder/, "
                                             "transformer/).")] = Path("toy_policy"),
     seed: Annotated[int, typer.Option(help="Seed of the weights, data and noise.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     defect_rate: Annotated[float, typer.Option(help="Share of training images with a defect that "
                                                     "contradicts their prompt.")] = 0.3,
@@ -38,7 +38,7 @@ def pretrain_cmd(
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
-def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 64, lr: float = 1e-3,
+def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, lr: float = 1e-3,
                  defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None) -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:

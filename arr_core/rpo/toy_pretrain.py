@@ -2,8 +2,8 @@
 
 Rectified flow / flow matching (Liu et al., 2022; Lipman et al., 2022; as in SD3, Esser et al., 2024):
 for an image x₀ (32 px render scaled to [−1, 1]), noise ε and σ ~ U(0, 1), the network sees
-x_σ = (1−σ)·x₀ + σ·ε and regresses x₀ (x-prediction, see ``adapters/toy.py``) with a mean-squared
-error, i.e. the velocity error weighted by σ². The text encoder and the
+x_σ = (1−σ)·x₀ + σ·ε, predicts x₀ (x-prediction, see ``adapters/toy.py``) and is trained on the
+mean-squared error of the implied velocity against v = ε − x₀ (JiT's "x-pred, v-loss"). The text encoder and the
 transformer are trained together from scratch; the saved weights are an exponential moving average.
 
 The data are deliberately imperfect, like a base model trained on noisy captions: a fraction
@@ -59,9 +59,9 @@ def make_batch(rng: np.random.Generator, batch: int, size: int, defect_rate: flo
 
 def flow_matching_loss(policy: ToyPolicy, prompts: list[str], x0: torch.Tensor,
                        generator: torch.Generator) -> torch.Tensor:
-    """Mean squared error between the predicted clean image x̂₀(x_σ, σ) and x₀ at σ ~ U(0, 1) (with
-    gradients through the transformer and the text encoder). Equals the velocity loss ‖v̂ − (ε − x₀)‖²
-    weighted by σ² (JiT's x-loss)."""
+    """Mean squared error between the velocity v̂ = (x_σ − x̂₀)/max(σ, σ_min) of the x-predicting
+    network and the target ε − x₀, at σ ~ U(0, 1), with gradients through the transformer and the
+    text encoder (JiT's x-prediction with v-loss)."""
     b = x0.shape[0]
     eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
     sigma = torch.rand((b,), generator=generator, dtype=torch.float32)
@@ -69,8 +69,8 @@ def flow_matching_loss(policy: ToyPolicy, prompts: list[str], x0: torch.Tensor,
     xs = (1 - s) * x0 + s * eps
     ids, mask = policy.tokenize(prompts)
     cond = policy.encode_tokens(ids, mask)
-    x0_hat = policy.predict_x0(xs.to(policy.device), sigma.to(policy.device), cond)
-    return torch.nn.functional.mse_loss(x0_hat, x0.to(policy.device))
+    v = policy.velocity(xs.to(policy.device), sigma.to(policy.device), cond)
+    return torch.nn.functional.mse_loss(v, (eps - x0).to(policy.device))
 
 
 @torch.no_grad()
@@ -79,7 +79,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         pe.lerp_(pm, 1.0 - decay)
 
 
-def pretrain(out_dir: Path | str, *, steps: int = 3000, seed: int = 0, batch_size: int = 64,
+def pretrain(out_dir: Path | str, *, steps: int = 1500, seed: int = 0, batch_size: int = 16,
              lr: float = 1e-3, warmup: int = 100, defect_rate: float = 0.3, ema_decay: float = 0.999,
              eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
