@@ -42,11 +42,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# How pydantic (and so Prefect, when it stores flow-run parameters) writes a SecretStr.
+SECRET_MASK = "**********"
+
+
+def unmask(vlm: VLMConfig | None) -> VLMConfig | None:
+    """A config read back from stored parameters has the mask for its key: drop it so the VLM config
+    takes the key from the environment again (``OPENAI_API_KEY``), as a retried flow run must."""
+    if vlm is None or vlm.api_key is None or vlm.api_key.get_secret_value() != SECRET_MASK:
+        return vlm
+    return VLMConfig.model_validate(vlm.model_dump(exclude={"api_key"}))
+
+
 def _induce_uses_vlm(induce: Any, vlm: VLMConfig) -> Any:
     """``vlm`` is every stage's default VLM: induction uses it unless ``induce.generator`` is set."""
-    if "generator" in getattr(induce, "model_fields_set", set()):
-        return induce
-    return induce.model_copy(update={"generator": vlm})
+    if "generator" not in getattr(induce, "model_fields_set", set()):
+        induce = induce.model_copy(update={"generator": vlm})
+    if isinstance(getattr(induce, "generator", None), VLMConfig):
+        induce = induce.model_copy(update={"generator": unmask(induce.generator),
+                                           "verifier": unmask(induce.verifier)})
+    return induce
 
 
 class WorldPairs(_Strict):
@@ -141,6 +156,7 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _default_vlm(self) -> PipelineConfig:
+        self.vlm = unmask(self.vlm)
         self.induce = _induce_uses_vlm(self.induce, self.vlm)
         if self.training.config.reward.rubrics is not None:
             raise ValueError("training.config.reward.rubrics must be empty: the pipeline trains with the "
@@ -170,6 +186,7 @@ class ReinductionConfig(_Strict):
 
     @model_validator(mode="after")
     def _default_vlm(self) -> ReinductionConfig:
+        self.vlm = unmask(self.vlm)
         self.induce = _induce_uses_vlm(self.induce, self.vlm)
         return self
 

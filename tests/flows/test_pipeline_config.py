@@ -61,3 +61,14 @@ def test_unknown_field_names_the_file_and_field(tmp_path: Path) -> None:
                  "judge: {oder: swap}\n")
     with pytest.raises(InputError, match=r"p.yaml, field 'judge.oder'"):
         load_pipeline_config(f)
+
+
+def test_stored_parameters_take_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect stores flow-run parameters with secrets masked; a retried run reads them back."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    cfg = demo_config(**{"vlm": {"backend": "openai", "model": "m", "api_key": "sk-in-yaml"}})
+    stored = cfg.model_dump(mode="json")
+    assert stored["vlm"]["api_key"] == "**********"
+    again = pipeline_config_from_dict(stored)
+    assert again.vlm.api_key.get_secret_value() == "sk-from-env"
+    assert again.induce.generator.api_key.get_secret_value() == "sk-from-env"
