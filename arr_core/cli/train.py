@@ -218,7 +218,7 @@ def register(app: typer.Typer) -> None:
         run_dir = out or cfg.output_dir or home_dir(home) / "runs" / f"rpo-{config_digest(cfg)}"
         try:
             res = run_train(cfg, out=run_dir, rubrics=rubrics, resume=resume, home=home,
-                            progress=lambda s: console.print(s, markup=False), dist_ctx=ctx)
+                            progress=lambda s: console.print(s, markup=False, soft_wrap=True), dist_ctx=ctx)
         finally:
             if ctx is not None:
                 cleanup(ctx)
