@@ -29,7 +29,7 @@ from PIL import Image
 from arr_core.bench.checkers import Checker, CheckResult
 from arr_core.bench.prompt_sets import PromptItem
 from arr_core.bench.report import GridRow, ImageGrid, Report, Section, Table
-from arr_core.bench.results import SCENE_NOTE, EvalResult, rate_ci
+from arr_core.bench.results import EvalResult, rate_ci, simulation_notes
 from arr_core.bench.svg import Plot, Series
 from arr_core.digest import digest_obj
 
@@ -243,7 +243,7 @@ def run_geneval(items: Sequence[PromptItem], images: ImagesById, checker: Checke
     report = Report("GenEval-format benchmark", [
         Section("metrics", "Metrics", tables=[t]), Section("plots", "Plots", plots=[plot]),
         Section("images", "Samples", grids=[_grid(items, images, results, "Samples and checker verdicts", n_examples)])],
-        subtitle=f"{len(items)} prompts · checker {checker.name}", notes=[SCENE_NOTE] if simulated else [],
+        subtitle=f"{len(items)} prompts · checker {checker.name}", notes=simulation_notes(simulated, checker.name),
         meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
     return EvalResult("geneval", cfg, summary, [t], report, policy_id=policy_id,
                       details={"results": results, "per_prompt": per_prompt})
@@ -286,7 +286,7 @@ def run_checkpoints(items: Sequence[PromptItem], images: ImagesById, checker: Ch
     report = Report("Checkpoint benchmark", [
         Section("metrics", "Metrics", tables=[t]), Section("plots", "Plots", plots=[plot]),
         Section("images", "Samples", grids=[_grid(items, images, results, "Samples and answers", n_examples)])],
-        subtitle=f"{len(items)} prompts · checker {checker.name}", notes=[SCENE_NOTE] if simulated else [],
+        subtitle=f"{len(items)} prompts · checker {checker.name}", notes=simulation_notes(simulated, checker.name),
         meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
     return EvalResult("checkpoints", cfg, summary, [t], report, policy_id=policy_id,
                       details={"results": results})

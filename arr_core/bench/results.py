@@ -25,6 +25,15 @@ KINDS = ("preference", "cardinality", "transfer", "geneval", "checkpoints", "win
 
 SCENE_NOTE = ("Judged/checked by the offline scene VLM simulator: a test and demo backend whose "
               "accuracies say nothing about real VLMs.")
+WORLD_NOTE = ("Scene world: synthetic prompts and images checked by the scene detector; these numbers say "
+              "nothing about real generators.")
+
+
+def simulation_notes(simulated: bool, checker_name: str = "") -> list[str]:
+    """The disclaimer(s) a report made on the scene world carries."""
+    if not simulated:
+        return []
+    return [WORLD_NOTE] if checker_name == "scene-detector" else [SCENE_NOTE]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from arr_core.bench.checkers import Checker
 from arr_core.bench.generation import ImagesById, check_all
 from arr_core.bench.prompt_sets import PromptItem
 from arr_core.bench.report import GridRow, ImageGrid, JudgedPair, Report, Section, Table
-from arr_core.bench.results import SCENE_NOTE, EvalResult, rate_ci, run_sync
+from arr_core.bench.results import SCENE_NOTE, WORLD_NOTE, EvalResult, rate_ci, run_sync, simulation_notes
 from arr_core.bench.svg import Plot, Series
 from arr_core.digest import digest_obj
 from arr_core.judge.judge import JudgeItem, Judgment, judge_many
@@ -113,7 +113,9 @@ def run_winrate(items: Sequence[PromptItem], base: ImagesById, trained: ImagesBy
         jpairs.append(JudgedPair(prompt=it.prompt, images=[trained[it.id][k], base[it.id][k]], rubric_text=rubric_text,
                                  judgments=[{"mode": f"{mode} order {o.permutation}", "rank": o.rank,
                                              "reason": o.reason} for o in j.orders]))
-    notes = [SCENE_NOTE] if simulated else []
+    notes = simulation_notes(simulated, checker.name)
+    if getattr(getattr(judge_client, "backend", None), "name", "") == "scene" and SCENE_NOTE not in notes:
+        notes.append(SCENE_NOTE)  # the training judge is the simulator
     if flagged:
         notes.insert(0, f"Possible reward hacking: the training judge prefers the trained policy "
                         f"{gap['point']:.2f} more often than the independent checker does.")
@@ -189,8 +191,7 @@ def run_edit_checks(cases: Sequence[EditCase], *, n_boot: int = 2000, seed: int 
     report = Report("Editing benchmark (scene world)", [
         Section("metrics", "Metrics", tables=[t]), Section("plots", "Plots", plots=[plot]),
         Section("images", "Edits", grids=[grid])], subtitle=f"{len(cases)} edits",
-        notes=["Scene world: synthetic edits read by the scene detector; these rates say nothing about real "
-               "editors or images."],
+        notes=[WORLD_NOTE],
         meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
     return EvalResult("edit", cfg, summary, [t], report, details={"results": res})
 
