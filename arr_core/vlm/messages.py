@@ -13,7 +13,6 @@ reverse direction (``split_user_content``) is used by the offline scene VLM and 
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -143,8 +142,3 @@ def split_user_content(messages: list[dict[str, Any]]) -> UserContent:
             pending = None
     return UserContent(labels=labels, image_urls=urls, text="\n".join(texts))
 
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
