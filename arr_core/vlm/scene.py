@@ -172,7 +172,7 @@ class _Perception:
             return data_url_digest(url) in self._cache
 
     def look(self, url: str) -> tuple[list[Any], dict[str, float]]:
-        from arr_core.world.detect import detect, image_quality
+        from arr_core.world.detect import analyse_image
 
         key = data_url_digest(url)
         with self._lock:
@@ -180,7 +180,7 @@ class _Perception:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         img = decode_data_url(url)
-        out = (detect(img), image_quality(img))
+        out = analyse_image(img)  # one pass for detections and quality
         with self._lock:
             self._cache[key] = out
             while len(self._cache) > self.max_items:
