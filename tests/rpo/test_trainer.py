@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -224,3 +225,35 @@ def test_bf16_autocast_keeps_on_policy_ratio_exactly_one(tiny_policy: Any, promp
     m = json.loads(res.metrics_path.read_text().splitlines()[0])
     assert m["ratio_mean"] == 1.0 and m["ratio_max"] == 1.0 and m["kl"] == 0.0
     assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
+
+
+class _InflightRewarder:
+    """Sleeps ``latency_s`` per call and records how many calls were in flight at once."""
+
+    def __init__(self, latency_s: float) -> None:
+        self.latency_s, self.inflight, self.peak, self.calls = latency_s, 0, 0, 0
+
+    async def score(self, prompts: list[str], groups: list[list[Any]], sources: Any = None) -> list[GroupOutcome]:
+        self.inflight += 1
+        self.calls += 1
+        self.peak = max(self.peak, self.inflight)
+        await asyncio.sleep(self.latency_s)
+        self.inflight -= 1
+        return [GroupOutcome([1.0, -0.1], "win", [1, 2], self.latency_s) for _ in prompts]
+
+
+@pytest.mark.parametrize("max_inflight", [1, 3])
+def test_judging_overlaps_rollouts_and_is_bounded(make_policy: Any, prompts: list[str], tmp_path: Path,
+                                                   max_inflight: int) -> None:
+    # 4 rollout batches per step, 0.5 s of judge latency each: run serially the loop would wait ≥ 2 s.
+    latency, n_batches = 0.5, 4
+    rewarder = _InflightRewarder(latency)
+    cfg = tiny_cfg(steps=1, prompts_per_step=2 * n_batches, rollout_batch_size=2, num_steps=2,
+                   max_inflight_judge_batches=max_inflight)
+    res = train(make_policy(seed=0), rewarder, prompts, cfg, tmp_path, progress=None)
+    m = json.loads(res.metrics_path.read_text().splitlines()[0])
+    assert rewarder.calls == n_batches
+    assert rewarder.peak == max_inflight  # never more batches waiting than allowed; the bound is reached
+    if max_inflight > 1:
+        assert m["time_judge_s"] < 0.75 * n_batches * latency, m  # judging hidden behind sampling
+    assert m["judge_latency_s"] == latency
