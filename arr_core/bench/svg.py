@@ -72,12 +72,26 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=mag * 10)
     start = math.floor(lo / step) * step
-    ticks, t = [], start
-    while t <= hi + step * 1e-6:
+    ticks = []
+    # Integer multiples, not repeated addition: a step below the float resolution of ``lo`` would
+    # otherwise never advance (a series that is constant up to rounding).
+    for k in range(4 * n + 2):
+        t = start + k * step
+        if t > hi + step * 1e-6:
+            break
         if t >= lo - step * 1e-6:
-            ticks.append(round(t, 10))
-        t += step
+            ticks.append(round(t, 12))
     return ticks
+
+
+def _data_range(vals: list[float]) -> tuple[float, float]:
+    """(low, high) of the data, widened when the values are equal up to float rounding."""
+    lo, hi = min(vals), max(vals)
+    scale = max(abs(lo), abs(hi), 1e-12)
+    if hi - lo <= 1e-9 * scale:
+        half = 0.5 if scale < 1e-9 else 0.1 * scale
+        return lo - half, hi + half
+    return lo, hi
 
 
 def _fmt(v: float) -> str:
@@ -95,7 +109,7 @@ def render_svg(plot: Plot, *, width: int = 640, height: int = 300) -> str:
     if plot.y_range:
         y0, y1 = plot.y_range
     else:
-        y0, y1 = (min(vals), max(vals)) if vals else (0.0, 1.0)
+        y0, y1 = _data_range(vals) if vals else (0.0, 1.0)
         if plot.kind == "bar":
             y0 = min(0.0, y0)
         pad = (y1 - y0) * 0.08 or 0.5

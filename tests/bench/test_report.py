@@ -150,3 +150,13 @@ def test_training_curves_from_trainer_metrics(tmp_path: Path) -> None:
     assert [p.title for p in plots] == ["Training: reward_mean", "Training: loss"]
     assert plots[0].series[0].y == pytest.approx([0.1, 0.2, 0.3])
     assert find_training_metrics(tmp_path / "nowhere") is None
+
+
+def test_constant_series_up_to_rounding_renders_quickly() -> None:
+    # Regression: a training curve constant up to 1e-16 (reward_mean = 0.45 ± rounding) made the tick
+    # loop add a step below the float resolution forever (the process grew to 23 GB).
+    ys = [0.45, 0.45 + 1e-16, 0.45 - 1e-16, 0.45]
+    svg = render_svg(Plot("flat", "line", [Series("r", [1, 2, 3, 4], ys)]))
+    ET.fromstring(svg)
+    assert svg.count("<text") < 40
+    assert ET.fromstring(render_svg(Plot("zeros", "line", [Series("z", [1, 2], [0.0, 0.0])]))) is not None
