@@ -17,9 +17,10 @@ def run_task(task_fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, bool]:
 
 
 def linked(result: dict[str, Any], cached: bool, parent_run_id: str | None, experiment: str,
-           home: str) -> dict[str, Any]:
+           home: str, rubric_set_id: str | None = None) -> dict[str, Any]:
     """Attach the stage to the pipeline's MLflow run (see ``tasks.lineage.link_stage``)."""
     out = {**result, "cached": cached}
     if parent_run_id:
-        out["pipeline_child_run_id"] = link_stage(result, cached, parent_run_id, experiment, home)
+        out["pipeline_child_run_id"] = link_stage(result, cached, parent_run_id, experiment, home,
+                                                     rubric_set_id)
     return out

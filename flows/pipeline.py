@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow
 
 from arr_core.home import resolve_home
-from arr_core.pipeline_config import PipelineConfig
+from arr_core.pipeline_config import PipelineConfig, load_pipeline_config
 from flows._wiring import linked, run_task
 from flows.evaluate import EvaluateFlowParams, evaluate_flow
 from flows.induce import InduceFlowParams, induce_flow
@@ -33,11 +33,18 @@ from tasks.train import dispatch_training, plan_training
 
 
 @flow(name="arr-pipeline")
-def pipeline_flow(config: PipelineConfig, home: str | None = None) -> dict[str, Any]:
-    """Run every enabled stage; returns the summary (ids, URIs, per-stage cached flags, metrics)."""
+def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None = None,
+                  home: str | None = None) -> dict[str, Any]:
+    """Run every enabled stage; returns the summary (ids, URIs, per-stage cached flags, metrics).
+
+    Give ``config`` or ``config_path`` (a YAML file; handy for ``prefect deployment run -p``).
+    """
+    if (config is None) == (config_path is None):
+        raise ValueError("give exactly one of config or config_path")
     t0 = time.perf_counter()
     home = str(resolve_home(home))
-    cfg, exp = config, config.mlflow.experiment
+    cfg = config if config is not None else load_pipeline_config(config_path)
+    exp = cfg.mlflow.experiment
     parent = start_pipeline_run(exp, cfg.name, redact(cfg), cfg.digest(), home)
     stages: dict[str, dict[str, Any]] = {}
     status = "FAILED"
@@ -83,7 +90,7 @@ def pipeline_flow(config: PipelineConfig, home: str | None = None) -> dict[str, 
             else:
                 tr = train_flow(params)
                 cached = tr["cached"]
-            stages["train"] = linked(tr, cached, parent, exp, home)
+            stages["train"] = linked(tr, cached, parent, exp, home, rubric_set_id)
 
             # --- evaluation ---------------------------------------------------------------------
             if cfg.evaluate.enabled:
@@ -91,7 +98,7 @@ def pipeline_flow(config: PipelineConfig, home: str | None = None) -> dict[str, 
                     train=stages["train"], train_config=tcfg.config, evaluate=cfg.evaluate,
                     rubric_set_id=rubric_set_id, rubric_set_json=rubric_json, vlm=cfg.vlm, experiment=exp,
                     parent_run_id=parent, home=home))
-                stages["evaluate"] = linked(ev, ev["cached"], parent, exp, home)
+                stages["evaluate"] = linked(ev, ev["cached"], parent, exp, home, rubric_set_id)
         status = "FINISHED"
     finally:
         summary = summarize(cfg, stages, parent, home, time.perf_counter() - t0)
@@ -146,4 +153,4 @@ def summarize(cfg: PipelineConfig, stages: dict[str, dict[str, Any]], parent_run
 def run_pipeline(config: PipelineConfig, home: str | Path | None = None) -> dict[str, Any]:
     """Run the pipeline flow with its results (the cache) persisted under ``home``."""
     h = resolve_home(home)
-    return pipeline_flow.with_options(result_storage=results_dir(h), persist_result=True)(config, str(h))
+    return pipeline_flow.with_options(result_storage=results_dir(h), persist_result=True)(config, home=str(h))

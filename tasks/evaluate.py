@@ -18,7 +18,7 @@ from prefect import task
 
 from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
-from tasks.common import fail_point, home_path
+from tasks.common import fail_point, home_path, open_store
 
 EVAL_CODE = ("rpo", "bench", "judge", "prompts", "vlm", "world")
 
@@ -31,6 +31,7 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     """Base vs trained on held-out scene-world prompts; see the module docstring."""
     from arr_core.bench.generation import load_lora
     from arr_core.bench.report import GridRow, ImageGrid, Report, Section, Table, interval, write_html
+    from arr_core.bench.results import EvalResult, save_eval_result
     from arr_core.cli.train import build_policy, resolve_device
     from arr_core.judge.judge import JudgeItem, judge_many
     from arr_core.rpo.toy_eval import geneval_accuracy
@@ -86,31 +87,37 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     report_path = out / "report.html"
+    ci = {"base": base["ci95"], "trained": trained["ci95"]}
+    rows = [["overall", interval(base["overall"], *ci["base"]), interval(trained["overall"], *ci["trained"])]]
+    rows += [[tag, interval(base["per_tag"][tag], *base["per_tag_ci95"][tag]),
+              interval(trained["per_tag"][tag], *trained["per_tag_ci95"][tag])] for tag in trained["per_tag"]]
+    k = min(8, len(specs))
+    grid = ImageGrid("Base vs trained (seed 0)", ["base", "trained"],
+                     [GridRow(specs[i].prompt, [base["images"][i * len(seeds)], trained["images"][i * len(seeds)]])
+                      for i in range(k)])
+    win_rows = [["detector checker", metrics["winrate.checker"]]]
+    if "winrate.judge" in metrics:
+        win_rows.insert(0, ["rubric judge (training reward)", metrics["winrate.judge"]])
+    report = Report(
+        title="arr-pipeline evaluation", subtitle=f"training run {train_key}",
+        notes=["Scene world with the offline simulated VLM: these figures say nothing about real VLMs."]
+        if getattr(vlm, "backend", "") == "scene" else [],
+        meta={"rubric_set_id": rubric_set_id, "policy_id": train_summary.get("policy_id"),
+              "lora_uri": train_summary.get("lora_artifact_uri")},
+        sections=[Section("geneval", "GenEval-format accuracy (scene detector)",
+                          tables=[Table("accuracy with 95 % intervals", ["tag", "base", "trained"], rows)]),
+                  Section("winrate", "Win rate of trained vs base",
+                          text="A large gap between the judge and the checker flags possible reward hacking.",
+                          tables=[Table("win rate", ["judged by", "trained wins"], win_rows)]),
+                  Section("samples", "Samples", grids=[grid])])
     if eval_cfg.get("report", True):
-        ci = {"base": base["ci95"], "trained": trained["ci95"]}
-        rows = [["overall", interval(base["overall"], *ci["base"]), interval(trained["overall"], *ci["trained"])]]
-        rows += [[tag, interval(base["per_tag"][tag], *base["per_tag_ci95"][tag]),
-                  interval(trained["per_tag"][tag], *trained["per_tag_ci95"][tag])] for tag in trained["per_tag"]]
-        k = min(8, len(specs))
-        grid = ImageGrid("Base vs trained (seed 0)", ["base", "trained"],
-                         [GridRow(specs[i].prompt, [base["images"][i * len(seeds)], trained["images"][i * len(seeds)]])
-                          for i in range(k)])
-        win_rows = [["detector checker", metrics["winrate.checker"]]]
-        if "winrate.judge" in metrics:
-            win_rows.insert(0, ["rubric judge (training reward)", metrics["winrate.judge"]])
-        report = Report(
-            title="arr-pipeline evaluation", subtitle=f"training run {train_key}",
-            notes=["Scene world with the offline simulated VLM: these figures say nothing about real VLMs."]
-            if getattr(vlm, "backend", "") == "scene" else [],
-            meta={"rubric_set_id": rubric_set_id, "policy_id": train_summary.get("policy_id"),
-                  "lora_uri": train_summary.get("lora_artifact_uri")},
-            sections=[Section("geneval", "GenEval-format accuracy (scene detector)",
-                              tables=[Table("accuracy with 95 % intervals", ["tag", "base", "trained"], rows)]),
-                      Section("winrate", "Win rate of trained vs base",
-                              text="A large gap between the judge and the checker flags possible reward hacking.",
-                              tables=[Table("win rate", ["judged by", "trained wins"], win_rows)]),
-                      Section("samples", "Samples", grids=[grid])])
         write_html(report, report_path)
+    # The store keeps the evaluation (``arr store lineage`` / ``arr report ID`` read it back).
+    tables = [t for sec in report.sections for t in sec.tables]
+    eval_id = save_eval_result(open_store(home), EvalResult(
+        kind="geneval", config={**eval_cfg, "train_key": train_key}, summary=metrics, tables=tables,
+        report=report, rubric_set_id=rubric_set_id, policy_id=train_summary.get("policy_id")),
+        report_uri=str(report_path) if report_path.exists() else None)
     grid_path = out / "samples.png"
     _save_grid([im for pair in zip(base["images"][:8], trained["images"][:8], strict=True) for im in pair], grid_path)
 
@@ -123,7 +130,7 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
         if report_path.exists():
             mlf.log_artifact(run_id, report_path, "evaluation")
         mlf.log_artifact(run_id, grid_path, "evaluation")
-    return {"stage": "evaluate", "entity_kind": "evaluation", "entity_id": f"ev-{train_key[:24]}",
+    return {"stage": "evaluate", "entity_kind": "evaluation", "entity_id": eval_id,
             "mlflow_run_id": run_id, "tags": tags, "metrics": metrics,
             "artifacts": {"report": str(report_path), "samples": str(grid_path)}}
 

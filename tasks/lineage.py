@@ -50,12 +50,13 @@ def finish_pipeline_run(run_id: str, summary: dict[str, Any], status: str, home:
 
 @task(retries=2, retry_delay_seconds=2)
 def link_stage(result: dict[str, Any], cached: bool, parent_run_id: str, experiment: str,
-               home: str) -> str:
+               home: str, rubric_set_id: str | None = None) -> str:
     """Give this pipeline run a child run for the stage and record it in the store.
 
     ``result`` is the stage's small summary: ``stage``, ``entity_kind``, ``entity_id``,
-    ``mlflow_run_id`` (the run that did the work), ``tags``, ``metrics``. Returns the run id that
-    belongs to this pipeline run.
+    ``mlflow_run_id`` (the run that did the work), ``tags``, ``metrics``. With ``rubric_set_id`` the run
+    is also recorded under that rubric set, so ``arr store lineage ID`` shows the whole chain (induce,
+    judge, train, evaluate). Returns the run id that belongs to this pipeline run.
     """
     run_id = result["mlflow_run_id"]
     if cached:
@@ -66,8 +67,11 @@ def link_stage(result: dict[str, Any], cached: bool, parent_run_id: str, experim
         mlf.log_metrics(run_id, {**result.get("metrics", {}), "cached": 1, "vlm_calls_this_run": 0,
                                  "train_steps_this_run": 0})
         mlf.end_run(run_id)
-    open_store(home).record_mlflow_run(result["entity_kind"], result["entity_id"], result["stage"],
-                                       run_id, parent_run_id, experiment)
+    store = open_store(home)
+    store.record_mlflow_run(result["entity_kind"], result["entity_id"], result["stage"], run_id,
+                            parent_run_id, experiment)
+    if rubric_set_id and (result["entity_kind"], result["entity_id"]) != ("rubric_set", rubric_set_id):
+        store.record_mlflow_run("rubric_set", rubric_set_id, result["stage"], run_id, parent_run_id, experiment)
     return run_id
 
 

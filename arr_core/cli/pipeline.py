@@ -28,6 +28,14 @@ def _prepare(home: Optional[Path]) -> Path:
     return apply_defaults(h)
 
 
+def _wide(width: int) -> Any:
+    """The shared console on a terminal; a wide one when output goes to a file or pipe (Rich would
+    squeeze tables into 80 columns there)."""
+    from rich.console import Console
+
+    return console if console.is_terminal else Console(width=width, highlight=False)
+
+
 def _print_summary(summary: dict[str, Any], wall_s: float) -> None:
     from rich.table import Table
 
@@ -57,7 +65,7 @@ def _print_summary(summary: dict[str, Any], wall_s: float) -> None:
                   f"GenEval-format {m.get('geneval.base', 0):.3f} → {m.get('geneval.trained', 0):.3f}; "
                   f"win rate judge {m.get('winrate.judge', float('nan')):.2f} / checker "
                   f"{m.get('winrate.checker', float('nan')):.2f}")
-    console.print(t)
+    _wide(140).print(t)
     m = summary["metrics"]
     console.print(f"VLM calls this run: {m['vlm_calls_this_run']}   training steps this run: "
                   f"{m['train_steps_this_run']}")
@@ -161,7 +169,7 @@ def register(app: typer.Typer) -> None:
                       f(m.get("judge.no_rubrics.accuracy")), f(m.get("winrate.judge"), "{:.2f}"), gen,
                       f(m.get("vlm_calls_this_run"), "{:.0f}"), f(tokens or None, "{:.0f}"),
                       f(m.get("wall_s"), "{:.1f}"), f(m.get("stages_cached"), "{:.0f}"))
-        console.print(t)
+        _wide(220).print(t)
         return 0
 
     @app.command("ui")

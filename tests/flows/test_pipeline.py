@@ -82,8 +82,11 @@ def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy
     assert [a.path for a in c.list_artifacts(st["train"]["mlflow_run_id"])] == ["lora", "samples"]
 
     # The store records each stage's runs; `arr store lineage ID` shows them.
-    lineage = json.dumps(Store(home).lineage(st["induce"]["rubric_set_id"]), default=str)
+    chain = Store(home).lineage(st["induce"]["rubric_set_id"])
+    lineage = json.dumps(chain, default=str)
     assert st["induce"]["mlflow_run_id"] in lineage and st2["induce"]["pipeline_child_run_id"] in lineage
+    assert st["train"]["mlflow_run_id"] in lineage and st["evaluate"]["mlflow_run_id"] in lineage
+    assert [e["eval_id"] for e in chain[0]["evaluations"]] == [st["evaluate"]["entity_id"]]
 
 
 def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api, home: Path,

@@ -1,0 +1,58 @@
+"""Scheduled re-induction: only new pairs are induced, a version is made only when content changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # three flow runs (~1 minute on a 2-core CPU); CI runs it
+
+
+def _subset(src: Path, n: int, name: str) -> Path:
+    """The first ``n`` records, next to the source (image paths stay relative to it)."""
+    dst = src.parent / name
+    dst.write_text(json.dumps(json.loads(src.read_text())[:n]))
+    return dst
+
+
+def test_reinduction_induces_only_new_pairs(prefect_api, home: Path, tmp_path: Path) -> None:
+    from arr_core.pipeline_config import ReinductionConfig
+    from arr_core.store.store import Store
+    from arr_core.world.pairs import make_pairs
+    from flows.reinduction import reinduction_flow
+
+    full = make_pairs("t2i", 20, 0, tmp_path / "world", size=32)
+
+    def cfg(pairs: Path) -> ReinductionConfig:
+        return ReinductionConfig.model_validate({
+            "data": {"pairs": str(pairs), "seed_fraction": 0.8, "validation_fraction": 0.2},
+            "parent": "latest", "induce": {"max_epochs": 2, "max_rubrics": 8},
+            "mlflow": {"experiment": "arr-test-reinduction"}})
+
+    first = reinduction_flow(cfg(_subset(full, 12, "a.json")), home=str(home))
+    rs1 = first["rubric_set_id"]
+    assert first["parent_rubric_set_id"] is None and first["metrics"]["new_pairs"] > 0
+
+    same = reinduction_flow(cfg(full.parent / "a.json"), home=str(home))
+    assert same["unchanged"] is True and same["rubric_set_id"] == rs1
+    assert same["metrics"]["new_pairs"] == 0 and same["metrics"]["vlm_calls_this_run"] == 0
+
+    more = reinduction_flow(cfg(_subset(full, 20, "b.json")), home=str(home))
+    seed_a = {r["pair_id"] for r in _seed_pairs(home, first)}
+    seed_b = {r["pair_id"] for r in _seed_pairs(home, more)}
+    assert more["parent_rubric_set_id"] == rs1
+    assert more["metrics"]["new_pairs"] == len(seed_b - seed_a) > 0
+    if not more["unchanged"]:
+        assert Store(home).get_rubric_set(more["rubric_set_id"]).metadata["parent_id"] == rs1
+
+
+def _seed_pairs(home: Path, summary: dict) -> list[dict]:
+    from arr_core.data.dataset import split_of
+    from arr_core.store.store import Store
+
+    data = summary["stages"]["data"]
+    recs = Store(home).get_dataset_records(data["dataset_id"])
+    return [{"pair_id": r.pair_id} for r in recs
+            if split_of(r.pair_id, seed_fraction=0.8, validation_fraction=0.2) == "seed"]
