@@ -107,9 +107,12 @@ def main() -> int:
 
     block = rs.prompt_block()
     results = {}
-    for name, with_rubrics, order in CONDITIONS:
-        results[name] = judge_condition(client, test_ds.records, block if with_rubrics else None,
-                                        rs.id if with_rubrics else None, order, args.seed)
+    # One store connection for all conditions: the client writes its cache often, and opening the
+    # DuckDB file for each write would dominate the wall time.
+    with store.connect():
+        for name, with_rubrics, order in CONDITIONS:
+            results[name] = judge_condition(client, test_ds.records, block if with_rubrics else None,
+                                            rs.id if with_rubrics else None, order, args.seed)
     t_total = time.perf_counter() - t_all
 
     print("ARR on the scene world — SIMULATOR figures (offline scene VLM), not claims about real VLMs")

@@ -215,7 +215,8 @@ def register(app: typer.Typer) -> None:
                                                                mapping=mapping, seed=seed)
             return js, both
 
-        js, both = asyncio.run(run())
+        with store.connect():  # one connection for the cache writes and judgments of the whole run
+            js, both = asyncio.run(run())
         wall = time.perf_counter() - t0
         acc = accuracy_summary(js, ds.records, seed=seed)
         diag = order_summary(both, ds.records, seed=seed)
