@@ -11,7 +11,10 @@ ones after it; the earlier ones are cache hits (no VLM calls, no training steps)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from flows.induce import InduceFlowParams, induce_flow
 from flows.train import TrainFlowParams, train_flow
 from tasks._cache import redact
 from tasks._env import results_dir
-from tasks.data import make_world_pairs, register_dataset
+from tasks.data import make_world_pairs, register_dataset, register_world_dataset
 from tasks.induce import prompt_version
 from tasks.judge import judge_heldout
 from tasks.lineage import finish_pipeline_run, start_pipeline_run
@@ -50,12 +53,13 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
     status = "FAILED"
     try:
         # --- data -------------------------------------------------------------------------------
-        pairs_uri = str(cfg.data.pairs) if cfg.data.pairs else None
         if cfg.data.world is not None:
             made, _ = run_task(make_world_pairs, cfg.data.world.model_dump(), home)
-            pairs_uri = made["pairs_uri"]
-        ds, _ = run_task(register_dataset, pairs_uri, cfg.data.task, cfg.data.split_kw(), home,
-                         cfg.data.max_seed_pairs)
+            ds, _ = run_task(register_world_dataset, made["pairs_uri"], cfg.data.task, cfg.data.split_kw(), home,
+                             cfg.data.max_seed_pairs, made["content_key"])
+        else:
+            ds, _ = run_task(register_dataset, str(cfg.data.pairs), cfg.data.task, cfg.data.split_kw(), home,
+                             cfg.data.max_seed_pairs)
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
 
         # --- induce -----------------------------------------------------------------------------
@@ -153,4 +157,44 @@ def summarize(cfg: PipelineConfig, stages: dict[str, dict[str, Any]], parent_run
 def run_pipeline(config: PipelineConfig, home: str | Path | None = None) -> dict[str, Any]:
     """Run the pipeline flow with its results (the cache) persisted under ``home``."""
     h = resolve_home(home)
-    return pipeline_flow.with_options(result_storage=results_dir(h), persist_result=True)(config, home=str(h))
+    with local_run_settings():
+        return pipeline_flow.with_options(result_storage=results_dir(h), persist_result=True)(config, home=str(h))
+
+
+@contextlib.contextmanager
+def local_run_settings() -> Iterator[None]:
+    """Without a Prefect server (the temporary local API), turn flow-run heartbeats off: they exist
+    so a server can mark crashed deployment runs, nobody acts on them here, and joining the heartbeat
+    thread costs each flow run up to a second at exit (Prefect 3.8 sleeps in 1 s steps)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        _start_local_api_while_mlflow_loads()
+        yield
+
+
+def _start_local_api_while_mlflow_loads() -> None:
+    """Start Prefect's temporary local server (a subprocess, 10–20 s here) in a thread while this
+    thread opens the MLflow tracking store (~3–6 s): the two waits overlap instead of adding up.
+    The server object is Prefect's per-process singleton, so the flow run below reuses it."""
+    import threading
+
+    from tasks._mlflow import client
+
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+        except BaseException as e:  # surfaced by the flow run's own start below
+            errors.append(e)
+
+    th = threading.Thread(target=start, name="prefect-local-api", daemon=True)
+    th.start()
+    client().search_experiments(max_results=1)
+    th.join()

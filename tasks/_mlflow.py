@@ -30,9 +30,18 @@ MAX_TAG_LEN = 8000
 
 
 def client() -> Any:
+    """A client for the current tracking URI (one per URI: building one re-resolves the store)."""
+    return _client_for(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(uri: str | None) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    return MlflowClient(tracking_uri=uri)
+
+
+_EXPERIMENTS: dict[tuple[str | None, str], str] = {}
 
 
 def _uses_local_store(home: Path) -> bool:
@@ -43,9 +52,13 @@ def _uses_local_store(home: Path) -> bool:
 def experiment_id(name: str, home: Path | None = None) -> str:
     """Get or create the experiment. With the local SQLite store, artifacts go under
     ``ARR_HOME/mlflow/artifacts`` (MLflow would otherwise use ``./mlruns`` of the current folder)."""
+    key = (os.environ.get("MLFLOW_TRACKING_URI"), name)
+    if key in _EXPERIMENTS:
+        return _EXPERIMENTS[key]
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        _EXPERIMENTS[key] = exp.experiment_id
         return exp.experiment_id
     location = None
     if home is not None and _uses_local_store(home):

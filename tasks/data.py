@@ -19,15 +19,17 @@ def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
     """
     from arr_core.digest import digest_obj
     from arr_core.world.pairs import make_pairs
+    from tasks._cache import code_version
 
     out = home_path(home) / "data" / f"world-{world['task']}-{digest_obj(world, 12)}"
     path = make_pairs(world["task"], int(world["n"]), int(world["seed"]), out, size=int(world["size"]))
-    return {"pairs_uri": str(path)}
+    # Equal settings and world code give equal bytes: this key stands for the file's content.
+    return {"pairs_uri": str(path), "content_key": digest_obj({"world": world, "code": code_version("world")}, 24)}
 
 
 @task(retries=1, retry_delay_seconds=2)
 def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
-                     max_seed_pairs: int | None = None) -> dict[str, Any]:
+                     max_seed_pairs: int | None = None, content_key: str | None = None) -> dict[str, Any]:
     """Load a preference file (checks every record and image), store it, return its digests.
 
     Not cached on purpose: reading and hashing is cheap, and the digest it returns is what every
@@ -49,3 +51,10 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
             "source_uri": ds.source_uri, "n_records": len(ds.records),
             "splits": {name: len(ids) for name, ids in splits.items()},
             "split_digest": digest_obj(splits, 16), "pair_ids": splits}
+
+
+# Scene-world pairs are fully determined by their generator settings and the world's code, so their
+# registration can be cached by that content key (a user's file is loaded and hashed every run).
+register_world_dataset = register_dataset.with_options(
+    name="register_world_dataset", persist_result=True, result_serializer="json",
+    cache_key_fn=keyed_by("content_key", "task", "split_kw", "max_seed_pairs"))
