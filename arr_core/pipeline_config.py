@@ -277,7 +277,7 @@ def demo_config(**overrides: Any) -> PipelineConfig:
                 "policy": {"kind": "toy", "dtype": "float32", "device": "cpu"},
                 "prompts": {"source": "world", "count": 64, "seed": 1},
                 "reward": {"kind": "judge", "order": "swap"},
-                "steps": 8, "num_steps": 6, "prompts_per_step": 4,
+                "steps": 16, "num_steps": 6, "prompts_per_step": 4,
                 "rollout_batch_size": 2, "sample_grid_every": 4, "checkpoint_every": 0,
                 "lr": 1e-3,
             },

@@ -177,24 +177,11 @@ def local_run_settings() -> Iterator[None]:
 
 
 def _start_local_api_while_mlflow_loads() -> None:
-    """Start Prefect's temporary local server (a subprocess, 10–20 s here) in a thread while this
-    thread opens the MLflow tracking store (~3–6 s): the two waits overlap instead of adding up.
-    The server object is Prefect's per-process singleton, so the flow run below reuses it."""
-    import threading
-
+    """Start Prefect's temporary local server (a subprocess, 5–30 s here) while this thread opens the
+    MLflow tracking store (~3–6 s): the two waits overlap instead of adding up."""
+    from tasks._env import start_local_api_early, wait_local_api
     from tasks._mlflow import client
 
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().start()
-        except BaseException as e:  # surfaced by the flow run's own start below
-            errors.append(e)
-
-    th = threading.Thread(target=start, name="prefect-local-api", daemon=True)
-    th.start()
+    start_local_api_early()
     client().search_experiments(max_results=1)
-    th.join()
+    wait_local_api()

@@ -12,6 +12,7 @@ folder before the first flow runs): a variable the user already set (``PREFECT_A
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from arr_core.home import resolve_home
@@ -75,3 +76,35 @@ def apply_defaults(home: str | os.PathLike[str] | None = None) -> Path:
     _default("MLFLOW_TRACKING_URI", default_tracking_uri(resolved))
     mlflow_dir(resolved).mkdir(parents=True, exist_ok=True)
     return resolved
+
+
+_LOCAL_API: threading.Thread | None = None
+
+
+def start_local_api_early() -> None:
+    """Start Prefect's temporary local API server (a subprocess) in a background thread, so its
+    start-up overlaps with the imports and MLflow set-up that come before the first flow run.
+
+    Only without ``PREFECT_API_URL``. Prefect keeps one such server per process (a singleton), so the
+    flow run reuses this one; call :func:`wait_local_api` before the first flow run (a run that found
+    the server marked as starting but not yet healthy would fail its first requests).
+    """
+    global _LOCAL_API
+    if os.environ.get("PREFECT_API_URL") or _LOCAL_API is not None:
+        return
+
+    def start() -> None:
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+        except Exception:  # the flow run starts it again and reports the error
+            pass
+
+    _LOCAL_API = threading.Thread(target=start, name="prefect-local-api", daemon=True)
+    _LOCAL_API.start()
+
+
+def wait_local_api() -> None:
+    if _LOCAL_API is not None:
+        _LOCAL_API.join()

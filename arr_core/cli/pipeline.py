@@ -17,15 +17,19 @@ from arr_core.cli.common import Home, console, home_dir
 from arr_core.errors import InputError
 
 
-def _prepare(home: Optional[Path]) -> Path:
-    """Resolve the state folder and fill the offline defaults for it before prefect/mlflow load."""
+def _prepare(home: Optional[Path], *, flows: bool = False) -> Path:
+    """Resolve the state folder and fill the offline defaults for it before prefect/mlflow load;
+    with ``flows``, start Prefect's temporary local API now, so it comes up while the flows import."""
     import os
 
     h = home_dir(home)
     os.environ["ARR_HOME"] = str(h)  # read by `import tasks`, which applies the defaults
-    from tasks._env import apply_defaults
+    from tasks._env import apply_defaults, start_local_api_early
 
-    return apply_defaults(h)
+    h = apply_defaults(h)
+    if flows:
+        start_local_api_early()
+    return h
 
 
 def _wide(width: int) -> Any:
@@ -95,10 +99,10 @@ def register(app: typer.Typer) -> None:
     ) -> int:
         """Run data → induce → judge → train → evaluate. Rerunning the same config after a failure
         re-executes only the failed stage and the ones after it."""
-        h = _prepare(home)
         from arr_core.pipeline_config import load_pipeline_config
 
-        cfg = load_pipeline_config(config)
+        cfg = load_pipeline_config(config)  # bad input fails before anything starts
+        h = _prepare(home, flows=True)
         from flows.pipeline import run_pipeline
 
         t0 = time.perf_counter()
@@ -120,7 +124,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError("refusing to delete a folder that does not look like an arr state folder "
                                  "(no store/ inside)", field="--home")
             shutil.rmtree(target)
-        h = _prepare(target)
+        h = _prepare(target, flows=True)
         console.print(f"arr demo: state folder {h} (first run: a few minutes on a laptop CPU)")
         from arr_core.pipeline_config import demo_config
         from flows.pipeline import run_pipeline

@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.slow  # three flow runs (~1 minute on a 2-core CPU); CI runs it
-
 
 def _subset(src: Path, n: int, name: str) -> Path:
     """The first ``n`` records, next to the source (image paths stay relative to it)."""
