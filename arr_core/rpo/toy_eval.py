@@ -61,8 +61,9 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     """Detector-checked GenEval-format accuracy of ``policy`` on scene-world ``specs``.
 
     ``specs``: ``PromptSpec`` objects (or GenEval metadata dicts); ``seeds``: noise seeds per prompt;
-    ``lora``: None to evaluate ``policy`` as it is, or a peft model wrapping ``policy.transformer``
-    whose adapter is enabled for the evaluation (``False`` would mean the base: use None instead).
+    ``lora``: None evaluates ``policy`` as it is (with whatever adapter its transformer carries); a
+    peft model wrapping ``policy.transformer`` (e.g. ``TrainResult.model``) has its adapter layers
+    switched on first (for the base, call inside ``with lora.disable_adapter():`` and pass None).
     Returns ``{"overall", "tag_mean", "per_tag": {tag: acc}, "ci95": [lo, hi],
     "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts", "steps", "seeds", "passed": [[bool]]}``.
     """
@@ -73,8 +74,10 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
     specs = [s if isinstance(s, PromptSpec) else PromptSpec.from_geneval(s) for s in specs]
-    if lora is not None and not hasattr(lora, "enable_adapter_layers"):
-        raise TypeError("lora must be None or a peft model wrapping policy.transformer")
+    if lora is not None:
+        if not hasattr(lora, "enable_adapter_layers"):
+            raise TypeError("lora must be None or a peft model wrapping policy.transformer")
+        lora.enable_adapter_layers()  # e.g. after disable_adapter_layers() for a base evaluation
     jobs = [(i, seed) for i in range(len(specs)) for seed in seeds]
     passed: list[list[bool]] = [[] for _ in specs]
     images: list[Any] = []

@@ -115,3 +115,18 @@ def test_peft_lora_attaches_and_starts_at_base():
     assert torch.equal(base, same)
     assert not torch.allclose(base, changed)
     assert torch.equal(base, off)
+
+
+def test_geneval_accuracy_switches_a_given_lora_on():
+    from arr_core.rpo.toy_eval import geneval_accuracy, heldout_specs
+
+    policy = ToyPolicy.random(seed=6)
+    peft_model = add_lora(policy.transformer, rank=2, alpha=4, targets=policy.lora_targets)
+    peft_model.disable_adapter_layers()
+    layers = [m for m in policy.transformer.modules() if hasattr(m, "lora_A")]
+    assert layers and all(m.disable_adapters for m in layers)
+    res = geneval_accuracy(policy, heldout_specs(1), seeds=(0,), steps=2, lora=peft_model)
+    assert res["n"] == 6 and 0.0 <= res["overall"] <= 1.0
+    assert not any(m.disable_adapters for m in layers)
+    with pytest.raises(TypeError, match="peft model"):
+        geneval_accuracy(policy, heldout_specs(1), seeds=(0,), steps=2, lora="adapter.safetensors")
