@@ -179,9 +179,12 @@ def local_run_settings() -> Iterator[None]:
 def _start_local_api_while_mlflow_loads() -> None:
     """Start Prefect's temporary local server (a subprocess, 5–30 s here) while this thread opens the
     MLflow tracking store (~3–6 s): the two waits overlap instead of adding up."""
+    from prefect.settings import PREFECT_API_URL
+
     from tasks._env import start_local_api_early, wait_local_api
     from tasks._mlflow import client
 
-    start_local_api_early()
+    if not PREFECT_API_URL.value():  # e.g. a test harness sets it in Prefect's settings, not the env
+        start_local_api_early()
     client().search_experiments(max_results=1)
     wait_local_api()

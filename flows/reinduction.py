@@ -10,6 +10,7 @@ gets the judge check on the held-out pairs.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -19,6 +20,7 @@ from arr_core.pipeline_config import ReinductionConfig, load_pipeline_config
 from flows._wiring import linked, run_task
 from flows.induce import InduceFlowParams, induce_flow
 from tasks._cache import redact
+from tasks._env import results_dir
 from tasks.data import register_dataset
 from tasks.induce import prompt_version, resolve_parent
 from tasks.judge import judge_heldout
@@ -68,3 +70,14 @@ def reinduction_flow(config: ReinductionConfig | None = None, config_path: str |
                             "arr.dataset_digest": stages.get("data", {}).get("digest")}}
         finish_pipeline_run(parent_run, summary, status, home)
     return summary
+
+
+def run_reinduction(config: ReinductionConfig, home: str | Path | None = None) -> dict[str, Any]:
+    """Run the re-induction flow with its results (the cache) persisted under ``home`` (the cache
+    must live with the store it describes)."""
+    from flows.pipeline import local_run_settings
+
+    h = resolve_home(home)
+    with local_run_settings():
+        return reinduction_flow.with_options(result_storage=results_dir(h), persist_result=True)(
+            config, home=str(h))

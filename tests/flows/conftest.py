@@ -8,12 +8,14 @@ checkpoint is not needed here).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-os.environ.setdefault("ARR_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "arr-test-flows-home"))
+# A new folder per session: Prefect's default result storage follows it (no cache shared across runs).
+os.environ.setdefault("ARR_HOME", tempfile.mkdtemp(prefix="arr-test-flows-"))
 import tasks  # noqa: E402,F401  (offline defaults before prefect/mlflow load)
 
 

@@ -17,7 +17,7 @@ def test_reinduction_induces_only_new_pairs(prefect_api, home: Path, tmp_path: P
     from arr_core.pipeline_config import ReinductionConfig
     from arr_core.store.store import Store
     from arr_core.world.pairs import make_pairs
-    from flows.reinduction import reinduction_flow
+    from flows.reinduction import run_reinduction
 
     full = make_pairs("t2i", 20, 0, tmp_path / "world", size=32)
 
@@ -27,15 +27,15 @@ def test_reinduction_induces_only_new_pairs(prefect_api, home: Path, tmp_path: P
             "parent": "latest", "induce": {"max_epochs": 2, "max_rubrics": 8},
             "mlflow": {"experiment": "arr-test-reinduction"}})
 
-    first = reinduction_flow(cfg(_subset(full, 12, "a.json")), home=str(home))
+    first = run_reinduction(cfg(_subset(full, 12, "a.json")), home)
     rs1 = first["rubric_set_id"]
     assert first["parent_rubric_set_id"] is None and first["metrics"]["new_pairs"] > 0
 
-    same = reinduction_flow(cfg(full.parent / "a.json"), home=str(home))
+    same = run_reinduction(cfg(full.parent / "a.json"), home)
     assert same["unchanged"] is True and same["rubric_set_id"] == rs1
     assert same["metrics"]["new_pairs"] == 0 and same["metrics"]["vlm_calls_this_run"] == 0
 
-    more = reinduction_flow(cfg(_subset(full, 20, "b.json")), home=str(home))
+    more = run_reinduction(cfg(_subset(full, 20, "b.json")), home)
     seed_a = {r["pair_id"] for r in _seed_pairs(home, first)}
     seed_b = {r["pair_id"] for r in _seed_pairs(home, more)}
     assert more["parent_rubric_set_id"] == rs1
