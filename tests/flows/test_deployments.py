@@ -102,7 +102,7 @@ def test_dispatch_training_to_gpu_pool(tmp_path: Path, toy_policy_dir: Path) -> 
         assert ok.returncode == 0, out[-4000:]
         # Data, induce and judge are cache hits of the failed run; the 2 steps ran on the worker.
         assert "VLM calls this run: 0   training steps this run: 2" in out
-        lora = list((home / "exchange").rglob("pytorch_lora_weights.safetensors"))
+        lora = list((home / "exchange").glob("tr-*/run/lora/pytorch_lora_weights.safetensors"))
         assert len(lora) == 1
     finally:
         if worker is not None:
