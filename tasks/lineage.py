@@ -70,6 +70,12 @@ def link_stage(result: dict[str, Any], cached: bool, parent_run_id: str, experim
     store = open_store(home)
     store.record_mlflow_run(result["entity_kind"], result["entity_id"], result["stage"], run_id,
                             parent_run_id, experiment)
+    if result["entity_kind"] == "training_run":
+        # The training flow never opens the store (it may run on another machine); its parent does.
+        store.put_training_run(result["entity_id"], rubric_set_id=rubric_set_id,
+                               policy_id=result.get("policy_id"), config={"tags": result.get("tags", {})},
+                               status="finished", lora_uri=result.get("lora_artifact_uri") or result.get("lora_uri"),
+                               metrics=result.get("metrics", {}))
     if rubric_set_id and (result["entity_kind"], result["entity_id"]) != ("rubric_set", rubric_set_id):
         store.record_mlflow_run("rubric_set", rubric_set_id, result["stage"], run_id, parent_run_id, experiment)
     return run_id

@@ -239,6 +239,15 @@ class Store:
             "entity_kind": entity_kind, "entity_id": entity_id, "stage": stage, "mlflow_run_id": run_id,
             "parent_run_id": parent_run_id, "experiment": experiment})
 
+    def put_training_run(self, run_id: str, *, rubric_set_id: str | None, policy_id: str | None,
+                         config: dict[str, Any], status: str, lora_uri: str | None,
+                         metrics: dict[str, Any]) -> None:
+        """Record (or update) a finished training run, keyed by its content-derived train key."""
+        self.execute("training_run_upsert", {
+            "run_id": run_id, "rubric_set_id": rubric_set_id, "policy_id": policy_id,
+            "config": json.dumps(config, sort_keys=True, default=str), "status": status,
+            "lora_uri": lora_uri, "metrics": json.dumps(metrics, sort_keys=True, default=str)})
+
     def lineage(self, id_or_prefix: str) -> list[dict[str, Any]]:
         """The chain root → … → this rubric set; each entry with its dataset, MLflow runs,
         training runs and evaluations."""

@@ -86,6 +86,7 @@ def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy
     lineage = json.dumps(chain, default=str)
     assert st["induce"]["mlflow_run_id"] in lineage and st2["induce"]["pipeline_child_run_id"] in lineage
     assert st["train"]["mlflow_run_id"] in lineage and st["evaluate"]["mlflow_run_id"] in lineage
+    assert [r["status"] for r in chain[-1]["training_runs"]] == ["finished"]  # training_runs table
     assert [e["eval_id"] for e in chain[0]["evaluations"]] == [st["evaluate"]["entity_id"]]
 
 

@@ -158,3 +158,15 @@ def test_lineage_walks_parents(tmp_path):
     chain = s.lineage(child.id)
     assert [n["rubric_set_id"] for n in chain] == [root.id, child.id]
     assert chain[1]["mlflow_runs"][0]["mlflow_run_id"] == "run-123"
+
+
+def test_training_runs_show_in_lineage(tmp_path):
+    s = Store(tmp_path)
+    rs = _rs()
+    s.put_rubric_set(rs)
+    s.put_training_run("tr-1", rubric_set_id=rs.id, policy_id="toy", config={"steps": 2}, status="finished",
+                       lora_uri="file:///x/lora", metrics={"train_steps": 2})
+    s.put_training_run("tr-1", rubric_set_id=rs.id, policy_id="toy", config={"steps": 2}, status="finished",
+                       lora_uri="file:///y/lora", metrics={"train_steps": 2})  # upsert, not a duplicate
+    (node,) = s.lineage(rs.id)
+    assert [(r["run_id"], r["lora_uri"]) for r in node["training_runs"]] == [("tr-1", "file:///y/lora")]
