@@ -129,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    ap.add_argument("--per-slot", type=int, default=10, help="requests per concurrency slot (N = max(20, k*C))")
+    ap.add_argument("--per-slot", type=int, default=30, help="requests per concurrency slot (N = max(20, k*C)); 30 waves amortise connection set-up and the last wave's tail")
     ap.add_argument("--reference-n", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
