@@ -92,8 +92,18 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     rows += [[tag, interval(base["per_tag"][tag], *base["per_tag_ci95"][tag]),
               interval(trained["per_tag"][tag], *trained["per_tag_ci95"][tag])] for tag in trained["per_tag"]]
     k = min(8, len(specs))
+    # Grid images go to files: the stored report keeps paths, so `arr report ID` can re-render them.
+    sample_dir = out / "samples"
+    sample_dir.mkdir(exist_ok=True)
+
+    def _png(im: Any, name: str) -> str:
+        path = sample_dir / name
+        im.save(path)
+        return str(path)
+
     grid = ImageGrid("Base vs trained (seed 0)", ["base", "trained"],
-                     [GridRow(specs[i].prompt, [base["images"][i * len(seeds)], trained["images"][i * len(seeds)]])
+                     [GridRow(specs[i].prompt, [_png(base["images"][i * len(seeds)], f"{i:02d}_base.png"),
+                                                _png(trained["images"][i * len(seeds)], f"{i:02d}_trained.png")])
                       for i in range(k)])
     win_rows = [["detector checker", metrics["winrate.checker"]]]
     if "winrate.judge" in metrics:

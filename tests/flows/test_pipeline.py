@@ -88,6 +88,12 @@ def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy
     assert st["train"]["mlflow_run_id"] in lineage and st["evaluate"]["mlflow_run_id"] in lineage
     assert [r["status"] for r in chain[-1]["training_runs"]] == ["finished"]  # training_runs table
     assert [e["eval_id"] for e in chain[0]["evaluations"]] == [st["evaluate"]["entity_id"]]
+    # The stored evaluation re-renders later with its sample images (`arr report ID`).
+    from arr_core.bench.report import render_html
+    from arr_core.bench.results import load_eval_row, report_from_row
+
+    html = render_html(report_from_row(load_eval_row(Store(home), st["evaluate"]["entity_id"])))
+    assert "image unavailable" not in html and html.count("data:image/png") >= 2
 
 
 def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api, home: Path,
