@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,3 +22,22 @@ Home = Annotated[
 
 def home_dir(home: Optional[Path]) -> Path:
     return resolve_home(home)
+
+
+def resolve_rubrics(store: Any, rubrics: str) -> Any:
+    """``--rubrics`` as given on the command line: ``none`` → None; a reference-format text file →
+    that rubric set (stored, so later runs can name its id); otherwise a store id or unique prefix."""
+    from arr_core.errors import InputError
+    from arr_core.rubrics.rubric_set import RubricSet
+
+    if rubrics.lower() == "none":
+        return None
+    path = Path(rubrics)
+    if not path.is_file():
+        return store.get_rubric_set(rubrics)
+    try:
+        rs = RubricSet.from_text(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise InputError(str(e), file=str(path)) from None
+    store.put_rubric_set(rs)
+    return rs

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from arr_core.cli.common import Home, console, home_dir
+from arr_core.cli.common import Home, console, home_dir, resolve_rubrics
 from arr_core.errors import InputError
 
 Pairs = Annotated[Path, typer.Option("--pairs", help="Preference pairs: ARR reference JSON/JSONL/YAML or "
@@ -183,17 +183,7 @@ def register(app: typer.Typer) -> None:
         if mapping not in REWARD_MAPPINGS:
             raise InputError(f"must be one of {', '.join(REWARD_MAPPINGS)}, got {mapping!r}", field="--mapping")
         store = Store(home_dir(home))
-        rs: RubricSet | None = None
-        if rubrics.lower() != "none":
-            path = Path(rubrics)
-            if path.is_file():
-                try:
-                    rs = RubricSet.from_text(path.read_text(encoding="utf-8"))
-                except ValueError as e:
-                    raise InputError(str(e), file=str(path)) from None
-                store.put_rubric_set(rs)
-            else:
-                rs = store.get_rubric_set(rubrics)
+        rs: RubricSet | None = resolve_rubrics(store, rubrics)
         ds = _load_pairs(pairs, allow_outside, split)
         if rs is not None and rs.task != ds.task:
             raise InputError(f"rubric set {rs.id} is for {rs.task} but the pairs are {ds.task}", field="--rubrics")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from arr_core.cli.common import Home, console, home_dir
+from arr_core.cli.common import Home, console, home_dir, resolve_rubrics
 from arr_core.errors import InputError
 
 if TYPE_CHECKING:
@@ -143,22 +143,11 @@ def build_rewarder(cfg: TrainConfig, rubrics: str | None, home: Path | None) -> 
             from arr_core.judge.reward import JudgeRewarder
         except ModuleNotFoundError as e:
             raise InputError(f"the rubric judge (arr_core.judge.reward) is not available: {e}") from None
-        from arr_core.rubrics.rubric_set import RubricSet
         from arr_core.store import Store
         from arr_core.vlm.config import VLMConfig, build_client
 
         store = Store(home_dir(home))
-        rs = None
-        if rubrics.lower() != "none":
-            path = Path(rubrics)
-            if path.is_file():
-                try:
-                    rs = RubricSet.from_text(path.read_text(encoding="utf-8"))
-                except ValueError as e:
-                    raise InputError(str(e), file=str(path)) from None
-                store.put_rubric_set(rs)
-            else:
-                rs = store.get_rubric_set(rubrics)
+        rs = resolve_rubrics(store, rubrics)
         vcfg = VLMConfig.model_validate(rc.vlm)
         task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
         rewarder = JudgeRewarder(build_client(vcfg, store), rs, task, rc.order, mapping=rc.mapping,
