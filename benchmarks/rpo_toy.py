@@ -76,7 +76,9 @@ def train_config(args: argparse.Namespace) -> object:
         "seed": args.seed, "steps": args.steps, "num_steps": args.num_steps, "group_size": args.group_size,
         "prompts_per_step": args.prompts_per_step, "rollout_batch_size": args.prompts_per_step,
         "lr": args.lr, "beta": args.beta, "clip_range": 0.2, "sample_grid_every": 0,
-        "checkpoint_every": 0,
+        "checkpoint_every": 0, "a": args.a,
+        **({"trained_steps": "fraction", "trained_fraction": args.trained_fraction}
+           if args.trained_fraction else {}),
     })
 
 
@@ -130,6 +132,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--beta", type=float, default=0.01)
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--a", type=float, default=0.7, help="Flow-GRPO noise level of the SDE sampler")
+    ap.add_argument("--trained-fraction", type=float, default=None,
+                    help="train only the first round(f*(num_steps-1)) denoising steps (default: all but the last)")
     ap.add_argument("--heldout-per-tag", type=int, default=34)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--eval-steps", type=int, default=8)

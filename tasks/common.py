@@ -30,8 +30,3 @@ def open_store(home: str | Path | None):  # -> arr_core.store.store.Store
     from arr_core.store.store import Store
 
     return Store(resolve_home(home))
-
-
-def missing_stage(module: str, what: str) -> NotImplementedError:
-    """The error a task raises while the arr_core module it wires has not landed yet."""
-    return NotImplementedError(f"{what} needs {module}, which does not exist in this checkout yet")
