@@ -29,7 +29,8 @@ class EvaluateFlowParams(BaseModel):
     home: str
 
 
-@flow(name="evaluate")
+# persist_result=False: a retried pipeline run re-enters this stage (see flows/pipeline.py).
+@flow(name="evaluate", persist_result=False)
 def evaluate_flow(params: EvaluateFlowParams) -> dict[str, Any]:
     result, cached = run_task(evaluate_policy, params.train["entity_id"], params.train, params.train_config,
                               params.evaluate.model_dump(mode="json"), params.rubric_set_id,

@@ -31,7 +31,8 @@ class InduceFlowParams(BaseModel):
     home: str
 
 
-@flow(name="induce")
+# persist_result=False: a retried pipeline run re-enters this stage (see flows/pipeline.py).
+@flow(name="induce", persist_result=False)
 def induce_flow(params: InduceFlowParams) -> dict[str, Any]:
     """Returns the stored rubric set's summary (id, JSON/text URIs, statistics, MLflow run) plus
     ``cached`` and ``vlm_calls_this_run``."""

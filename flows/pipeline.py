@@ -6,7 +6,10 @@
 
 One MLflow parent run per pipeline run, one child run per stage. Every stage is keyed by content
 digests, so rerunning the same config after a failure re-executes only the failed stage and the
-ones after it; the earlier ones are cache hits (no VLM calls, no training steps).
+ones after it; the earlier ones are cache hits (no VLM calls, no training steps). The same holds for
+``prefect flow-run retry``: the stage subflows do not persist their return values, so Prefect runs
+them again in the retried flow run (their tasks are cache hits, reported as such) instead of handing
+back the earlier attempt's summary, which would count that attempt's work as new.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ from tasks.lineage import finish_pipeline_run, start_pipeline_run
 from tasks.train import dispatch_training, plan_training
 
 
-@flow(name="arr-pipeline")
+# Loaded from its entrypoint (`prefect flow-run retry ID --entrypoint …`, a deployment's worker) the
+# flow gets no with_options and Prefect read its settings before `import tasks` filled
+# PREFECT_RESULTS_LOCAL_STORAGE_PATH: default the results (the cache) to $ARR_HOME's, as run_pipeline does.
+@flow(name="arr-pipeline", persist_result=True, result_storage=results_dir(resolve_home()))
 def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None = None,
                   home: str | None = None) -> dict[str, Any]:
     """Run every enabled stage; returns the summary (ids, URIs, per-stage cached flags, metrics).

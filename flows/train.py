@@ -30,7 +30,8 @@ class TrainFlowParams(BaseModel):
                              "the work pool's ARR_GPUS job variable, else 1")
 
 
-@flow(name="rpo-train")
+# persist_result=False: a retried pipeline run re-enters this stage (see flows/pipeline.py).
+@flow(name="rpo-train", persist_result=False)
 def train_flow(params: TrainFlowParams) -> dict[str, Any]:
     """Returns the training summary: LoRA folder and MLflow artifact URI, metrics, steps, ``cached``."""
     gpus = params.gpus or int(os.environ.get("ARR_GPUS", "1"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
@@ -176,7 +177,7 @@ def rubric_set_uri(result: dict[str, Any]) -> Path:
     return Path(result["artifacts"]["rubric_set_json"])
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def resolve_parent(parent: str | None, task_kind: str, home: str) -> str | None:
     """``'latest'`` → the newest rubric set of ``task_kind`` that has per-pair induction records (so it
     can be extended); an id or prefix → that id; None → None."""

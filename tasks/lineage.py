@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks import _mlflow as mlf
 from tasks.common import home_path, open_store
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def start_pipeline_run(experiment: str, run_name: str, params: dict[str, Any], config_digest: str,
                        home: str) -> str:
     """Create the parent run (params = flattened pipeline config without secrets); return its id."""
@@ -28,7 +29,7 @@ def start_pipeline_run(experiment: str, run_name: str, params: dict[str, Any], c
     return run_id
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def finish_pipeline_run(run_id: str, summary: dict[str, Any], status: str, home: str) -> None:
     """Summary metrics and entity tags on the parent run (what ``arr runs compare`` reads), the
     redacted summary as an artifact, then end it."""
@@ -48,7 +49,7 @@ def finish_pipeline_run(run_id: str, summary: dict[str, Any], status: str, home:
     mlf.end_run(run_id, status)
 
 
-@task(retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def link_stage(result: dict[str, Any], cached: bool, parent_run_id: str, experiment: str,
                home: str, rubric_set_id: str | None = None) -> str:
     """Give this pipeline run a child run for the stage and record it in the store.
@@ -81,7 +82,7 @@ def link_stage(result: dict[str, Any], cached: bool, parent_run_id: str, experim
     return run_id
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def verify_outputs(result: dict[str, Any]) -> bool:
     """True when every local artifact a (possibly cached) stage result names still exists."""
     for uri in (result.get("artifacts") or {}).values():

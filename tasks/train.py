@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
@@ -162,7 +163,7 @@ def _torchrun(gpus: int, train_config_uri: str, rubric_set_uri: str | None, vlm:
     return json.loads((out / "rank0_result.json").read_text(encoding="utf-8"))
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str) -> dict[str, Any]:
     """Compute the training's content key and export its inputs where the training side can read them.
 
