@@ -27,7 +27,9 @@ from tasks.judge import judge_heldout
 from tasks.lineage import finish_pipeline_run, start_pipeline_run
 
 
-@flow(name="rubric-reinduction")
+# Started by its cron deployment's worker the flow gets no with_options: default its results (the
+# cache) to $ARR_HOME's, as run_reinduction does (see pipeline_flow).
+@flow(name="rubric-reinduction", persist_result=True, result_storage=results_dir(resolve_home()))
 def reinduction_flow(config: ReinductionConfig | None = None, config_path: str | None = None,
                      home: str | None = None) -> dict[str, Any]:
     """Give ``config`` or ``config_path`` (a YAML file, read on every scheduled run)."""
