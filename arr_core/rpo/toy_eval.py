@@ -4,7 +4,9 @@ GenEval (Ghosh et al., 2023) samples images per prompt, detects objects and chec
 ``include``/``exclude`` clauses; a prompt-image passes when every clause passes, and the reported
 score is the mean over tags. Here the detector is the scene world's numpy detector
 (``arr_core.world.detect``) and the checker ``arr_core.world.check_spec``; sampling is the
-deterministic probability-flow ODE (Euler, noise 0) from seeded noise.
+deterministic probability-flow ODE (Euler, noise 0) from seeded noise; a prompt that occurs more than
+once in the set gets fresh noise for each occurrence (``noise_keys``), so every prompt-image of the set
+is an independent sample.
 
 Deviations: ``overall`` is the mean over all prompt-images (``tag_mean`` is GenEval's mean over tags;
 with tag-balanced prompt sets they agree up to rounding). The 95 % intervals are normal intervals over
@@ -45,6 +47,21 @@ def sample_ode(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: i
     return x
 
 
+def noise_keys(prompts: Sequence[str]) -> list[str]:
+    """Noise key per prompt: the prompt itself, with ``#k`` appended for its k-th repeat (k ≥ 1).
+
+    A tag-balanced set repeats prompts where the grammar has few (3 single-object prompts fill 34
+    slots); keyed by text alone the repeats would draw the same noise and give the same image, so a
+    tag's accuracy would rest on a handful of distinct images counted many times over."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        k = seen.get(p, 0)
+        seen[p] = k + 1
+        out.append(p if k == 0 else f"{p}#{k}")
+    return out
+
+
 def _interval(values: list[float]) -> tuple[float, float]:
     """Normal 95 % interval of the mean of ``values`` (clipped to [0, 1])."""
     n = len(values)
@@ -79,6 +96,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
             raise TypeError("lora must be None or a peft model wrapping policy.transformer")
         lora.enable_adapter_layers()  # e.g. after disable_adapter_layers() for a base evaluation
     jobs = [(i, seed) for i in range(len(specs)) for seed in seeds]
+    keys = noise_keys([s.prompt for s in specs])
     passed: list[list[bool]] = [[] for _ in specs]
     images: list[Any] = []
     was_training = policy.transformer.training
@@ -87,7 +105,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             prompts = [specs[i].prompt for i, _ in chunk]
-            noise = seeded_noise(policy, [f"{specs[i].prompt}|{seed}" for i, seed in chunk])
+            noise = seeded_noise(policy, [f"{keys[i]}|{seed}" for i, seed in chunk])
             x0 = sample_ode(policy, prompts, noise, steps)
             for (i, _), im in zip(chunk, policy.decode(x0), strict=True):
                 passed[i].append(bool(check_spec(specs[i], detect(im))["passed"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,17 @@ def test_geneval_accuracy_switches_a_given_lora_on():
     assert not any(m.disable_adapters for m in layers)
     with pytest.raises(TypeError, match="peft model"):
         geneval_accuracy(policy, heldout_specs(1), seeds=(0,), steps=2, lora="adapter.safetensors")
+
+
+def test_repeated_prompts_get_independent_noise():
+    """A tag-balanced held-out set repeats short prompts; each repeat must be a new sample, not a copy."""
+    from arr_core.rpo.toy_eval import geneval_accuracy, heldout_specs, noise_keys
+
+    assert noise_keys(["a", "b", "a", "a"]) == ["a", "b", "a#1", "a#2"]
+    spec = heldout_specs(1)[0]
+    policy = ToyPolicy.random(seed=0)
+    res = geneval_accuracy(policy, [spec, spec], seeds=(0,), steps=2, return_images=True)
+    first, repeat = (np.asarray(im) for im in res["images"])
+    assert not np.array_equal(first, repeat)
+    again = geneval_accuracy(policy, [spec], seeds=(0,), steps=2, return_images=True)["images"][0]
+    assert np.array_equal(first, np.asarray(again))  # the first occurrence keeps its noise
