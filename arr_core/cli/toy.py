@@ -19,7 +19,7 @@ toy_app = typer.Typer(help="The toy text-to-image policy of the scene world.", n
 
 @toy_app.command("pretrain")
 def pretrain_cmd(
-    steps: Annotated[int, typer.Option(help="AdamW steps.")] = 1500,
+    steps: Annotated[int, typer.Option(help="AdamW steps.")] = 5000,
     out: Annotated[Path, typer.Option(help="Folder for the policy (toy_policy.json, text_encoder/, "
                                             "transformer/).")] = Path("toy_policy"),
     seed: Annotated[int, typer.Option(help="Seed of the weights, data and noise.")] = 0,
@@ -29,17 +29,21 @@ def pretrain_cmd(
                                                     "contradicts their prompt.")] = 0.3,
     eval_per_tag: Annotated[int, typer.Option(help="Held-out prompts per tag for the final accuracy "
                                                    "(0 skips it).")] = 20,
+    loss_floor: Annotated[float, typer.Option(help="Floor f of the loss weight 1/max(σ, f)² on the clean-"
+                                                   "image error: 1 = x-loss, 0.05 = JiT's v-loss.")] = 0.5,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy "
                                                         "2-core machine).")] = None,
 ) -> None:
     """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
     summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
-                           defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads)
+                           defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads,
+                           loss_floor=loss_floor)
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
 def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, lr: float = 1e-3,
-                 defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None) -> dict:
+                 defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
+                 loss_floor: float = 0.5) -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:
         raise InputError(f"must be >= 1, got {steps}", field="--steps")
@@ -47,6 +51,8 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must be >= 1, got {batch_size}", field="--batch-size")
     if not 0.0 <= defect_rate <= 1.0:
         raise InputError(f"must lie in [0, 1], got {defect_rate}", field="--defect-rate")
+    if not 0.0 < loss_floor <= 1.0:
+        raise InputError(f"must lie in (0, 1], got {loss_floor}", field="--loss-floor")
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
     if out.exists() and not out.is_dir():
@@ -58,7 +64,7 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
     if threads is not None:
         torch.set_num_threads(threads)
     return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
-                    eval_per_tag=eval_per_tag, log=console.print)
+                    eval_per_tag=eval_per_tag, loss_floor=loss_floor, log=console.print)
 
 
 def register_toy(app: typer.Typer) -> None:

@@ -34,6 +34,29 @@ def test_flow_matching_loss_trains_both_modules():
     assert policy.transformer.proj_out.weight.grad.abs().sum() > 0
 
 
+@torch.no_grad()
+def test_loss_floor_spans_v_loss_to_x_loss():
+    """floor = sigma_min is the velocity MSE (JiT's v-loss); floor = 1 is the clean-image MSE."""
+    policy = ToyPolicy.random(seed=2)
+    prompts, x0, _ = make_batch(np.random.default_rng(2), 6, 32, 0.0)
+    gen = torch.Generator().manual_seed(3)
+    eps = torch.randn(x0.shape, generator=gen)
+    sigma = torch.rand((6,), generator=gen)
+    assert float(sigma.min()) >= policy.config["sigma_min"]  # the two forms agree only above sigma_min
+    s = sigma.view(6, 1, 1, 1)
+    xs = (1 - s) * x0 + s * eps
+    cond = policy.encode(prompts)
+    v_loss = torch.nn.functional.mse_loss(policy.velocity(xs, sigma, cond), eps - x0)
+    x_loss = torch.nn.functional.mse_loss(policy.predict_x0(xs, sigma, cond), x0)
+
+    def loss(floor):
+        return flow_matching_loss(policy, prompts, x0, torch.Generator().manual_seed(3), floor)
+
+    torch.testing.assert_close(loss(policy.config["sigma_min"]), v_loss, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss(1.0), x_loss, rtol=1e-5, atol=1e-7)
+    assert float(loss(0.5)) < float(v_loss)  # a higher floor only lowers the weights
+
+
 def test_pretrain_command_writes_a_loadable_policy(tmp_path):
     app = typer.Typer()
     register_toy(app)
@@ -55,6 +78,8 @@ def test_pretrain_command_writes_a_loadable_policy(tmp_path):
 def test_pretrain_rejects_bad_options(tmp_path):
     with pytest.raises(InputError, match="--steps"):
         run_pretrain(steps=0, out=tmp_path / "x")
+    with pytest.raises(InputError, match="--loss-floor"):
+        run_pretrain(steps=1, out=tmp_path / "x", loss_floor=0.0)
     with pytest.raises(InputError, match="--defect-rate"):
         run_pretrain(steps=1, out=tmp_path / "x", defect_rate=1.5)
     (tmp_path / "file").write_text("x")

@@ -1,9 +1,9 @@
 """The shipped base checkpoint loads and has learned the scene world (a "learned something" test).
 
 GenEval-format accuracy alone cannot show learning here: an untrained policy's noise images score
-0.375 on the fixed set below because the scene detector reads noise as many objects (single- and
-two-object prompts pass on "at least one X"). Learning is therefore tested on denoising error
-against real renders, and accuracy against a floor below the shipped checkpoint's measured value.
+0.375 on heldout_specs(4, seed=777) × 2 seeds (the shipped checkpoint 0.083) because the scene
+detector reads noise as many objects (single- and two-object prompts pass on "at least one X").
+Learning is therefore tested on denoising error against real renders and on following colour words.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from arr_core.rpo.adapters.toy import ToyPolicy
 from arr_core.rpo.toy_eval import geneval_accuracy, heldout_specs
 from arr_core.rpo.toy_pretrain import make_batch
 
-# Measured with the shipped checkpoint (docs/toy.md): 0.167 on 4 prompts per tag (seed 777) × seeds
-# (0, 1), 8 ODE steps. The floor sits below it so that float differences across CPUs cannot flip it.
-SHIPPED_FLOOR = 0.10
+# Measured (docs/toy.md): the largest detected object has the prompt's colour in 0.55 of the 40 images
+# below for the shipped checkpoint, 0.10 for an untrained policy and for a v-loss-trained one (chance is
+# 1/10). The floor leaves room for float differences across CPUs.
+COLOUR_FLOOR = 0.4
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,30 @@ def test_shipped_checkpoint_denoises_scene_renders(shipped, sigma):
     assert trained < 0.25 * untrained
 
 
-def test_shipped_checkpoint_accuracy_floor(shipped):
+def _largest_object_colour_rate(policy: ToyPolicy) -> float:
+    from arr_core.rpo.toy_eval import sample_ode, seeded_noise
+    from arr_core.world import detect
+    from arr_core.world.grammar import COLORS
+
+    wanted = [(c, s) for c in COLORS for s in ("circle", "square")]
+    prompts = [f"a photo of a {c} {s}" for c, s in wanted]
+    hits = n = 0
+    for seed in (0, 1):
+        noise = seeded_noise(policy, [f"{p}|{seed}" for p in prompts])
+        for (colour, _), im in zip(wanted, policy.decode(sample_ode(policy, prompts, noise, 8)), strict=True):
+            dets = detect(im)
+            hits += bool(dets) and max(dets, key=lambda d: d.area).color == colour
+            n += 1
+    return hits / n
+
+
+def test_shipped_checkpoint_follows_colour_words(shipped):
+    assert _largest_object_colour_rate(shipped) >= COLOUR_FLOOR
+    assert _largest_object_colour_rate(ToyPolicy.random(seed=0)) < 0.25  # the test can fail
+
+
+def test_geneval_accuracy_reports_every_tag(shipped):
     res = geneval_accuracy(shipped, heldout_specs(4, seed=777), seeds=(0, 1), steps=8)
     assert res["n"] == 48 and set(res["per_tag"]) == {
         "single_object", "two_object", "counting", "colors", "position", "color_attr"}
-    assert res["overall"] >= SHIPPED_FLOOR
+    assert 0.0 <= res["overall"] <= 1.0
