@@ -20,7 +20,13 @@ prompts, two objects: 3, counting: 9, colours: 30) necessarily share prompt text
 "held-out" means independent prompts *and* noise seeds, not unseen texts. The offline VLM is a
 simulator: these figures test the pipeline, not any real VLM.
 
-Run: ``python benchmarks/rpo_toy.py [--reward judge|checker] [--steps 40] [--out F.json]``.
+Also reported: the share of the training rollouts that pass the detector's check, first vs last quarter
+of each run (``RolloutAccuracy``), i.e. whether the reward moved the policy on its own samples.
+
+Run: ``python benchmarks/rpo_toy.py [--reward judge|checker] [--steps 60] [--out F.json]``; the
+defaults are the run in the README (4 optimizer steps per RPO step: rollout batches of 2 prompts,
+``--accumulate 7`` = one optimizer step per batch's 7 trained denoising steps; shared initial noise).
+``--no-control`` and ``--control-only`` split the two runs over two processes (one per core).
 """
 
 from __future__ import annotations
@@ -65,6 +71,25 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int) -> tuple[o
     return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order", facts
 
 
+class RolloutAccuracy:
+    """Wraps a rewarder without changing its outcomes and records, per scored batch, the share of the
+    rollout images that pass the detector's GenEval-format check of their prompt: the ground truth the
+    reward is meant to raise, measured on the training rollouts themselves."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.batches = inner, []
+
+    async def score(self, prompts, groups, sources=None):
+        from arr_core.world import check_spec, detect
+        from arr_core.world.grammar import parse_prompt
+
+        outs = await self.inner.score(prompts, groups, sources)
+        passed = [check_spec(parse_prompt(p), detect(im))["passed"] for p, g in zip(prompts, groups, strict=True)
+                  for im in g]
+        self.batches.append(sum(passed) / len(passed))
+        return outs
+
+
 def train_config(args: argparse.Namespace) -> object:
     from arr_core.rpo.config import TrainConfig
 
@@ -74,9 +99,11 @@ def train_config(args: argparse.Namespace) -> object:
         "reward": {"kind": "checker" if args.reward == "checker" else "judge"},
         "lora": {"rank": args.rank, "alpha": 2.0 * args.rank},
         "seed": args.seed, "steps": args.steps, "num_steps": args.num_steps, "group_size": args.group_size,
-        "prompts_per_step": args.prompts_per_step, "rollout_batch_size": args.prompts_per_step,
+        "prompts_per_step": args.prompts_per_step,
+        "rollout_batch_size": args.rollout_batch_size,
+        "accumulate": args.accumulate if args.accumulate == "all" else int(args.accumulate),
         "lr": args.lr, "beta": args.beta, "clip_range": 0.2, "sample_grid_every": 0,
-        "checkpoint_every": 0, "a": args.a,
+        "checkpoint_every": 0, "a": args.a, "shared_initial_noise": args.shared_noise,
         **({"trained_steps": "fraction", "trained_fraction": args.trained_fraction}
            if args.trained_fraction else {}),
     })
@@ -105,14 +132,19 @@ def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
     from arr_core.rpo.trainer import train
 
     policy = ToyPolicy.load(args.policy)
+    tracked = RolloutAccuracy(rewarder)
     t0 = time.perf_counter()
-    res = train(policy, rewarder, prompts, cfg, out_dir, progress=print if args.verbose else None)
+    res = train(policy, tracked, prompts, cfg, out_dir, progress=print if args.verbose else None)
     metrics = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines() if ln]
     first, last = metrics[: max(1, len(metrics) // 4)], metrics[-max(1, len(metrics) // 4):]
     facts = {"train_s": round(time.perf_counter() - t0, 1),
              "reward_first_quarter": sum(m["reward_mean"] for m in first) / len(first),
              "reward_last_quarter": sum(m["reward_mean"] for m in last) / len(last),
-             "kl_last": metrics[-1]["kl"], "tie_rate_mean": sum(m["tie_rate"] for m in metrics) / len(metrics),
+             "kl_last": metrics[-1]["kl"],
+             "rollout_pass_first_quarter": sum(tracked.batches[:len(tracked.batches) // 4 or 1])
+             / len(tracked.batches[:len(tracked.batches) // 4 or 1]),
+             "rollout_pass_last_quarter": sum(tracked.batches[-(len(tracked.batches) // 4 or 1):])
+             / len(tracked.batches[-(len(tracked.batches) // 4 or 1):]), "tie_rate_mean": sum(m["tie_rate"] for m in metrics) / len(metrics),
              "lora_dir": str(res.lora_dir)}
     return policy, facts
 
@@ -125,13 +157,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reward", choices=["judge", "checker"], default="judge")
     ap.add_argument("--policy", type=Path, default=None, help="toy policy folder (default: shipped)")
-    ap.add_argument("--steps", type=int, default=40, help="RPO steps per run")
+    ap.add_argument("--steps", type=int, default=60, help="RPO steps per run")
     ap.add_argument("--num-steps", type=int, default=8, help="SDE sampling steps in training")
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--prompts-per-step", type=int, default=8)
+    ap.add_argument("--rollout-batch-size", type=int, default=2,
+                    help="prompts per rollout batch = training micro-batch")
+    ap.add_argument("--accumulate", default="7",
+                    help="backward units (micro-batch x trained step) per optimizer step, or 'all'")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--beta", type=float, default=0.01)
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--shared-noise", action=argparse.BooleanOptionalAction, default=True,
+                    help="the G images of a prompt start from the same noise (DanceGRPO)")
     ap.add_argument("--a", type=float, default=0.7, help="Flow-GRPO noise level of the SDE sampler")
     ap.add_argument("--trained-fraction", type=float, default=None,
                     help="train only the first round(f*(num_steps-1)) denoising steps (default: all but the last)")
@@ -143,9 +181,13 @@ def main() -> int:
     ap.add_argument("--train-seed", type=int, default=1, help="seed of the training prompt sample")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy CPU)")
     ap.add_argument("--no-control", action="store_true", help="skip the shuffled-reward control run")
+    ap.add_argument("--control-only", action="store_true",
+                    help="run only the control (e.g. in a second process beside a --no-control run)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--verbose", action="store_true", help="print every RPO step")
     args = ap.parse_args()
+    if args.no_control and args.control_only:
+        ap.error("--no-control and --control-only exclude each other")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
@@ -164,29 +206,36 @@ def main() -> int:
 
     base, t_eval = evaluate(ToyPolicy.load(args.policy), specs, args)
     print(f"base: {100 * base['overall']:.1f} % over {base['n']} images ({t_eval:.0f} s)", flush=True)
-    policy, rpo_facts = run_rpo(rewarder, prompts, cfg, work / "rpo", args)
-    after, _ = evaluate(policy, specs, args)
-    print(f"RPO ({args.reward}): {100 * after['overall']:.1f} % ({rpo_facts['train_s']:.0f} s training)", flush=True)
+    after, rpo_facts = None, None
+    if not args.control_only:
+        policy, rpo_facts = run_rpo(rewarder, prompts, cfg, work / "rpo", args)
+        after, _ = evaluate(policy, specs, args)
+        print(f"RPO ({args.reward}): {100 * after['overall']:.1f} % ({rpo_facts['train_s']:.0f} s training; training "
+              f"rollouts passing: first quarter {100 * rpo_facts['rollout_pass_first_quarter']:.1f} %, last quarter "
+              f"{100 * rpo_facts['rollout_pass_last_quarter']:.1f} %)", flush=True)
     control, control_facts = None, None
     if not args.no_control:
         policy, control_facts = run_rpo(ShuffledRewarder(rewarder, args.seed), prompts, cfg, work / "control", args)
         control, _ = evaluate(policy, specs, args)
-        print(f"control (shuffled): {100 * control['overall']:.1f} %", flush=True)
+        print(f"control (shuffled): {100 * control['overall']:.1f} % ({control_facts['train_s']:.0f} s training; "
+              f"training rollouts passing: first quarter {100 * control_facts['rollout_pass_first_quarter']:.1f} %, "
+              f"last quarter {100 * control_facts['rollout_pass_last_quarter']:.1f} %)", flush=True)
     total = time.perf_counter() - t_all
 
     print()
     print(f"RPO on the scene world, toy policy; reward: {desc}")
-    print(f"held-out: {base['n_prompts']} prompts x {len(args.seeds)} seeds = {base['n']} images, "
+    print(f"held-out: {base['n_prompts']} prompts (repeats draw fresh noise) x {len(args.seeds)} seeds = {base['n']} images, "
           f"ODE {args.eval_steps} steps; RPO {args.steps} steps x {args.prompts_per_step} prompts x "
           f"G={args.group_size}, lr {args.lr}, LoRA rank {args.rank}, beta {args.beta}")
-    cols = ["base", f"RPO ({args.reward})"] + (["control (shuffled)"] if control else [])
+    cols = ["base"] + ([f"RPO ({args.reward})"] if after else []) + (["control (shuffled)"] if control else [])
     print(f"{'tag':<14} " + " ".join(f"{c:>22}" for c in cols))
-    runs = [base, after] + ([control] if control else [])
+    runs = [r for r in (base, after, control) if r]
     for tag in TAGS:
         print(f"{tag:<14} " + " ".join(f"{fmt(r['per_tag'][tag], r['per_tag_ci95'][tag]):>22}" for r in runs))
     print(f"{'overall':<14} " + " ".join(f"{fmt(r['overall'], r['ci95']):>22}" for r in runs))
-    print(f"delta RPO {100 * (after['overall'] - base['overall']):+.1f} points"
-          + (f", control {100 * (control['overall'] - base['overall']):+.1f} points" if control else ""))
+    deltas = [f"{name} {100 * (r['overall'] - base['overall']):+.1f} points"
+              for name, r in (("RPO", after), ("control", control)) if r]
+    print("delta " + ", ".join(deltas))
     load = os.getloadavg()
     print(f"total wall time {total:.0f} s on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
           f"load average {load[0]:.1f}, torch threads {args.threads}")
