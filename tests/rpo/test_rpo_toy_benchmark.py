@@ -1,0 +1,41 @@
+"""`benchmarks/rpo_toy.py` end to end at a tiny size: both runs, the JSON it writes, the rollout tracker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "res.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--steps", "2", "--prompts-per-step", "2",
+           "--rollout-batch-size", "1", "--accumulate", "2", "--group-size", "2", "--num-steps", "3",
+           "--heldout-per-tag", "1", "--seeds", "0", "--eval-steps", "2", "--seed-pairs", "8",
+           "--out", str(out), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
+    data = _run(tmp_path, "--reward", "checker")
+    assert data["base"]["n"] == 6 and data["rpo"]["n"] == 6 and data["control"]["n"] == 6
+    for facts in (data["rpo_train"], data["control_train"]):
+        assert 0.0 <= facts["rollout_pass_first_quarter"] <= 1.0
+        assert 0.0 <= facts["rollout_pass_last_quarter"] <= 1.0
+    assert data["args"]["shared_noise"] is True and data["args"]["accumulate"] == "2"
+
+
+@pytest.mark.slow
+def test_rpo_toy_benchmark_control_only(tmp_path):
+    data = _run(tmp_path, "--reward", "checker", "--control-only")
+    assert data["rpo"] is None and data["control"]["n"] == 6
