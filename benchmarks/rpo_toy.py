@@ -136,17 +136,21 @@ def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
     t0 = time.perf_counter()
     res = train(policy, tracked, prompts, cfg, out_dir, progress=print if args.verbose else None)
     metrics = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines() if ln]
-    first, last = metrics[: max(1, len(metrics) // 4)], metrics[-max(1, len(metrics) // 4):]
+    reward_first, reward_last = quarter_means([m["reward_mean"] for m in metrics])
+    pass_first, pass_last = quarter_means(tracked.batches)
     facts = {"train_s": round(time.perf_counter() - t0, 1),
-             "reward_first_quarter": sum(m["reward_mean"] for m in first) / len(first),
-             "reward_last_quarter": sum(m["reward_mean"] for m in last) / len(last),
+             "reward_first_quarter": reward_first, "reward_last_quarter": reward_last,
              "kl_last": metrics[-1]["kl"],
-             "rollout_pass_first_quarter": sum(tracked.batches[:len(tracked.batches) // 4 or 1])
-             / len(tracked.batches[:len(tracked.batches) // 4 or 1]),
-             "rollout_pass_last_quarter": sum(tracked.batches[-(len(tracked.batches) // 4 or 1):])
-             / len(tracked.batches[-(len(tracked.batches) // 4 or 1):]), "tie_rate_mean": sum(m["tie_rate"] for m in metrics) / len(metrics),
+             "rollout_pass_first_quarter": pass_first, "rollout_pass_last_quarter": pass_last,
+             "tie_rate_mean": sum(m["tie_rate"] for m in metrics) / len(metrics),
              "lora_dir": str(res.lora_dir)}
     return policy, facts
+
+
+def quarter_means(values: list[float]) -> tuple[float, float]:
+    """Means of the first and of the last quarter of ``values`` (at least one value each)."""
+    k = max(1, len(values) // 4)
+    return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
 def fmt(acc: float, ci: list[float]) -> str:

@@ -78,9 +78,8 @@ def flow_matching_loss(policy: ToyPolicy, prompts: list[str], x0: torch.Tensor,
     xs = (1 - s) * x0 + s * eps
     ids, mask = policy.tokenize(prompts)
     cond = policy.encode_tokens(ids, mask)
-    floor = float(loss_floor)
     x0_hat = policy.predict_x0(xs.to(policy.device), sigma.to(policy.device), cond)
-    weight = 1.0 / s.clamp_min(floor).to(policy.device) ** 2
+    weight = 1.0 / s.clamp_min(float(loss_floor)).to(policy.device) ** 2
     return (weight * (x0_hat - x0.to(policy.device)) ** 2).mean()
 
 
