@@ -33,17 +33,21 @@ def pretrain_cmd(
                                                    "image error: 1 = x-loss, 0.05 = JiT's v-loss.")] = 0.5,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy "
                                                         "2-core machine).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Continue from this toy policy folder (fresh "
+                                                      "optimizer and warmup; other data than its run).")] = None,
+    schedule: Annotated[str, typer.Option(help="Learning rate after warmup: constant, or cosine "
+                                               "(decays to 0 at the last step).")] = "constant",
 ) -> None:
     """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
     summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
                            defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads,
-                           loss_floor=loss_floor)
+                           loss_floor=loss_floor, init=init, schedule=schedule)
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
 def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, lr: float = 1e-3,
                  defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
-                 loss_floor: float = 0.5) -> dict:
+                 loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant") -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:
         raise InputError(f"must be >= 1, got {steps}", field="--steps")
@@ -55,6 +59,14 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must lie in (0, 1], got {loss_floor}", field="--loss-floor")
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
+    if schedule not in ("constant", "cosine"):
+        raise InputError(f"must be constant or cosine, got {schedule!r}", field="--schedule")
+    if init is not None and not (init / "toy_policy.json").is_file():
+        raise InputError("is not a toy policy folder (toy_policy.json is missing)", field="--init",
+                         file=str(init))
+    if init is not None and out.resolve() == init.resolve():
+        raise InputError("must differ from --init (the folder being continued is read while training)",
+                         field="--out", file=str(out))
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", field="--out", file=str(out))
     import torch
@@ -64,7 +76,8 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
     if threads is not None:
         torch.set_num_threads(threads)
     return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
-                    eval_per_tag=eval_per_tag, loss_floor=loss_floor, log=console.print)
+                    eval_per_tag=eval_per_tag, loss_floor=loss_floor, init=init, schedule=schedule,
+                    log=console.print)
 
 
 def register_toy(app: typer.Typer) -> None:

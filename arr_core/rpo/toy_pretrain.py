@@ -22,6 +22,7 @@ guidance), pixel space instead of a VAE latent.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from arr_core.rpo.adapters.toy import ToyPolicy, images_to_latents
 
 LOSS_FLOOR = 0.5  # see flow_matching_loss: between JiT's v-loss (0.05) and the x-loss (1)
+SCHEDULES = ("constant", "cosine")
 SCENE_DEFECTS = ("missing_object", "extra_object", "wrong_color", "wrong_count", "broken_relation",
                  "wrong_shape")
 
@@ -83,6 +85,15 @@ def flow_matching_loss(policy: ToyPolicy, prompts: list[str], x0: torch.Tensor,
     return (weight * (x0_hat - x0.to(policy.device)) ** 2).mean()
 
 
+def lr_factor(k: int, steps: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier after ``k`` optimizer steps: linear warmup over ``warmup`` steps, then
+    1 (``constant``) or a cosine from 1 down to 0 at step ``steps`` (``cosine``)."""
+    ramp = min(1.0, (k + 1) / max(1, warmup))
+    if schedule == "constant" or k < warmup:
+        return ramp
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (k - warmup) / max(1, steps - warmup))))
+
+
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
@@ -91,10 +102,15 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_size: int = 16,
              lr: float = 1e-3, warmup: int = 100, defect_rate: float = 0.3, ema_decay: float = 0.999,
-             loss_floor: float = LOSS_FLOOR,
+             loss_floor: float = LOSS_FLOOR, init: Path | str | None = None, schedule: str = "constant",
              eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Train a fresh toy policy for ``steps`` AdamW steps and save it (EMA weights) to ``out_dir``.
+    """Train a toy policy for ``steps`` AdamW steps and save it (EMA weights) to ``out_dir``.
+
+    ``init``: None starts from random weights (``seed``); a policy folder (``ToyPolicy.save``, e.g. an
+    earlier ``pretrain``) continues from its weights with a fresh optimizer, warmup and EMA started at
+    those weights; its pretraining summary is kept under ``"continued_from"``. ``schedule``:
+    ``constant`` (after warmup) or ``cosine`` (decay to 0 at the last step).
 
     Returns the summary that is also stored under ``"pretrain"`` in ``toy_policy.json``: steps,
     seconds, final loss, settings and the held-out GenEval-format accuracy (``eval_per_tag`` prompts
@@ -108,14 +124,19 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         raise ValueError(f"loss_floor must lie in (0, 1], got {loss_floor}")
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     t0 = time.perf_counter()
-    policy = ToyPolicy.random(seed=seed)
+    policy = ToyPolicy.random(seed=seed) if init is None else ToyPolicy.load(init)
+    previous = policy.config.pop("pretrain", None)
     modules = torch.nn.ModuleDict({"text": policy.text_encoder, "image": policy.transformer}).train()
     ema = copy.deepcopy(modules).eval().requires_grad_(False)
     opt = torch.optim.AdamW(modules.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, warmup)))
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, warmup, schedule))
+    # A continued run draws other data and noise than the run it continues (same seed, other stream).
+    offset = 0 if previous is None else int(previous.get("steps", 0)) + 1
+    rng = np.random.default_rng([seed, offset] if offset else seed)
+    gen = torch.Generator().manual_seed(seed + 1_000_003 * offset)
     size = policy.config["image_size"]
     running, n_bad_total = None, 0
     for step in range(1, steps + 1):
@@ -127,7 +148,7 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
         opt.step()
         sched.step()
-        _ema_update(ema, modules, min(ema_decay, (1 + step) / (10 + step)))
+        _ema_update(ema, modules, ema_decay if init is not None else min(ema_decay, (1 + step) / (10 + step)))
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if log and (step % log_every == 0 or step == steps):
             log(f"step {step}/{steps} loss {running:.4f} ({time.perf_counter() - t0:.0f} s)")
@@ -136,8 +157,10 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
     summary: dict[str, Any] = {
         "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr, "warmup": warmup,
         "defect_rate": defect_rate, "ema_decay": ema_decay, "loss_floor": loss_floor, "final_loss": round(float(running), 5),
-        "defective_images": n_bad_total, "train_seconds": round(train_s, 1),
+        "defective_images": n_bad_total, "train_seconds": round(train_s, 1), "schedule": schedule,
     }
+    if init is not None:
+        summary["continued_from"] = {"source": policy.source, "pretrain": previous}
     if eval_per_tag > 0:
         from arr_core.rpo.toy_eval import geneval_accuracy, heldout_specs
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from arr_core.cli.toy import register_toy, run_pretrain
 from arr_core.errors import InputError
 from arr_core.rpo.adapters.toy import ToyPolicy
-from arr_core.rpo.toy_pretrain import flow_matching_loss, make_batch
+from arr_core.rpo.toy_pretrain import flow_matching_loss, lr_factor, make_batch, pretrain
 
 
 def test_make_batch_defect_rate_and_range():
@@ -82,6 +82,41 @@ def test_pretrain_rejects_bad_options(tmp_path):
         run_pretrain(steps=1, out=tmp_path / "x", loss_floor=0.0)
     with pytest.raises(InputError, match="--defect-rate"):
         run_pretrain(steps=1, out=tmp_path / "x", defect_rate=1.5)
+    with pytest.raises(InputError, match="--schedule"):
+        run_pretrain(steps=1, out=tmp_path / "x", schedule="linear")
+    with pytest.raises(InputError, match="--init"):
+        run_pretrain(steps=1, out=tmp_path / "x", init=tmp_path)
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="--out"):
         run_pretrain(steps=1, out=tmp_path / "file")
+
+
+def test_lr_factor_warmup_then_constant_or_cosine():
+    assert lr_factor(0, 100, 10, "constant") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10, "constant") == 1.0
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)  # halfway through the decay
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    decay = [lr_factor(k, 100, 10, "cosine") for k in range(10, 101)]
+    assert all(a >= b for a, b in zip(decay[:-1], decay[1:], strict=True))
+
+
+def test_pretrain_continues_from_a_saved_policy(tmp_path):
+    first = tmp_path / "first"
+    pretrain(first, steps=3, batch_size=4, eval_per_tag=0, log=None)
+    cont = tmp_path / "cont"
+    facts = pretrain(cont, init=first, steps=2, batch_size=4, eval_per_tag=0, schedule="cosine", log=None)
+    assert facts["steps"] == 2 and facts["schedule"] == "cosine"
+    assert facts["continued_from"]["pretrain"]["steps"] == 3
+    assert facts["continued_from"]["source"] == str(first)
+    start, end = ToyPolicy.load(first), ToyPolicy.load(cont)
+    assert end.describe()["pretrain"]["continued_from"]["pretrain"]["steps"] == 3
+    moved = [not torch.equal(a, b) for a, b in zip(end.transformer.parameters(), start.transformer.parameters(),
+                                                   strict=True)]
+    assert any(moved)
+    # With a vanishing learning rate the continued run ends where it started: it starts from `first`.
+    pretrain(tmp_path / "still", init=first, steps=1, batch_size=4, lr=1e-12, eval_per_tag=0, log=None)
+    still = ToyPolicy.load(tmp_path / "still")
+    for a, b in zip(still.transformer.parameters(), start.transformer.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
