@@ -119,11 +119,17 @@ def world_prompts(n: int, seed: int) -> list[str]:
 
 
 def evaluate(policy, specs, args) -> tuple[dict, float]:
+    """Held-out accuracy with the ODE sampler; with ``--sde-eval`` also with the training SDE sampler
+    (under ``"sde"``)."""
     from arr_core.rpo.toy_eval import geneval_accuracy
 
     t0 = time.perf_counter()
     res = geneval_accuracy(policy, specs, seeds=tuple(args.seeds), steps=args.eval_steps)
     res.pop("passed")
+    if args.sde_eval:
+        res["sde"] = geneval_accuracy(policy, specs, seeds=tuple(args.seeds), steps=args.num_steps,
+                                      sampler="sde", a=args.a)
+        res["sde"].pop("passed")
     return res, time.perf_counter() - t0
 
 
@@ -153,6 +159,17 @@ def quarter_means(values: list[float]) -> tuple[float, float]:
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
+def print_table(title: str, cols: list[str], runs: list[dict]) -> None:
+    """Per-tag and overall accuracy of ``runs`` (base first) with 95 % intervals, and the deltas."""
+    print(f"\n{title}")
+    print(f"{'tag':<14} " + " ".join(f"{c:>22}" for c in cols))
+    for tag in TAGS:
+        print(f"{tag:<14} " + " ".join(f"{fmt(r['per_tag'][tag], r['per_tag_ci95'][tag]):>22}" for r in runs))
+    print(f"{'overall':<14} " + " ".join(f"{fmt(r['overall'], r['ci95']):>22}" for r in runs))
+    print("delta " + ", ".join(f"{c} {100 * (r['overall'] - runs[0]['overall']):+.1f} points"
+                               for c, r in zip(cols[1:], runs[1:], strict=True)))
+
+
 def fmt(acc: float, ci: list[float]) -> str:
     return f"{100 * acc:5.1f} [{100 * ci[0]:4.1f}, {100 * ci[1]:5.1f}]"
 
@@ -180,6 +197,8 @@ def main() -> int:
     ap.add_argument("--heldout-per-tag", type=int, default=34)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--eval-steps", type=int, default=8)
+    ap.add_argument("--sde-eval", action=argparse.BooleanOptionalAction, default=True,
+                    help="also evaluate with the training sampler (Flow-GRPO SDE, --a, --num-steps steps)")
     ap.add_argument("--seed-pairs", type=int, default=48, help="preference pairs for rubric induction")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-seed", type=int, default=1, help="seed of the training prompt sample")
@@ -232,14 +251,10 @@ def main() -> int:
           f"ODE {args.eval_steps} steps; RPO {args.steps} steps x {args.prompts_per_step} prompts x "
           f"G={args.group_size}, lr {args.lr}, LoRA rank {args.rank}, beta {args.beta}")
     cols = ["base"] + ([f"RPO ({args.reward})"] if after else []) + (["control (shuffled)"] if control else [])
-    print(f"{'tag':<14} " + " ".join(f"{c:>22}" for c in cols))
     runs = [r for r in (base, after, control) if r]
-    for tag in TAGS:
-        print(f"{tag:<14} " + " ".join(f"{fmt(r['per_tag'][tag], r['per_tag_ci95'][tag]):>22}" for r in runs))
-    print(f"{'overall':<14} " + " ".join(f"{fmt(r['overall'], r['ci95']):>22}" for r in runs))
-    deltas = [f"{name} {100 * (r['overall'] - base['overall']):+.1f} points"
-              for name, r in (("RPO", after), ("control", control)) if r]
-    print("delta " + ", ".join(deltas))
+    print_table("ODE sampler (deterministic)", cols, runs)
+    if args.sde_eval:
+        print_table(f"training sampler (SDE, a={args.a}, {args.num_steps} steps)", cols, [r["sde"] for r in runs])
     load = os.getloadavg()
     print(f"total wall time {total:.0f} s on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
           f"load average {load[0]:.1f}, torch threads {args.threads}")

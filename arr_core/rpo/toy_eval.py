@@ -4,7 +4,8 @@ GenEval (Ghosh et al., 2023) samples images per prompt, detects objects and chec
 ``include``/``exclude`` clauses; a prompt-image passes when every clause passes, and the reported
 score is the mean over tags. Here the detector is the scene world's numpy detector
 (``arr_core.world.detect``) and the checker ``arr_core.world.check_spec``; sampling is the
-deterministic probability-flow ODE (Euler, noise 0) from seeded noise; a prompt that occurs more than
+deterministic probability-flow ODE (Euler, noise 0) from seeded noise, or with ``sampler="sde"`` RPO's
+training sampler (Flow-GRPO SDE) with step noise seeded per prompt-image; a prompt that occurs more than
 once in the set gets fresh noise for each occurrence (``noise_keys``), so every prompt-image of the set
 is an independent sample.
 
@@ -47,6 +48,26 @@ def sample_ode(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: i
     return x
 
 
+@torch.no_grad()
+def sample_sde(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: int, keys: Sequence[str],
+               a: float = 0.7) -> torch.Tensor:
+    """The training sampler (Flow-GRPO SDE, noise level ``a``) from σ = 1 to 0. Each sample's step noise
+    comes from its own generator (seeded by its key), so a sample does not depend on its batch;
+    ``a = 0`` is the Euler ODE of ``sample_ode``."""
+    from arr_core.rpo.sde import sde_step
+
+    if len(keys) != noise.shape[0]:
+        raise ValueError(f"got {len(keys)} keys for {noise.shape[0]} samples")
+    step_noise = torch.stack([seeded_noise(policy, [f"{k}|sde{i}" for i in range(steps)]) for k in keys], dim=1)
+    cond = policy.encode(prompts)
+    sig = policy.sigmas(steps)
+    x = noise
+    for i in range(steps):
+        v = policy.velocity(x, sig[i].expand(x.shape[0]).to(x.device), cond)
+        x, _, _ = sde_step(x, v, sig[i], sig[i + 1], kind="flow_grpo", a=a, noise=step_noise[i])
+    return x
+
+
 def noise_keys(prompts: Sequence[str]) -> list[str]:
     """Noise key per prompt: the prompt itself, with ``#k`` appended for its k-th repeat (k ≥ 1).
 
@@ -74,13 +95,16 @@ def _interval(values: list[float]) -> tuple[float, float]:
 
 
 def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] = (0, 1), steps: int = 10,
-                     lora: Any = None, batch_size: int = 64, return_images: bool = False) -> dict[str, Any]:
+                     lora: Any = None, batch_size: int = 64, return_images: bool = False,
+                     sampler: str = "ode", a: float = 0.7) -> dict[str, Any]:
     """Detector-checked GenEval-format accuracy of ``policy`` on scene-world ``specs``.
 
     ``specs``: ``PromptSpec`` objects (or GenEval metadata dicts); ``seeds``: noise seeds per prompt;
     ``lora``: None evaluates ``policy`` as it is (with whatever adapter its transformer carries); a
     peft model wrapping ``policy.transformer`` (e.g. ``TrainResult.model``) has its adapter layers
-    switched on first (for the base, call inside ``with lora.disable_adapter():`` and pass None).
+    switched on first (for the base, call inside ``with lora.disable_adapter():`` and pass None);
+    ``sampler``: ``ode`` (deterministic Euler, GenEval's usual setting) or ``sde`` (the RPO training
+    sampler, Flow-GRPO noise level ``a``, seeded per prompt-image).
     Returns ``{"overall", "tag_mean", "per_tag": {tag: acc}, "ci95": [lo, hi],
     "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts", "steps", "seeds", "passed": [[bool]]}``.
     """
@@ -90,6 +114,8 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
         raise ValueError("specs must hold at least one prompt spec")
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
+    if sampler not in ("ode", "sde"):
+        raise ValueError(f"sampler must be 'ode' or 'sde', got {sampler!r}")
     specs = [s if isinstance(s, PromptSpec) else PromptSpec.from_geneval(s) for s in specs]
     if lora is not None:
         if not hasattr(lora, "enable_adapter_layers"):
@@ -105,8 +131,10 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             prompts = [specs[i].prompt for i, _ in chunk]
-            noise = seeded_noise(policy, [f"{keys[i]}|{seed}" for i, seed in chunk])
-            x0 = sample_ode(policy, prompts, noise, steps)
+            chunk_keys = [f"{keys[i]}|{seed}" for i, seed in chunk]
+            noise = seeded_noise(policy, chunk_keys)
+            x0 = (sample_ode(policy, prompts, noise, steps) if sampler == "ode"
+                  else sample_sde(policy, prompts, noise, steps, chunk_keys, a))
             for (i, _), im in zip(chunk, policy.decode(x0), strict=True):
                 passed[i].append(bool(check_spec(specs[i], detect(im))["passed"]))
                 if return_images:
@@ -129,6 +157,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
         "n": len(jobs),
         "n_prompts": len(specs),
         "steps": steps,
+        "sampler": sampler if sampler == "ode" else f"sde(a={a})",
         "seeds": list(seeds),
         "passed": passed,
     }
