@@ -59,19 +59,20 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must lie in (0, 1], got {loss_floor}", field="--loss-floor")
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
-    if schedule not in ("constant", "cosine"):
-        raise InputError(f"must be constant or cosine, got {schedule!r}", field="--schedule")
-    if init is not None and not (init / "toy_policy.json").is_file():
-        raise InputError("is not a toy policy folder (toy_policy.json is missing)", field="--init",
+    from arr_core.rpo.adapters.toy import CONFIG_FILE
+    from arr_core.rpo.toy_pretrain import SCHEDULES, pretrain
+
+    if schedule not in SCHEDULES:
+        raise InputError(f"must be one of {', '.join(SCHEDULES)}, got {schedule!r}", field="--schedule")
+    if init is not None and not (init / CONFIG_FILE).is_file():
+        raise InputError(f"is not a toy policy folder ({CONFIG_FILE} is missing)", field="--init",
                          file=str(init))
     if init is not None and out.resolve() == init.resolve():
-        raise InputError("must differ from --init (the folder being continued is read while training)",
+        raise InputError("must differ from --init (saving would overwrite the policy being continued)",
                          field="--out", file=str(out))
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", field="--out", file=str(out))
     import torch
-
-    from arr_core.rpo.toy_pretrain import pretrain
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -36,16 +36,23 @@ def seeded_noise(policy: Policy, keys: Sequence[str]) -> torch.Tensor:
     return torch.cat(out)
 
 
-@torch.no_grad()
-def sample_ode(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """Euler integration of the probability-flow ODE from σ = 1 to 0: x ← x + (σ_{i+1} − σ_i)·v."""
+def _integrate(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: int,
+               step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+               ) -> torch.Tensor:
+    """Run ``x ← step(i, x, v, σ_i, σ_{i+1})`` from σ = 1 to 0 on the policy's schedule of ``steps``."""
     cond = policy.encode(prompts)
     sig = policy.sigmas(steps)
     x = noise
     for i in range(steps):
         v = policy.velocity(x, sig[i].expand(x.shape[0]).to(x.device), cond)
-        x = x + (sig[i + 1] - sig[i]) * v
+        x = step(i, x, v, sig[i], sig[i + 1])
     return x
+
+
+@torch.no_grad()
+def sample_ode(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """Euler integration of the probability-flow ODE from σ = 1 to 0: x ← x + (σ_{i+1} − σ_i)·v."""
+    return _integrate(policy, prompts, noise, steps, lambda i, x, v, s, s_next: x + (s_next - s) * v)
 
 
 @torch.no_grad()
@@ -59,13 +66,8 @@ def sample_sde(policy: Policy, prompts: list[str], noise: torch.Tensor, steps: i
     if len(keys) != noise.shape[0]:
         raise ValueError(f"got {len(keys)} keys for {noise.shape[0]} samples")
     step_noise = torch.stack([seeded_noise(policy, [f"{k}|sde{i}" for i in range(steps)]) for k in keys], dim=1)
-    cond = policy.encode(prompts)
-    sig = policy.sigmas(steps)
-    x = noise
-    for i in range(steps):
-        v = policy.velocity(x, sig[i].expand(x.shape[0]).to(x.device), cond)
-        x, _, _ = sde_step(x, v, sig[i], sig[i + 1], kind="flow_grpo", a=a, noise=step_noise[i])
-    return x
+    return _integrate(policy, prompts, noise, steps, lambda i, x, v, s, s_next: sde_step(
+        x, v, s, s_next, kind="flow_grpo", a=a, noise=step_noise[i])[0])
 
 
 def noise_keys(prompts: Sequence[str]) -> list[str]:
