@@ -191,13 +191,21 @@ class _Perception:
 _EYES = _Perception()
 
 
+def quality_scores(dets: list[Any], quality: dict[str, float]) -> dict[str, float]:
+    """Scores of the image-quality checks. Sharpness and contrast are properties of the objects'
+    edges and colours: an image without objects satisfies neither (0), although the detector's
+    ``image_quality`` reports them as 1 there (nothing wrong measured). Scoring an empty canvas as
+    perfectly sharp and contrasty let RPO's judge prefer empty images whenever the content checks
+    tied, and the toy policy learned to draw nothing (docs/toy.md, "The empty-image reward hack")."""
+    has_objects = bool(dets)
+    return {"sharpness": float(quality["sharpness"]) if has_objects else 0.0,
+            "noise": 1.0 - float(quality["noise"]),
+            "contrast": float(quality["contrast"]) if has_objects else 0.0}
+
+
 def t2i_scores(spec: Any, dets: list[Any], quality: dict[str, float]) -> dict[str, float]:
     """Score in [0, 1] of every check for one image of a T2I prompt (0.5 when the caption is unknown)."""
-    out: dict[str, float] = {
-        "sharpness": float(quality["sharpness"]),
-        "noise": 1.0 - float(quality["noise"]),
-        "contrast": float(quality["contrast"]),
-    }
+    out = quality_scores(dets, quality)
     if spec is None:
         out.update(dict.fromkeys(T2I_CHECKS, 0.5))
         return out
@@ -228,8 +236,7 @@ def edit_scores(instruction: str, src_dets: list[Any], dets: list[Any],
     """Score of every check for one edited image (instruction followed, rest preserved, quality)."""
     from arr_core.world.edit import check_edit
 
-    out = {"sharpness": float(quality["sharpness"]), "noise": 1.0 - float(quality["noise"]),
-           "contrast": float(quality["contrast"])}
+    out = quality_scores(dets, quality)
     try:
         res = check_edit(instruction, src_dets, dets)
         out["follows"], out["preserved"] = float(res["follows"]), float(res["preserved"])

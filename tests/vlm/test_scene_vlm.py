@@ -12,8 +12,9 @@ from PIL import Image
 
 from arr_core.prompts import templates as T
 from arr_core.vlm.client import VLMClient
-from arr_core.vlm.scene import PHRASES, VAGUE, SceneVLM, criterion_check, rubric_lines
-from arr_core.world import render, sample_spec
+from arr_core.vlm.scene import PHRASES, VAGUE, SceneVLM, criterion_check, rubric_lines, t2i_scores
+from arr_core.world import analyse_image, render, sample_spec
+from arr_core.world.grammar import parse_prompt
 from arr_core.world.pairs import make_pairs
 from arr_core.world.scene import scene_from_spec
 
@@ -184,9 +185,14 @@ def test_listwise_judging_and_generation(t2i_pairs):
 
 
 def test_revise_uses_the_feedback(t2i_pairs):
-    """A neutral criterion survives revision unless the feedback says it made a failed order's winner."""
+    """A neutral criterion survives revision unless the feedback says it made a failed order's winner.
+    (The pair is one whose preferred image is better on fewer than 5 checks, so the revision's 5
+    criteria have room for a kept one after the checks that help.)"""
     sc = SceneVLM()
-    q, ims, _, pref = t2i_pairs[0]
+    q, ims, _, pref = next(
+        p for p in t2i_pairs
+        if json.loads(sc.respond(T.build_generate("t2i", p[0], p[1], preferred=p[3]).messages)[0])["reason"]
+        .split(";")[0].count(",") < 3)
     gen = json.loads(sc.respond(T.build_generate("t2i", q, ims, preferred=pref).messages)[0])
     neutral = next(c for c in ("noise", "contrast", "relation", "color", "sharpness")
                    if c not in gen["reason"])
@@ -199,3 +205,21 @@ def test_revise_uses_the_feedback(t2i_pairs):
     assert neutral in revise("Order shown [Image 2, Image 1]: FAILED. Judge's reason: no rubric separates them.")
     assert neutral not in revise(f"Order shown [Image 2, Image 1]: FAILED. Judge's reason: Image 1 ranked "
                                  f"first. It is better on: {neutral}.")
+
+
+def test_empty_canvas_does_not_win_on_quality_when_content_ties():
+    """A blurred triangle and an empty canvas fail "a photo of a square" alike (no square, nothing
+    extra); with quality rubrics the empty canvas must not win on "sharp edges" and "contrast" it
+    does not have (before the fix it did, and RPO's toy policy learned to draw nothing)."""
+    triangle = render(scene_from_spec(parse_prompt("a photo of a triangle"), np.random.default_rng(0)), 64, blur=1.0)
+    empty = Image.new("RGB", triangle.size, triangle.getpixel((0, 0)))
+    spec = parse_prompt("a photo of a square")
+    s_tri, s_empty = (t2i_scores(spec, *analyse_image(im)) for im in (triangle, empty))
+    content = ("all", "presence", "count", "color", "relation", "shape", "extra")
+    assert [s_tri[c] for c in content] == [s_empty[c] for c in content]  # the content checks tie
+    assert 0 < s_tri["sharpness"] < 1  # the blur is measured
+    assert s_empty["sharpness"] == s_empty["contrast"] == 0.0
+    block = "\n".join(f"{i}. {PHRASES[c][0]}" for i, c in enumerate(["shape", "extra", "sharpness", "contrast"], 1))
+    for ims, tri_idx in (([triangle, empty], 0), ([empty, triangle], 1)):
+        answer, _ = SceneVLM().respond(T.build_judge("t2i", spec.prompt, ims, rubrics_block=block).messages)
+        assert json.loads(answer)["rank"].index(1) == tri_idx
