@@ -14,7 +14,10 @@ Steps (all offline, CPU):
 5. Control: the same run from the same base with ``ShuffledRewarder`` (rewards permuted within and
    among groups, so they carry no information), then the held-out accuracy.
 
-Prints a table (per tag and overall, 95 % intervals over prompts) and writes ``--out`` JSON.
+Prints a table (per tag and overall, 95 % intervals over prompts) and each run's change from the base
+with a paired 95 % interval (``paired_delta``: base and trained policy see the same noise per
+prompt-image, so the interval is that of the change), and writes ``--out`` JSON (per-image ``passed``
+lists included, under ``deltas`` the paired changes).
 Held-out prompts are an independent sample of the same grammar: the small tags (single object: 3
 prompts, two objects: 3, counting: 9, colours: 30) necessarily share prompt texts with training, so
 "held-out" means independent prompts *and* noise seeds, not unseen texts. The offline VLM is a
@@ -125,12 +128,10 @@ def evaluate(policy, specs, args) -> tuple[dict, float]:
 
     t0 = time.perf_counter()
     res = geneval_accuracy(policy, specs, seeds=tuple(args.seeds), steps=args.eval_steps)
-    res.pop("passed")
     if args.sde_eval:
         res["sde"] = geneval_accuracy(policy, specs, seeds=tuple(args.seeds), steps=args.num_steps,
                                       sampler="sde", a=args.a)
-        res["sde"].pop("passed")
-    return res, time.perf_counter() - t0
+    return res, time.perf_counter() - t0  # "passed" stays: paired_delta needs it, and the JSON keeps it
 
 
 def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
@@ -160,14 +161,30 @@ def quarter_means(values: list[float]) -> tuple[float, float]:
 
 
 def print_table(title: str, cols: list[str], runs: list[dict]) -> None:
-    """Per-tag and overall accuracy of ``runs`` (base first) with 95 % intervals, and the deltas."""
+    """Per-tag and overall accuracy of ``runs`` (base first) with 95 % intervals, and each run's change
+    from the base with its paired interval."""
+    from arr_core.rpo.toy_eval import paired_delta
+
     print(f"\n{title}")
     print(f"{'tag':<14} " + " ".join(f"{c:>22}" for c in cols))
     for tag in TAGS:
         print(f"{tag:<14} " + " ".join(f"{fmt(r['per_tag'][tag], r['per_tag_ci95'][tag]):>22}" for r in runs))
     print(f"{'overall':<14} " + " ".join(f"{fmt(r['overall'], r['ci95']):>22}" for r in runs))
-    print("delta " + ", ".join(f"{c} {100 * (r['overall'] - runs[0]['overall']):+.1f} points"
-                               for c, r in zip(cols[1:], runs[1:], strict=True)))
+    for c, r in zip(cols[1:], runs[1:], strict=True):
+        d = paired_delta(runs[0], r)
+        print(f"delta {c}: {100 * d['delta']:+.1f} points, paired 95 % interval "
+              f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+
+
+def deltas(base: dict, after: dict | None, control: dict | None, sde: bool) -> dict:
+    """``{"rpo"|"control": {"ode": paired_delta, "sde": paired_delta}}`` for the runs that were made."""
+    from arr_core.rpo.toy_eval import paired_delta
+
+    out = {}
+    for name, res in (("rpo", after), ("control", control)):
+        if res is not None:
+            out[name] = {"ode": paired_delta(base, res), **({"sde": paired_delta(base["sde"], res["sde"])} if sde else {})}
+    return out
 
 
 def fmt(acc: float, ci: list[float]) -> str:
@@ -262,7 +279,8 @@ def main() -> int:
         args.out.write_text(json.dumps({
             "reward": args.reward, "reward_desc": desc, "reward_facts": reward_facts, "args": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "base": base, "rpo": after, "control": control, "rpo_train": rpo_facts,
+            "base": base, "rpo": after, "control": control, "deltas": deltas(base, after, control, args.sde_eval),
+            "rpo_train": rpo_facts,
             "control_train": control_facts, "total_s": round(total, 1), "cpu_count": os.cpu_count(),
             "loadavg": load}, indent=1))
     return 0

@@ -85,15 +85,32 @@ def noise_keys(prompts: Sequence[str]) -> list[str]:
     return out
 
 
-def _interval(values: list[float]) -> tuple[float, float]:
-    """Normal 95 % interval of the mean of ``values`` (clipped to [0, 1])."""
+def _interval(values: list[float], lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
+    """Normal 95 % interval of the mean of ``values`` (clipped to [lo, hi])."""
     n = len(values)
     m = sum(values) / n
     if n < 2:
-        return (0.0, 1.0)
+        return (lo, hi)
     var = sum((v - m) ** 2 for v in values) / (n - 1)
     half = 1.96 * math.sqrt(var / n)
-    return (max(0.0, m - half), min(1.0, m + half))
+    return (max(lo, m - half), min(hi, m + half))
+
+
+def paired_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Change in accuracy between two ``geneval_accuracy`` results on the same prompts, seeds and
+    sampler (hence the same initial and step noise per prompt-image), with a paired 95 % interval:
+    the normal interval of the per-prompt differences, so the noise both runs share cancels and the
+    interval is that of the change, not of either accuracy. Returns ``{"delta", "ci95", "n_prompts"}``."""
+    pb, pa = before.get("passed"), after.get("passed")
+    if pb is None or pa is None:
+        raise ValueError("both results need their per-image 'passed' lists (do not pop them)")
+    if len(pb) != len(pa) or any(len(x) != len(y) for x, y in zip(pb, pa, strict=True)):
+        raise ValueError(f"results are not paired: {len(pb)} vs {len(pa)} prompts, or unequal seeds per prompt")
+    if before.get("seeds") != after.get("seeds") or before.get("sampler") != after.get("sampler"):
+        raise ValueError("results are not paired: seeds or sampler differ "
+                         f"({before.get('seeds')}/{before.get('sampler')} vs {after.get('seeds')}/{after.get('sampler')})")
+    diffs = [sum(y) / len(y) - sum(x) / len(x) for x, y in zip(pb, pa, strict=True)]
+    return {"delta": sum(diffs) / len(diffs), "ci95": list(_interval(diffs, -1.0, 1.0)), "n_prompts": len(diffs)}
 
 
 def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] = (0, 1), steps: int = 10,

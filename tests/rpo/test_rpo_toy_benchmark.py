@@ -39,3 +39,7 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
 def test_rpo_toy_benchmark_control_only(tmp_path):
     data = _run(tmp_path, "--reward", "checker", "--control-only")
     assert data["rpo"] is None and data["control"]["n"] == 6
+    assert set(data["deltas"]) == {"control"} and set(data["deltas"]["control"]) == {"ode", "sde"}
+    d = data["deltas"]["control"]["ode"]
+    assert d["delta"] == pytest.approx(data["control"]["overall"] - data["base"]["overall"])
+    assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
