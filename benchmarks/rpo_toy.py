@@ -24,7 +24,8 @@ prompts, two objects: 3, counting: 9, colours: 30) necessarily share prompt text
 simulator: these figures test the pipeline, not any real VLM.
 
 Also reported: the share of the training rollouts that pass the detector's check, first vs last quarter
-of each run (``RolloutAccuracy``), i.e. whether the reward moved the policy on its own samples.
+of each run (``RolloutAccuracy``), i.e. whether the reward moved the policy on its own samples, and
+the share in which the detector finds no object (a rise flags the empty-image reward hack).
 
 Run: ``python benchmarks/rpo_toy.py [--reward judge|checker] [--steps 60] [--out F.json]``; the
 defaults are the run in the README (4 optimizer steps per RPO step: rollout batches of 2 prompts,
@@ -77,19 +78,21 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int) -> tuple[o
 class RolloutAccuracy:
     """Wraps a rewarder without changing its outcomes and records, per scored batch, the share of the
     rollout images that pass the detector's GenEval-format check of their prompt: the ground truth the
-    reward is meant to raise, measured on the training rollouts themselves."""
+    reward is meant to raise, measured on the training rollouts themselves. It also records the share
+    of images in which the detector finds no object at all: a rise means the policy is learning to
+    draw nothing, the reward hack docs/toy.md describes."""
 
     def __init__(self, inner: object) -> None:
-        self.inner, self.batches = inner, []
+        self.inner, self.batches, self.empty = inner, [], []
 
     async def score(self, prompts, groups, sources=None):
         from arr_core.world import check_spec, detect
         from arr_core.world.grammar import parse_prompt
 
         outs = await self.inner.score(prompts, groups, sources)
-        passed = [check_spec(parse_prompt(p), detect(im))["passed"] for p, g in zip(prompts, groups, strict=True)
-                  for im in g]
-        self.batches.append(sum(passed) / len(passed))
+        found = [(parse_prompt(p), detect(im)) for p, g in zip(prompts, groups, strict=True) for im in g]
+        self.batches.append(sum(check_spec(spec, dets)["passed"] for spec, dets in found) / len(found))
+        self.empty.append(sum(not dets for _, dets in found) / len(found))
         return outs
 
 
@@ -145,13 +148,24 @@ def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
     metrics = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines() if ln]
     reward_first, reward_last = quarter_means([m["reward_mean"] for m in metrics])
     pass_first, pass_last = quarter_means(tracked.batches)
+    empty_first, empty_last = quarter_means(tracked.empty)
     facts = {"train_s": round(time.perf_counter() - t0, 1),
              "reward_first_quarter": reward_first, "reward_last_quarter": reward_last,
              "kl_last": metrics[-1]["kl"],
              "rollout_pass_first_quarter": pass_first, "rollout_pass_last_quarter": pass_last,
+             "rollout_empty_first_quarter": empty_first, "rollout_empty_last_quarter": empty_last,
              "tie_rate_mean": sum(m["tie_rate"] for m in metrics) / len(metrics),
              "lora_dir": str(res.lora_dir)}
     return policy, facts
+
+
+def run_summary(name: str, res: dict, facts: dict) -> str:
+    """One line per run: held-out accuracy, training time, and the training rollouts' pass and
+    empty-image shares, first vs last quarter."""
+    return (f"{name}: {100 * res['overall']:.1f} % ({facts['train_s']:.0f} s training; training rollouts passing: "
+            f"first quarter {100 * facts['rollout_pass_first_quarter']:.1f} %, last quarter "
+            f"{100 * facts['rollout_pass_last_quarter']:.1f} %; with no object: "
+            f"{100 * facts['rollout_empty_first_quarter']:.1f} % → {100 * facts['rollout_empty_last_quarter']:.1f} %)")
 
 
 def quarter_means(values: list[float]) -> tuple[float, float]:
@@ -250,16 +264,12 @@ def main() -> int:
     if not args.control_only:
         policy, rpo_facts = run_rpo(rewarder, prompts, cfg, work / "rpo", args)
         after, _ = evaluate(policy, specs, args)
-        print(f"RPO ({args.reward}): {100 * after['overall']:.1f} % ({rpo_facts['train_s']:.0f} s training; training "
-              f"rollouts passing: first quarter {100 * rpo_facts['rollout_pass_first_quarter']:.1f} %, last quarter "
-              f"{100 * rpo_facts['rollout_pass_last_quarter']:.1f} %)", flush=True)
+        print(run_summary(f"RPO ({args.reward})", after, rpo_facts), flush=True)
     control, control_facts = None, None
     if not args.no_control:
         policy, control_facts = run_rpo(ShuffledRewarder(rewarder, args.seed), prompts, cfg, work / "control", args)
         control, _ = evaluate(policy, specs, args)
-        print(f"control (shuffled): {100 * control['overall']:.1f} % ({control_facts['train_s']:.0f} s training; "
-              f"training rollouts passing: first quarter {100 * control_facts['rollout_pass_first_quarter']:.1f} %, "
-              f"last quarter {100 * control_facts['rollout_pass_last_quarter']:.1f} %)", flush=True)
+        print(run_summary("control (shuffled)", control, control_facts), flush=True)
     total = time.perf_counter() - t_all
 
     print()

@@ -32,6 +32,8 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
     for facts in (data["rpo_train"], data["control_train"]):
         assert 0.0 <= facts["rollout_pass_first_quarter"] <= 1.0
         assert 0.0 <= facts["rollout_pass_last_quarter"] <= 1.0
+        assert 0.0 <= facts["rollout_empty_first_quarter"] <= 1.0
+        assert 0.0 <= facts["rollout_empty_last_quarter"] <= 1.0
     assert data["args"]["shared_noise"] is True and data["args"]["accumulate"] == "2"
 
 
@@ -43,3 +45,29 @@ def test_rpo_toy_benchmark_control_only(tmp_path):
     d = data["deltas"]["control"]["ode"]
     assert d["delta"] == pytest.approx(data["control"]["overall"] - data["base"]["overall"])
     assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
+
+
+def test_rollout_tracker_counts_passing_and_empty_images():
+    """RolloutAccuracy passes the inner outcomes through and records, per batch, the share of images
+    that pass their prompt's check and the share with no detected object."""
+    import asyncio
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    from arr_core.rpo.rewards import FixedLatencyRewarder
+    from arr_core.world import render
+    from arr_core.world.grammar import parse_prompt
+    from arr_core.world.scene import scene_from_spec
+
+    spec = importlib.util.spec_from_file_location("rpo_toy_bench", ROOT / "benchmarks" / "rpo_toy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prompt = "a photo of a circle"
+    circle = render(scene_from_spec(parse_prompt(prompt), np.random.default_rng(0)), 64)
+    empty = Image.new("RGB", circle.size, circle.getpixel((0, 0)))
+    tracker = mod.RolloutAccuracy(FixedLatencyRewarder())
+    outs = asyncio.run(tracker.score([prompt, prompt], [[circle, empty], [empty, empty]]))
+    assert len(outs) == 2 and all(o.outcome == "win" for o in outs)
+    assert tracker.batches == [0.25] and tracker.empty == [0.75]
