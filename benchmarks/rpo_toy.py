@@ -174,18 +174,15 @@ def quarter_means(values: list[float]) -> tuple[float, float]:
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
-def print_table(title: str, cols: list[str], runs: list[dict]) -> None:
-    """Per-tag and overall accuracy of ``runs`` (base first) with 95 % intervals, and each run's change
-    from the base with its paired interval."""
-    from arr_core.rpo.toy_eval import paired_delta
-
+def print_table(title: str, cols: list[str], runs: list[dict], changes: list[dict]) -> None:
+    """Per-tag and overall accuracy of ``runs`` (base first) with 95 % intervals, and each later run's
+    change from the base with its paired interval (``changes``: one ``paired_delta`` per later run)."""
     print(f"\n{title}")
     print(f"{'tag':<14} " + " ".join(f"{c:>22}" for c in cols))
     for tag in TAGS:
         print(f"{tag:<14} " + " ".join(f"{fmt(r['per_tag'][tag], r['per_tag_ci95'][tag]):>22}" for r in runs))
     print(f"{'overall':<14} " + " ".join(f"{fmt(r['overall'], r['ci95']):>22}" for r in runs))
-    for c, r in zip(cols[1:], runs[1:], strict=True):
-        d = paired_delta(runs[0], r)
+    for c, d in zip(cols[1:], changes, strict=True):
         print(f"delta {c}: {100 * d['delta']:+.1f} points, paired 95 % interval "
               f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
 
@@ -279,9 +276,11 @@ def main() -> int:
           f"G={args.group_size}, lr {args.lr}, LoRA rank {args.rank}, beta {args.beta}")
     cols = ["base"] + ([f"RPO ({args.reward})"] if after else []) + (["control (shuffled)"] if control else [])
     runs = [r for r in (base, after, control) if r]
-    print_table("ODE sampler (deterministic)", cols, runs)
+    changes = deltas(base, after, control, args.sde_eval)
+    print_table("ODE sampler (deterministic)", cols, runs, [c["ode"] for c in changes.values()])
     if args.sde_eval:
-        print_table(f"training sampler (SDE, a={args.a}, {args.num_steps} steps)", cols, [r["sde"] for r in runs])
+        print_table(f"training sampler (SDE, a={args.a}, {args.num_steps} steps)", cols, [r["sde"] for r in runs],
+                    [c["sde"] for c in changes.values()])
     load = os.getloadavg()
     print(f"total wall time {total:.0f} s on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
           f"load average {load[0]:.1f}, torch threads {args.threads}")
@@ -289,7 +288,7 @@ def main() -> int:
         args.out.write_text(json.dumps({
             "reward": args.reward, "reward_desc": desc, "reward_facts": reward_facts, "args": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "base": base, "rpo": after, "control": control, "deltas": deltas(base, after, control, args.sde_eval),
+            "base": base, "rpo": after, "control": control, "deltas": changes,
             "rpo_train": rpo_facts,
             "control_train": control_facts, "total_s": round(total, 1), "cpu_count": os.cpu_count(),
             "loadavg": load}, indent=1))
