@@ -14,8 +14,9 @@ Steps (all offline, CPU):
 5. Control: the same run from the same base with ``ShuffledRewarder`` (rewards permuted within and
    among groups, so they carry no information), then the held-out accuracy.
 
-Prints a table (per tag and overall, 95 % intervals over prompts) and each run's change from the base
-with a paired 95 % interval (``paired_delta``: base and trained policy see the same noise per
+Prints a table (per tag and overall, 95 % intervals over prompts), why the held-out images fail
+(``toy_eval.failure_kind``: empty, missing shape, too few/many, colour, position), and each run's
+change from the base with a paired 95 % interval (``paired_delta``: base and trained policy see the same noise per
 prompt-image, so the interval is that of the change), and writes ``--out`` JSON (per-image ``passed``
 lists included, under ``deltas`` the paired changes).
 Held-out prompts are an independent sample of the same grammar: the small tags (single object: 3
@@ -187,6 +188,18 @@ def print_table(title: str, cols: list[str], runs: list[dict], changes: list[dic
               f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
 
 
+def print_failures(cols: list[str], runs: list[dict]) -> None:
+    """Why held-out images fail, per run: the share of all images per ``failure_kind`` (summed over
+    tags), so a change in accuracy can be traced to shapes, counts, colours, positions or empty images."""
+    from arr_core.rpo.toy_eval import FAILURE_KINDS
+
+    print("\nfailed images by reason (share of all held-out images; 'missing' = no object of the asked shape)")
+    print(f"{'reason':<14} " + " ".join(f"{c:>22}" for c in cols))
+    for kind in FAILURE_KINDS:
+        print(f"{kind:<14} " + " ".join(
+            f"{100 * sum(f.get(kind, 0) for f in r['failures'].values()) / r['n']:>21.1f}%" for r in runs))
+
+
 def deltas(base: dict, after: dict | None, control: dict | None, sde: bool) -> dict:
     """``{"rpo"|"control": {"ode": paired_delta, "sde": paired_delta}}`` for the runs that were made."""
     from arr_core.rpo.toy_eval import paired_delta
@@ -222,6 +235,9 @@ def main() -> int:
     ap.add_argument("--a", type=float, default=0.7, help="Flow-GRPO noise level of the SDE sampler")
     ap.add_argument("--trained-fraction", type=float, default=None,
                     help="train only the first round(f*(num_steps-1)) denoising steps (default: all but the last)")
+    ap.add_argument("--train-prompts", nargs="+", default=None, metavar="PROMPT",
+                    help="train on these scene-world prompts only (cycled) instead of 2000 sampled ones: a "
+                         "check of whether RPO moves the policy on a prompt at all (see the rollout pass rates)")
     ap.add_argument("--heldout-per-tag", type=int, default=34)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--eval-steps", type=int, default=8)
@@ -239,6 +255,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.no_control and args.control_only:
         ap.error("--no-control and --control-only exclude each other")
+    if args.train_prompts:
+        from arr_core.world.grammar import parse_prompt
+
+        bad = [p for p in args.train_prompts if parse_prompt(p) is None]
+        if bad:
+            ap.error(f"--train-prompts: not scene-world prompts (the grammar cannot parse them): {bad}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
@@ -251,7 +273,7 @@ def main() -> int:
     t_all = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="rpo_toy_"))
     specs = heldout_specs(args.heldout_per_tag)
-    prompts = world_prompts(2000, args.train_seed)
+    prompts = list(args.train_prompts) if args.train_prompts else world_prompts(2000, args.train_seed)
     rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed)
     cfg = train_config(args)
 
@@ -271,6 +293,8 @@ def main() -> int:
 
     print()
     print(f"RPO on the scene world, toy policy; reward: {desc}")
+    if args.train_prompts:
+        print(f"trained on {len(args.train_prompts)} prompt(s) only: {args.train_prompts}")
     print(f"held-out: {base['n_prompts']} prompts (repeats draw fresh noise) x {len(args.seeds)} seeds = {base['n']} images, "
           f"ODE {args.eval_steps} steps; RPO {args.steps} steps x {args.prompts_per_step} prompts x "
           f"G={args.group_size}, lr {args.lr}, LoRA rank {args.rank}, beta {args.beta}")
@@ -278,6 +302,7 @@ def main() -> int:
     runs = [r for r in (base, after, control) if r]
     changes = deltas(base, after, control, args.sde_eval)
     print_table("ODE sampler (deterministic)", cols, runs, [c["ode"] for c in changes.values()])
+    print_failures(cols, runs)
     if args.sde_eval:
         print_table(f"training sampler (SDE, a={args.a}, {args.num_steps} steps)", cols, [r["sde"] for r in runs],
                     [c["sde"] for c in changes.values()])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,6 +86,20 @@ def noise_keys(prompts: Sequence[str]) -> list[str]:
     return out
 
 
+FAILURE_KINDS = ("empty", "missing", "too_few", "too_many", "colour", "position")
+
+
+def failure_kind(result: dict[str, Any], detections: Sequence[Any]) -> str:
+    """Why a prompt-image failed its check: ``empty`` when the detector found no object at all, else
+    the ``fail`` of the first failed clause of ``check_spec``'s ``result`` (``missing``: no object of
+    the asked shape; ``too_few``, ``too_many``, ``colour``, ``position``)."""
+    if result["passed"]:
+        raise ValueError("failure_kind needs a failed check result")
+    if not detections:
+        return "empty"
+    return next(c["fail"] for c in result["clauses"] if not c["passed"])
+
+
 def _interval(values: list[float], lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
     """Normal 95 % interval of the mean of ``values`` (clipped to [lo, hi])."""
     n = len(values)
@@ -125,7 +140,8 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     ``sampler``: ``ode`` (deterministic Euler, GenEval's usual setting) or ``sde`` (the RPO training
     sampler, Flow-GRPO noise level ``a``, seeded per prompt-image).
     Returns ``{"overall", "tag_mean", "per_tag": {tag: acc}, "ci95": [lo, hi],
-    "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts", "steps", "seeds", "passed": [[bool]]}``.
+    "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts", "steps", "seeds", "passed": [[bool]],
+    "failures": {tag: {kind: failed images}}}`` (kinds: ``failure_kind``).
     """
     from arr_core.world import PromptSpec, check_spec, detect
 
@@ -143,6 +159,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     jobs = [(i, seed) for i in range(len(specs)) for seed in seeds]
     keys = noise_keys([s.prompt for s in specs])
     passed: list[list[bool]] = [[] for _ in specs]
+    failures: dict[str, Counter[str]] = {s.tag: Counter() for s in specs}
     images: list[Any] = []
     was_training = policy.transformer.training
     policy.transformer.eval()
@@ -155,7 +172,11 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
             x0 = (sample_ode(policy, prompts, noise, steps) if sampler == "ode"
                   else sample_sde(policy, prompts, noise, steps, chunk_keys, a))
             for (i, _), im in zip(chunk, policy.decode(x0), strict=True):
-                passed[i].append(bool(check_spec(specs[i], detect(im))["passed"]))
+                dets = detect(im)
+                res = check_spec(specs[i], dets)
+                passed[i].append(bool(res["passed"]))
+                if not res["passed"]:
+                    failures[specs[i].tag][failure_kind(res, dets)] += 1
                 if return_images:
                     images.append(im)
     finally:
@@ -179,6 +200,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
         "sampler": sampler if sampler == "ode" else f"sde(a={a})",
         "seeds": list(seeds),
         "passed": passed,
+        "failures": {tag: dict(sorted(failures[tag].items())) for tag in tags},
     }
     if return_images:
         out["images"] = images

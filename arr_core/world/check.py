@@ -25,22 +25,24 @@ def _by_class(detections: Sequence[Detection]) -> dict[str, list[Detection]]:
 
 
 def check_spec(spec: PromptSpec, detections: Sequence[Detection]) -> dict:
-    """``{"passed": bool, "clauses": [{"clause", "passed", "why"}]}`` with one entry per include
-    clause, then one per exclude clause."""
+    """``{"passed": bool, "clauses": [{"clause", "passed", "why", "fail"}]}`` with one entry per
+    include clause, then one per exclude clause. ``fail`` names what went wrong (None when the clause
+    passed): ``missing`` (no object of the class), ``too_few`` (some, fewer than the count), ``colour``,
+    ``position`` (no target, or an object not in the relation), ``too_many`` (an exclude clause)."""
     objects = _by_class(detections)
     clauses: list[dict] = []
     matched_groups: list[list[Detection] | None] = []
     for i, req in enumerate(spec.include):
         cls, count = req["class"], int(req["count"])
         found = objects.get(cls, [])[:count]
-        ok, why = True, f"found {len(found)} {cls}"
+        ok, why, fail = True, f"found {len(found)} {cls}", None
         if len(found) < count:
-            ok, why = False, f"expected {cls}>={count}, found {len(found)}"
+            ok, why, fail = False, f"expected {cls}>={count}, found {len(found)}", "too_few" if found else "missing"
         else:
             if req.get("color"):
                 colors = [d.color for d in found]
                 if colors.count(req["color"]) < count:
-                    ok, why = False, f"expected {req['color']} {cls}>={count}, found {colors}"
+                    ok, why, fail = False, f"expected {req['color']} {cls}>={count}, found {colors}", "colour"
             if ok and req.get("position"):
                 rel, idx = req["position"][0], int(req["position"][1])
                 if idx >= i or idx < 0:
@@ -48,24 +50,24 @@ def check_spec(spec: PromptSpec, detections: Sequence[Detection]) -> dict:
                                      "it must name an earlier clause")
                 targets = matched_groups[idx]
                 if targets is None:
-                    ok, why = False, f"no target for {cls} to be {rel}"
+                    ok, why, fail = False, f"no target for {cls} to be {rel}", "position"
                 else:
                     for d in found:
                         for t in targets:
                             rels = relative_position((d.cx, d.cy), (d.w, d.h), (t.cx, t.cy), (t.w, t.h))
                             if rel not in rels:
-                                ok, why = False, f"expected {cls} {rel} target, found {sorted(rels) or 'none'}"
+                                ok, why, fail = False, f"expected {cls} {rel} target, found {sorted(rels) or 'none'}", "position"
                                 break
                         if not ok:
                             break
         matched_groups.append(found if ok else None)
-        clauses.append({"clause": dict(req), "passed": ok, "why": why})
+        clauses.append({"clause": dict(req), "passed": ok, "why": why, "fail": fail})
     for req in spec.exclude:
         cls, count = req["class"], int(req["count"])
         n = len(objects.get(cls, []))
         ok = n < count
         clauses.append({"clause": dict(req), "passed": ok,
-                        "why": f"expected {cls}<{count}, found {n}"})
+                        "why": f"expected {cls}<{count}, found {n}", "fail": None if ok else "too_many"})
     return {"passed": all(c["passed"] for c in clauses), "clauses": clauses}
 
 

@@ -35,16 +35,27 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
         assert 0.0 <= facts["rollout_empty_first_quarter"] <= 1.0
         assert 0.0 <= facts["rollout_empty_last_quarter"] <= 1.0
     assert data["args"]["shared_noise"] is True and data["args"]["accumulate"] == "2"
+    for res in (data["base"], data["rpo"], data["control"]):  # every failed image has a reason
+        n_failed = sum(not ok for per_prompt in res["passed"] for ok in per_prompt)
+        assert sum(n for kinds in res["failures"].values() for n in kinds.values()) == n_failed
 
 
 @pytest.mark.slow
 def test_rpo_toy_benchmark_control_only(tmp_path):
-    data = _run(tmp_path, "--reward", "checker", "--control-only")
+    data = _run(tmp_path, "--reward", "checker", "--control-only", "--train-prompts", "a photo of a red circle")
     assert data["rpo"] is None and data["control"]["n"] == 6
+    assert data["args"]["train_prompts"] == ["a photo of a red circle"]
     assert set(data["deltas"]) == {"control"} and set(data["deltas"]["control"]) == {"ode", "sde"}
     d = data["deltas"]["control"]["ode"]
     assert d["delta"] == pytest.approx(data["control"]["overall"] - data["base"]["overall"])
     assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
+
+
+def test_train_prompts_outside_the_grammar_are_refused_by_name():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--train-prompts", "a photo of a red circle",
+           "a photo of a dragon"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "a photo of a dragon" in res.stderr and "red circle" not in res.stderr.split(":")[-1]
 
 
 def test_rollout_tracker_counts_passing_and_empty_images():

@@ -65,3 +65,16 @@ def test_geneval_score_is_the_mean_over_tags():
     assert out["n"] == {"colors": 2, "counting": 1}
     with pytest.raises(ValueError, match="tag"):
         geneval_score({"nope": [True]})
+
+
+def test_failed_clauses_name_what_went_wrong():
+    two = parse_prompt("a photo of two circles")
+    assert [c["fail"] for c in check_spec(two, [det("circle", cx=0.2), det("circle", cx=0.7)])["clauses"]] == [None, None]
+    assert check_spec(two, [det("square")])["clauses"][0]["fail"] == "missing"
+    assert check_spec(two, [det("circle")])["clauses"][0]["fail"] == "too_few"
+    assert check_spec(two, [det("circle", cx=x) for x in (0.2, 0.5, 0.8)])["clauses"][1]["fail"] == "too_many"
+    assert check_spec(parse_prompt("a photo of a red circle"), [det("circle", "blue")])["clauses"][0]["fail"] == "colour"
+    rel = parse_prompt("a photo of a square left of a circle")
+    ref = det("circle", cx=0.6, cy=0.5, size=0.2)
+    assert [c["fail"] for c in check_spec(rel, [ref, det("square", cx=0.8, cy=0.5)])["clauses"]] == [None, "position"]
+    assert [c["fail"] for c in check_spec(rel, [det("square", cx=0.2)])["clauses"]] == ["missing", "position"]

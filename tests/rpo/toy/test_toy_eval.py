@@ -1,5 +1,5 @@
 """`paired_delta`: the change between two GenEval-format results on the same prompt-images, with an
-interval over per-prompt differences."""
+interval over per-prompt differences; `failure_kind`: why a prompt-image failed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from arr_core.rpo.toy_eval import paired_delta
+from arr_core.rpo.toy_eval import failure_kind, paired_delta
 
 
 def _result(passed, seeds=(0, 1), sampler="ode"):
@@ -55,3 +55,17 @@ def test_unpaired_results_are_refused():
         paired_delta(r, _result([[True, False], [False, True]], sampler="sde(a=0.7)"))
     with pytest.raises(ValueError, match="passed"):
         paired_delta({k: v for k, v in r.items() if k != "passed"}, r)
+
+
+def test_failure_kind_names_empty_images_and_the_first_failed_clause():
+    from arr_core.world.check import check_spec
+    from arr_core.world.detect import Detection
+    from arr_core.world.grammar import parse_prompt
+
+    spec = parse_prompt("a photo of a red circle")
+    blue = [Detection("circle", "blue", 0.5, 0.5, 0.2, 0.2, 0.04, 0.9)]
+    assert failure_kind(check_spec(spec, []), []) == "empty"
+    assert failure_kind(check_spec(spec, blue), blue) == "colour"
+    red = [Detection("circle", "red", 0.5, 0.5, 0.2, 0.2, 0.04, 0.9)]
+    with pytest.raises(ValueError, match="failed"):
+        failure_kind(check_spec(spec, red), red)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from arr_core.rpo.adapters.toy import ToyPolicy
-from arr_core.rpo.toy_eval import geneval_accuracy, heldout_specs
+from arr_core.rpo.toy_eval import FAILURE_KINDS, geneval_accuracy, heldout_specs
 from arr_core.rpo.toy_pretrain import make_batch
 
 # Measured (docs/toy.md): the largest detected object has the prompt's colour in 0.75 of the 40 images
@@ -80,3 +80,10 @@ def test_geneval_accuracy_reports_every_tag(shipped):
     assert res["n"] == 48 and set(res["per_tag"]) == {
         "single_object", "two_object", "counting", "colors", "position", "color_attr"}
     assert 0.0 <= res["overall"] <= 1.0
+    # every failed image is counted once, under its tag, with a known kind
+    assert set(res["failures"]) == set(res["per_tag"])
+    for tag, kinds in res["failures"].items():
+        idx = [i for i, s in enumerate(heldout_specs(4, seed=777)) if s.tag == tag]
+        assert sum(kinds.values()) == sum(not ok for i in idx for ok in res["passed"][i])
+        assert set(kinds) <= set(FAILURE_KINDS)
+    assert sum(sum(k.values()) for k in res["failures"].values()) > 0  # the shipped base fails some
