@@ -101,7 +101,8 @@ def train_config(args: argparse.Namespace) -> object:
     from arr_core.rpo.config import TrainConfig
 
     return TrainConfig.model_validate({
-        "policy": {"kind": "toy", "folder": str(args.policy) if args.policy else None, "device": "cpu"},
+        "policy": {"kind": "toy", "folder": str(args.policy) if args.policy else None, "device": "cpu",
+                   "guidance_scale": args.guidance},
         "prompts": {"source": "world", "count": 2000, "seed": args.train_seed},
         "reward": {"kind": "checker" if args.reward == "checker" else "judge"},
         "lora": {"rank": args.rank, "alpha": 2.0 * args.rank},
@@ -142,7 +143,7 @@ def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
     from arr_core.rpo.adapters.toy import ToyPolicy
     from arr_core.rpo.trainer import train
 
-    policy = ToyPolicy.load(args.policy)
+    policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)
     tracked = RolloutAccuracy(rewarder)
     t0 = time.perf_counter()
     res = train(policy, tracked, prompts, cfg, out_dir, progress=print if args.verbose else None)
@@ -235,6 +236,9 @@ def main() -> int:
     ap.add_argument("--a", type=float, default=0.7, help="Flow-GRPO noise level of the SDE sampler")
     ap.add_argument("--trained-fraction", type=float, default=None,
                     help="train only the first round(f*(num_steps-1)) denoising steps (default: all but the last)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale of the policy in evaluation and training (default: the "
+                         "checkpoint's own; needs a checkpoint pretrained with --cond-dropout)")
     ap.add_argument("--train-prompts", nargs="+", default=None, metavar="PROMPT",
                     help="train on these scene-world prompts only (cycled) instead of 2000 sampled ones: a "
                          "check of whether RPO moves the policy on a prompt at all (see the rollout pass rates)")
@@ -277,7 +281,9 @@ def main() -> int:
     rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed)
     cfg = train_config(args)
 
-    base, t_eval = evaluate(ToyPolicy.load(args.policy), specs, args)
+    base_policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)
+    guidance = base_policy.guidance_scale
+    base, t_eval = evaluate(base_policy, specs, args)
     print(f"base: {100 * base['overall']:.1f} % over {base['n']} images ({t_eval:.0f} s)", flush=True)
     after, rpo_facts = None, None
     if not args.control_only:
@@ -297,7 +303,7 @@ def main() -> int:
         print(f"trained on {len(args.train_prompts)} prompt(s) only: {args.train_prompts}")
     print(f"held-out: {base['n_prompts']} prompts (repeats draw fresh noise) x {len(args.seeds)} seeds = {base['n']} images, "
           f"ODE {args.eval_steps} steps; RPO {args.steps} steps x {args.prompts_per_step} prompts x "
-          f"G={args.group_size}, lr {args.lr}, LoRA rank {args.rank}, beta {args.beta}")
+          f"G={args.group_size}, lr {args.lr}, LoRA rank {args.rank}, beta {args.beta}, guidance {guidance:g}")
     cols = ["base"] + ([f"RPO ({args.reward})"] if after else []) + (["control (shuffled)"] if control else [])
     runs = [r for r in (base, after, control) if r]
     changes = deltas(base, after, control, args.sde_eval)

@@ -37,17 +37,20 @@ def pretrain_cmd(
                                                       "optimizer and warmup; other data than its run).")] = None,
     schedule: Annotated[str, typer.Option(help="Learning rate after warmup: constant, or cosine "
                                                "(decays to 0 at the last step).")] = "constant",
+    cond_dropout: Annotated[float, typer.Option(help="Share of training prompts replaced by the empty "
+                                                     "prompt, for classifier-free guidance (0 = none).")] = 0.0,
 ) -> None:
     """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
     summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
                            defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads,
-                           loss_floor=loss_floor, init=init, schedule=schedule)
+                           loss_floor=loss_floor, init=init, schedule=schedule, cond_dropout=cond_dropout)
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
 def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, lr: float = 1e-3,
                  defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
-                 loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant") -> dict:
+                 loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant",
+                 cond_dropout: float = 0.0) -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:
         raise InputError(f"must be >= 1, got {steps}", field="--steps")
@@ -57,6 +60,8 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must lie in [0, 1], got {defect_rate}", field="--defect-rate")
     if not 0.0 < loss_floor <= 1.0:
         raise InputError(f"must lie in (0, 1], got {loss_floor}", field="--loss-floor")
+    if not 0.0 <= cond_dropout < 1.0:
+        raise InputError(f"must lie in [0, 1), got {cond_dropout}", field="--cond-dropout")
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
     from arr_core.rpo.adapters.toy import CONFIG_FILE
@@ -78,7 +83,7 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         torch.set_num_threads(threads)
     return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
                     eval_per_tag=eval_per_tag, loss_floor=loss_floor, init=init, schedule=schedule,
-                    log=console.print)
+                    cond_dropout=cond_dropout, log=console.print)
 
 
 def register_toy(app: typer.Typer) -> None:

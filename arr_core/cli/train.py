@@ -48,7 +48,7 @@ def build_policy(cfg: TrainConfig, device: torch.device) -> Any:
     if p.kind == "toy":
         from arr_core.rpo.adapters.toy import ToyPolicy
 
-        return ToyPolicy.load(p.folder, device=device)
+        return ToyPolicy.load(p.folder, device=device, guidance_scale=p.guidance_scale)
     if p.kind == "flux":
         from arr_core.rpo.adapters.flux import FluxPolicy
 
@@ -56,7 +56,8 @@ def build_policy(cfg: TrainConfig, device: torch.device) -> Any:
     if p.kind == "sd3":
         from arr_core.rpo.adapters.sd3 import SD3Policy
 
-        return SD3Policy.from_pretrained(p.folder, device=device, dtype=dtype, height=side, width=side)
+        return SD3Policy.from_pretrained(p.folder, device=device, dtype=dtype, height=side, width=side,
+                                         guidance_scale=p.guidance_scale or 1.0)
     try:
         from arr_core.rpo.adapters.qwen_edit import QwenEditPolicy
     except ModuleNotFoundError as e:

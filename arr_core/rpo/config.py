@@ -30,9 +30,15 @@ class PolicyConfig(_Strict):
         None, description="Weights dtype of the frozen base model (sampling maths stays fp32); None = "
         "bfloat16 on CUDA, float32 on CPU. The toy policy is float32 only.")
     device: str = Field("auto", description="'auto' (cuda:LOCAL_RANK if present, else cpu), 'cpu', 'cuda:1'.")
+    guidance_scale: float | None = Field(
+        None, ge=1.0, description="Classifier-free guidance scale for toy and sd3 (1 = off; rollouts, the "
+        "trained steps and the KL reference are all guided). None = the toy checkpoint's own "
+        "(toy_policy.json), 1 for sd3. FLUX uses its distilled guidance embedding instead.")
 
     @model_validator(mode="after")
     def _folder(self) -> PolicyConfig:
+        if self.guidance_scale is not None and self.kind not in ("toy", "sd3"):
+            raise ValueError(f"policy.guidance_scale applies to kinds 'toy' and 'sd3', not '{self.kind}'")
         if self.kind != "toy" and self.folder is None:
             raise ValueError(f"policy.folder is required for kind '{self.kind}' (a local diffusers folder)")
         if self.kind == "toy" and self.dtype not in (None, "float32"):

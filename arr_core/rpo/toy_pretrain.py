@@ -14,9 +14,13 @@ wrong images, and a reward that prefers correct images has something to remove (
 ``benchmarks/rpo_toy.py``). With the default settings the result is a mediocre policy (GenEval-format
 accuracy in ``docs/toy.md``).
 
+Classifier-free guidance: with ``cond_dropout`` p > 0 a fraction p of the training prompts is replaced
+by the empty prompt, so the network also learns the unconditional prediction that guided sampling
+(``ToyPolicy(guidance_scale=s)``, s > 1) contrasts with (SD3 drops each text encoder with p = 0.464;
+Ho & Salimans use 0.1–0.2). The default p = 0 keeps the data stream of runs made without it.
+
 Deviations from SD3's recipe: uniform σ instead of logit-normal sampling (fewer steps at extreme σ
-matter less here than compute), no classifier-free-guidance dropout (the policy samples without
-guidance), pixel space instead of a VAE latent.
+matter less here than compute), pixel space instead of a VAE latent.
 """
 
 from __future__ import annotations
@@ -103,14 +107,15 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_size: int = 16,
              lr: float = 1e-3, warmup: int = 100, defect_rate: float = 0.3, ema_decay: float = 0.999,
              loss_floor: float = LOSS_FLOOR, init: Path | str | None = None, schedule: str = "constant",
-             eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
+             cond_dropout: float = 0.0, eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Train a toy policy for ``steps`` AdamW steps and save it (EMA weights) to ``out_dir``.
 
     ``init``: None starts from random weights (``seed``); a policy folder (``ToyPolicy.save``, e.g. an
     earlier ``pretrain``) continues from its weights with a fresh optimizer, warmup and EMA started at
     those weights; its pretraining summary is kept under ``"continued_from"``. ``schedule``:
-    ``constant`` (after warmup) or ``cosine`` (decay to 0 at the last step).
+    ``constant`` (after warmup) or ``cosine`` (decay to 0 at the last step). ``cond_dropout``: the share
+    of training prompts replaced by the empty prompt (classifier-free guidance; 0 = none).
 
     Returns the summary that is also stored under ``"pretrain"`` in ``toy_policy.json``: steps,
     seconds, final loss, settings and the held-out GenEval-format accuracy (``eval_per_tag`` prompts
@@ -124,6 +129,8 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         raise ValueError(f"loss_floor must lie in (0, 1], got {loss_floor}")
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+    if not 0.0 <= cond_dropout < 1.0:
+        raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     t0 = time.perf_counter()
@@ -142,6 +149,9 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
     for step in range(1, steps + 1):
         prompts, x0, n_bad = make_batch(rng, batch_size, size, defect_rate)
         n_bad_total += n_bad
+        if cond_dropout > 0:  # drawn only then: runs without dropout keep their data stream
+            prompts = [("" if drop else p) for p, drop in zip(prompts, rng.random(batch_size) < cond_dropout,
+                                                               strict=True)]
         loss = flow_matching_loss(policy, prompts, x0, gen, loss_floor)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,6 +168,7 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr, "warmup": warmup,
         "defect_rate": defect_rate, "ema_decay": ema_decay, "loss_floor": loss_floor, "final_loss": round(float(running), 5),
         "defective_images": n_bad_total, "train_seconds": round(train_s, 1), "schedule": schedule,
+        "cond_dropout": cond_dropout,
     }
     if init is not None:
         summary["continued_from"] = {"source": policy.source, "pretrain": previous}

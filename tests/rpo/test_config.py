@@ -35,6 +35,8 @@ def test_paper_defaults() -> None:
     ({"reward": {"vlm": {"backend": "openai", "model": "m", "api_key": "sk-x"}}}, "keep secrets out"),
     ({"reward": {"vlm": {"backend": "nope"}}}, "backend"),
     ({"noise": "ode"}, "noise"),
+    ({"policy": {"kind": "flux", "folder": "/x", "guidance_scale": 3.0}}, "applies to kinds 'toy' and 'sd3'"),
+    ({"policy": {"kind": "toy", "guidance_scale": 0.5}}, "greater than or equal to 1"),
 ])
 def test_cross_field_checks(extra: dict, match: str) -> None:
     with pytest.raises(ValidationError, match=match):

@@ -27,7 +27,7 @@ def _run(tmp_path: Path, *extra: str) -> dict:
 
 @pytest.mark.slow
 def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
-    data = _run(tmp_path, "--reward", "checker")
+    data = _run(tmp_path, "--reward", "checker", "--guidance", "2")
     assert data["base"]["n"] == 6 and data["rpo"]["n"] == 6 and data["control"]["n"] == 6
     for facts in (data["rpo_train"], data["control_train"]):
         assert 0.0 <= facts["rollout_pass_first_quarter"] <= 1.0
@@ -35,6 +35,9 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
         assert 0.0 <= facts["rollout_empty_first_quarter"] <= 1.0
         assert 0.0 <= facts["rollout_empty_last_quarter"] <= 1.0
     assert data["args"]["shared_noise"] is True and data["args"]["accumulate"] == "2"
+    for facts in (data["rpo_train"], data["control_train"]):  # both runs trained the guided policy
+        run_cfg = json.loads((Path(facts["lora_dir"]).parent / "config.json").read_text())
+        assert run_cfg["policy"]["guidance_scale"] == 2.0
     for res in (data["base"], data["rpo"], data["control"]):  # every failed image has a reason
         n_failed = sum(not ok for per_prompt in res["passed"] for ok in per_prompt)
         assert sum(n for kinds in res["failures"].values() for n in kinds.values()) == n_failed

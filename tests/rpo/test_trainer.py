@@ -57,6 +57,24 @@ def test_on_policy_ratio_exactly_one_and_kl_zero_at_init(tiny_policy: Any, promp
         assert torch.equal(kl, torch.zeros(4)), f"step {i}: KL != 0 at LoRA init"
 
 
+def test_guided_toy_policy_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
+    """With classifier-free guidance both branches run under the LoRA (and both without it for the
+    reference); on-policy the ratio is still exactly 1 and the KL 0 at init."""
+    from arr_core.rpo.adapters.toy import ToyPolicy
+
+    policy = ToyPolicy.random(seed=0, guidance_scale=2.5, width=32, layers=1, text_layers=1)
+    cfg = tiny_cfg()
+    peft_model = add_lora(policy.transformer, rank=4, alpha=8, targets=policy.lora_targets)
+    set_eval_mode(policy)
+    sig, ro = _rollout(policy, cfg, prompts)
+    assert "uncond_embeds" in ro.cond and ro.cond["uncond_embeds"].shape[0] == 4
+    for i in range(cfg.num_steps):
+        lp, kl = step_terms(policy, peft_model, ro, i, sig, noise=cfg.noise, a=cfg.a, eta=cfg.eta, bf16=False,
+                            need_ref=True)
+        assert torch.equal(torch.exp(lp - ro.log_probs[i]), torch.ones(4)), f"step {i}: ratio != 1"
+        assert torch.equal(kl, torch.zeros(4)), f"step {i}: KL != 0 at LoRA init"
+
+
 def test_adapter_off_equals_base_model(make_policy: Any, prompts: list[str]) -> None:
     base, lora = make_policy(seed=0), make_policy(seed=0)
     set_eval_mode(base)

@@ -17,6 +17,11 @@ that pixel-space DiTs with large patches fail with ε/v-prediction and work with
 v-predicting model left patch-sized colour speckle after 250 steps, the x-predicting one a clean
 background. σ in the denominator is clamped at ``sigma_min`` (0.05, as JiT's t-clip) for σ → 0.
 
+Classifier-free guidance (optional, ``guidance_scale`` > 1, stored in ``toy_policy.json``): x̂₀ =
+x̂₀(∅) + s·(x̂₀(text) − x̂₀(∅)) with ∅ the empty prompt, both branches in one batch; it needs a
+checkpoint pretrained with ``arr toy pretrain --cond-dropout``. In RPO both branches carry the LoRA
+(as Flow-GRPO trains SD3.5 with CFG), so rollouts, trained steps and the KL reference are guided alike.
+
 Convention (rectified flow, as the ``Policy`` protocol): x_σ = (1−σ)·x₀ + σ·ε with x₀ the image
 scaled to [−1, 1], ``velocity`` returns v ≈ ε − x₀, sampling runs σ = 1 → 0. The network's timestep
 input is 1000·σ (PixArt's sinusoidal embedding expects 0..1000).
@@ -73,6 +78,7 @@ def default_config() -> dict[str, Any]:
         "decode_size": 64,
         "shift": 1.0,
         "sigma_min": 0.05,
+        "guidance_scale": 1.0,
     }
 
 
@@ -129,8 +135,14 @@ class ToyPolicy:
     name = "toy"
 
     def __init__(self, config: dict[str, Any], text_encoder: Any, transformer: Any, *,
-                 device: str | torch.device = "cpu", source: str | None = None) -> None:
+                 device: str | torch.device = "cpu", source: str | None = None,
+                 guidance_scale: float | None = None) -> None:
         self.config = dict(config)
+        if guidance_scale is not None:
+            self.config["guidance_scale"] = float(guidance_scale)
+        scale = float(self.config.setdefault("guidance_scale", 1.0))  # older checkpoints: no guidance
+        if not scale >= 1.0:
+            raise ValueError(f"guidance_scale must be >= 1 (1 switches guidance off), got {scale}")
         self.tokenizer = build_tokenizer(self.config["vocab"], self.config["max_length"])
         self.device = torch.device(device)
         self.text_encoder = text_encoder.to(self.device).eval()
@@ -152,18 +164,20 @@ class ToyPolicy:
         return cls(config, text_encoder, transformer, device=device, source=None)
 
     @classmethod
-    def load(cls, path: Path | str | None = None, device: str | torch.device = "cpu") -> ToyPolicy:
-        """Load a policy folder written by ``save``; ``None`` loads the shipped base checkpoint."""
+    def load(cls, path: Path | str | None = None, device: str | torch.device = "cpu",
+             guidance_scale: float | None = None) -> ToyPolicy:
+        """Load a policy folder written by ``save``; ``None`` loads the shipped base checkpoint.
+        ``guidance_scale`` overrides the folder's (``toy_policy.json``; 1 when absent)."""
         if path is None:
             ref = resources.files("arr_core.rpo").joinpath("assets").joinpath("toy_policy")
             with resources.as_file(ref) as folder:
-                policy = cls._load_folder(Path(folder), device)
+                policy = cls._load_folder(Path(folder), device, guidance_scale)
             policy.source = "arr_core/rpo/assets/toy_policy"
             return policy
-        return cls._load_folder(Path(path), device)
+        return cls._load_folder(Path(path), device, guidance_scale)
 
     @classmethod
-    def _load_folder(cls, folder: Path, device: str | torch.device) -> ToyPolicy:
+    def _load_folder(cls, folder: Path, device: str | torch.device, guidance_scale: float | None) -> ToyPolicy:
         from diffusers import PixArtTransformer2DModel
         from transformers import CLIPTextModel
 
@@ -176,7 +190,8 @@ class ToyPolicy:
             raise ValueError(f"{cfg_path}: field 'format' is {config.get('format')!r}, expected {FORMAT!r}")
         text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
         transformer = PixArtTransformer2DModel.from_pretrained(folder / "transformer")
-        return cls(config, text_encoder, transformer, device=device, source=str(folder))
+        return cls(config, text_encoder, transformer, device=device, source=str(folder),
+                   guidance_scale=guidance_scale)
 
     def save(self, path: Path | str, extra: dict[str, Any] | None = None) -> Path:
         """Write ``toy_policy.json`` (config + ``extra``, e.g. pretraining facts), ``text_encoder/``
@@ -220,13 +235,27 @@ class ToyPolicy:
         hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return {"prompt_embeds": hidden.float(), "prompt_mask": attention_mask.float()}
 
+    @property
+    def guidance_scale(self) -> float:
+        return float(self.config["guidance_scale"])
+
+    @property
+    def do_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
     def encode(self, prompts: list[str], conditions: list[Image.Image] | None = None) -> Cond:
-        """Text conditioning for a batch of prompts (no gradients; the text encoder is frozen in RPO)."""
+        """Text conditioning for a batch of prompts (no gradients; the text encoder is frozen in RPO).
+        With guidance it also holds the empty prompt's, per row: ``uncond_embeds``, ``uncond_mask``."""
         if conditions is not None:
             raise ValueError("the toy policy is text-to-image: conditions must be None")
         ids, mask = self.tokenize(prompts)
         with torch.no_grad():
-            return self.encode_tokens(ids, mask)
+            cond = self.encode_tokens(ids, mask)
+            if self.do_cfg:
+                empty = self.encode_tokens(*self.tokenize([""]))
+                cond["uncond_embeds"] = empty["prompt_embeds"].expand(len(prompts), -1, -1).contiguous()
+                cond["uncond_mask"] = empty["prompt_mask"].expand(len(prompts), -1).contiguous()
+            return cond
 
     def initial_latents(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """(batch, 3, s, s) standard normal noise at σ = 1, fp32, drawn on the generator's device."""
@@ -262,13 +291,31 @@ class ToyPolicy:
                                return_dict=False)[0]
         return out.float()
 
+    def guided_x0(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """x̂₀ with classifier-free guidance: x̂₀(∅) + s·(x̂₀(text) − x̂₀(∅)), the two branches in one
+        batch (as diffusers' pipelines do); plain ``predict_x0`` when the scale is 1. Guiding x̂₀ is
+        guiding v: the velocity is affine in x̂₀."""
+        if not self.do_cfg:
+            return self.predict_x0(latents, sigma, cond)
+        if "uncond_embeds" not in cond:
+            raise ValueError("ToyPolicy: guidance_scale > 1 needs cond['uncond_embeds'] (encode with the "
+                             "same policy)")
+        b = latents.shape[0]
+        sig = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
+        sig = sig.expand(b) if sig.ndim == 0 else sig
+        both = {"prompt_embeds": torch.cat([cond["prompt_embeds"], cond["uncond_embeds"]]),
+                "prompt_mask": torch.cat([cond["prompt_mask"], cond["uncond_mask"]])}
+        text, uncond = self.predict_x0(torch.cat([latents, latents]), torch.cat([sig, sig]), both).chunk(2)
+        return uncond + self.guidance_scale * (text - uncond)
+
     def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """v ≈ ε − x₀ at noise level ``sigma`` (scalar or (b,)); fp32, same shape as ``latents``.
 
         x-prediction: v = (x_σ − x̂₀) / max(σ, σ_min), exact for σ ≥ σ_min (every σ of a schedule of
-        up to 1/σ_min steps), so the last Euler step to σ = 0 lands on x̂₀.
+        up to 1/σ_min steps), so the last Euler step to σ = 0 lands on x̂₀. x̂₀ is guided when
+        ``guidance_scale`` > 1 (``guided_x0``).
         """
-        x0 = self.predict_x0(latents, sigma, cond)
+        x0 = self.guided_x0(latents, sigma, cond)
         sig = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
         sig = sig.expand(latents.shape[0]) if sig.ndim == 0 else sig
         denom = sig.clamp_min(float(self.config["sigma_min"])).view(-1, *([1] * (latents.ndim - 1)))
@@ -289,7 +336,8 @@ class ToyPolicy:
     def describe(self) -> dict[str, Any]:
         n_params = sum(p.numel() for p in self.transformer.parameters())
         n_text = sum(p.numel() for p in self.text_encoder.parameters())
-        keys = ("image_size", "patch_size", "width", "layers", "max_length", "decode_size", "shift")
+        keys = ("image_size", "patch_size", "width", "layers", "max_length", "decode_size", "shift",
+                "guidance_scale")
         out: dict[str, Any] = {"class": "ToyPolicy", "transformer": "PixArtTransformer2DModel",
                                "text_encoder": "CLIPTextModel", "transformer_params": int(n_params),
                                "text_params": int(n_text), "source": self.source}

@@ -172,3 +172,29 @@ def test_sde_sampler_eval_is_batch_independent_and_reduces_to_the_ode(policy):
                                                                              strict=True))
     with pytest.raises(ValueError, match="sampler"):
         geneval_accuracy(policy, specs, sampler="heun")
+
+
+def test_classifier_free_guidance_contrasts_the_prompt_with_the_empty_prompt(policy, tmp_path):
+    guided = ToyPolicy(policy.config, policy.text_encoder, policy.transformer, guidance_scale=3.0)
+    assert guided.do_cfg and not policy.do_cfg and "uncond_embeds" not in policy.encode(PROMPTS)
+    cond = guided.encode(PROMPTS)
+    assert cond["uncond_embeds"].shape == cond["prompt_embeds"].shape
+    x = policy.initial_latents(2, torch.Generator().manual_seed(1))
+    sig = torch.tensor([0.7, 0.4])
+    with torch.no_grad():
+        text = policy.predict_x0(x, sig, policy.encode(PROMPTS))
+        empty = policy.predict_x0(x, sig, policy.encode(["", ""]))
+        want = (x - (empty + 3.0 * (text - empty))) / sig.view(2, 1, 1, 1)
+        got = guided.velocity(x, sig, cond)
+        one = guided.velocity(x[:1], sig[:1], guided.encode(PROMPTS[:1]))  # rows stay independent
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(one[0], got[0], rtol=0, atol=1e-5)
+    assert not torch.allclose(got, policy.velocity(x, sig, policy.encode(PROMPTS)))
+    with pytest.raises(ValueError, match="uncond_embeds"):
+        guided.velocity(x, sig, policy.encode(PROMPTS))
+    with pytest.raises(ValueError, match="guidance_scale"):
+        ToyPolicy(policy.config, policy.text_encoder, policy.transformer, guidance_scale=0.5)
+    # the scale is saved with the policy, and a load can override it
+    guided.save(tmp_path / "g")
+    assert ToyPolicy.load(tmp_path / "g").guidance_scale == 3.0
+    assert ToyPolicy.load(tmp_path / "g", guidance_scale=1.0).do_cfg is False

@@ -120,3 +120,24 @@ def test_pretrain_continues_from_a_saved_policy(tmp_path):
     still = ToyPolicy.load(tmp_path / "still")
     for a, b in zip(still.transformer.parameters(), start.transformer.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_cond_dropout_replaces_a_share_of_prompts_by_the_empty_prompt(tmp_path, monkeypatch):
+    import arr_core.rpo.toy_pretrain as tp
+
+    seen: list[list[str]] = []
+    real = tp.flow_matching_loss
+
+    def spy(policy, prompts, *args, **kwargs):
+        seen.append(list(prompts))
+        return real(policy, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(tp, "flow_matching_loss", spy)
+    facts = tp.pretrain(tmp_path / "drop", steps=4, batch_size=16, cond_dropout=0.5, eval_per_tag=0, log=None)
+    dropped = sum(p == "" for batch in seen for p in batch)
+    assert facts["cond_dropout"] == 0.5 and 16 <= dropped <= 48  # 64 prompts, p = 0.5
+    seen.clear()
+    tp.pretrain(tmp_path / "keep", steps=4, batch_size=16, eval_per_tag=0, log=None)
+    assert all(p for batch in seen for p in batch)
+    with pytest.raises(ValueError, match="cond_dropout"):
+        tp.pretrain(tmp_path / "bad", steps=1, cond_dropout=1.0, log=None)
