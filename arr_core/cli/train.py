@@ -206,12 +206,14 @@ def register(app: typer.Typer) -> None:
                 raise InputError("launched by torchrun but the config says distributed: none", file=str(config),
                                  field="distributed")
         run_dir = out or cfg.output_dir or home_dir(home) / "runs" / f"rpo-{config_digest(cfg)}"
+        finished = False
         try:
             res = run_train(cfg, out=run_dir, rubrics=rubrics, resume=resume, home=home,
                             progress=lambda s: console.print(s, markup=False, soft_wrap=True), dist_ctx=ctx)
+            finished = True
         finally:
             if ctx is not None:
-                cleanup(ctx)
+                cleanup(ctx, synchronize=finished)
         if ctx is None or ctx.is_main:
             console.print(f"LoRA: {res.lora_dir}  (pipe.load_lora_weights('{res.lora_dir}'))")
             console.print(f"metrics: {res.metrics_path}")

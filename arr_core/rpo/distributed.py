@@ -117,6 +117,14 @@ def shard_fsdp(transformer: torch.nn.Module, block_attrs: tuple[str, ...] = ("tr
     return transformer
 
 
-def cleanup(ctx: DistContext) -> None:
+def cleanup(ctx: DistContext, synchronize: bool = True) -> None:
+    """Tear the process group down. With ``synchronize`` (after a successful run) a barrier comes
+    first, so no rank destroys its gloo/NCCL group and exits while another still has work in flight
+    on it: without it a 2-rank gloo run aborted once at exit in CI under load ("terminate called
+    without an active exception" on rank 1, after both ranks had written their results). After a
+    failure pass False: the other ranks may be blocked elsewhere, and a barrier would hang until the
+    collective timeout instead of letting torchrun stop the job."""
     if ctx.active and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
