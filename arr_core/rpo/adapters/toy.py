@@ -278,11 +278,7 @@ class ToyPolicy:
     def predict_x0(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """The network's clean-image estimate x̂₀ at noise level ``sigma`` (scalar or (b,)); fp32."""
         b = latents.shape[0]
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(b)
-        if sigma.shape != (b,):
-            raise ValueError(f"sigma must be a scalar or have shape ({b},), got {tuple(sigma.shape)}")
+        sigma = _batch_sigma(sigma, latents)
         emb, mask = cond["prompt_embeds"], cond["prompt_mask"]
         if emb.shape[0] != b:
             raise ValueError(f"cond has batch {emb.shape[0]} but latents have batch {b}")
@@ -300,9 +296,7 @@ class ToyPolicy:
         if "uncond_embeds" not in cond:
             raise ValueError("ToyPolicy: guidance_scale > 1 needs cond['uncond_embeds'] (encode with the "
                              "same policy)")
-        b = latents.shape[0]
-        sig = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
-        sig = sig.expand(b) if sig.ndim == 0 else sig
+        sig = _batch_sigma(sigma, latents)
         both = {"prompt_embeds": torch.cat([cond["prompt_embeds"], cond["uncond_embeds"]]),
                 "prompt_mask": torch.cat([cond["prompt_mask"], cond["uncond_mask"]])}
         text, uncond = self.predict_x0(torch.cat([latents, latents]), torch.cat([sig, sig]), both).chunk(2)
@@ -316,8 +310,7 @@ class ToyPolicy:
         ``guidance_scale`` > 1 (``guided_x0``).
         """
         x0 = self.guided_x0(latents, sigma, cond)
-        sig = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
-        sig = sig.expand(latents.shape[0]) if sig.ndim == 0 else sig
+        sig = _batch_sigma(sigma, latents)
         denom = sig.clamp_min(float(self.config["sigma_min"])).view(-1, *([1] * (latents.ndim - 1)))
         return (latents.float() - x0) / denom
 
@@ -345,6 +338,17 @@ class ToyPolicy:
         if "pretrain" in self.config:
             out["pretrain"] = self.config["pretrain"]
         return out
+
+
+def _batch_sigma(sigma: torch.Tensor | float, latents: torch.Tensor) -> torch.Tensor:
+    """σ as a (b,) fp32 tensor on the latents' device: a scalar is broadcast, a (b,) tensor checked."""
+    b = latents.shape[0]
+    sig = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
+    if sig.ndim == 0:
+        sig = sig.expand(b)
+    if sig.shape != (b,):
+        raise ValueError(f"sigma must be a scalar or have shape ({b},), got {tuple(sig.shape)}")
+    return sig
 
 
 def images_to_latents(images: list[Image.Image], size: int) -> torch.Tensor:
