@@ -39,18 +39,24 @@ def pretrain_cmd(
                                                "(decays to 0 at the last step).")] = "constant",
     cond_dropout: Annotated[float, typer.Option(help="Share of training prompts replaced by the empty "
                                                      "prompt, for classifier-free guidance (0 = none).")] = 0.0,
+    sigma_sampling: Annotated[str, typer.Option(help="Noise levels of the training examples: uniform, or "
+                                                     "logit-normal (SD3; more of the middle levels).")] = "uniform",
+    logit_mean: Annotated[float, typer.Option(help="Mean m of logit-normal σ = sigmoid(m + s·z).")] = 0.0,
+    logit_std: Annotated[float, typer.Option(help="Spread s of logit-normal σ (> 0).")] = 1.0,
 ) -> None:
     """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
     summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
                            defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads,
-                           loss_floor=loss_floor, init=init, schedule=schedule, cond_dropout=cond_dropout)
+                           loss_floor=loss_floor, init=init, schedule=schedule, cond_dropout=cond_dropout,
+                           sigma_sampling=sigma_sampling, logit_mean=logit_mean, logit_std=logit_std)
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
 def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, lr: float = 1e-3,
                  defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
                  loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant",
-                 cond_dropout: float = 0.0) -> dict:
+                 cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
+                 logit_std: float = 1.0) -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:
         raise InputError(f"must be >= 1, got {steps}", field="--steps")
@@ -62,13 +68,18 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must lie in (0, 1], got {loss_floor}", field="--loss-floor")
     if not 0.0 <= cond_dropout < 1.0:
         raise InputError(f"must lie in [0, 1), got {cond_dropout}", field="--cond-dropout")
+    if logit_std <= 0:
+        raise InputError(f"must be > 0, got {logit_std}", field="--logit-std")
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
     from arr_core.rpo.adapters.toy import CONFIG_FILE
-    from arr_core.rpo.toy_pretrain import SCHEDULES, pretrain
+    from arr_core.rpo.toy_pretrain import SCHEDULES, SIGMA_SAMPLINGS, pretrain
 
     if schedule not in SCHEDULES:
         raise InputError(f"must be one of {', '.join(SCHEDULES)}, got {schedule!r}", field="--schedule")
+    if sigma_sampling not in SIGMA_SAMPLINGS:
+        raise InputError(f"must be one of {', '.join(SIGMA_SAMPLINGS)}, got {sigma_sampling!r}",
+                         field="--sigma-sampling")
     if init is not None and not (init / CONFIG_FILE).is_file():
         raise InputError(f"is not a toy policy folder ({CONFIG_FILE} is missing)", field="--init",
                          file=str(init))
@@ -83,7 +94,8 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         torch.set_num_threads(threads)
     return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
                     eval_per_tag=eval_per_tag, loss_floor=loss_floor, init=init, schedule=schedule,
-                    cond_dropout=cond_dropout, log=console.print)
+                    cond_dropout=cond_dropout, sigma_sampling=sigma_sampling, logit_mean=logit_mean,
+                    logit_std=logit_std, log=console.print)
 
 
 def register_toy(app: typer.Typer) -> None:

@@ -19,8 +19,11 @@ by the empty prompt, so the network also learns the unconditional prediction tha
 (``ToyPolicy(guidance_scale=s)``, s > 1) contrasts with (SD3 drops each text encoder with p = 0.464;
 Ho & Salimans use 0.1–0.2). The default p = 0 keeps the data stream of runs made without it.
 
-Deviations from SD3's recipe: uniform σ instead of logit-normal sampling (fewer steps at extreme σ
-matter less here than compute), pixel space instead of a VAE latent.
+Noise levels: σ ~ U(0, 1) by default; ``sigma_sampling="logit-normal"`` draws σ = sigmoid(m + s·z),
+z ~ N(0, 1), SD3's choice (m = 0, s = 1), which puts more of the training on the middle noise levels.
+That is where the toy policy decides an object's shape: shipped checkpoints reconstruct renders
+exactly from σ = 0.2 but return round blobs from σ ≈ 0.6 (docs/toy.md, "Why the held-out images
+fail"). Deviation from SD3's recipe: pixel space instead of a VAE latent.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from arr_core.rpo.adapters.toy import ToyPolicy, images_to_latents
 
 LOSS_FLOOR = 0.5  # see flow_matching_loss: between JiT's v-loss (0.05) and the x-loss (1)
 SCHEDULES = ("constant", "cosine")
+SIGMA_SAMPLINGS = ("uniform", "logit-normal")
 SCENE_DEFECTS = ("missing_object", "extra_object", "wrong_color", "wrong_count", "broken_relation",
                  "wrong_shape")
 
@@ -65,10 +69,27 @@ def make_batch(rng: np.random.Generator, batch: int, size: int, defect_rate: flo
     return prompts, images_to_latents(images, size), n_bad
 
 
+def sample_sigmas(n: int, generator: torch.Generator, sampling: str = "uniform", mean: float = 0.0,
+                  std: float = 1.0) -> torch.Tensor:
+    """(n,) fp32 noise levels in (0, 1): ``uniform`` U(0, 1), or ``logit-normal`` sigmoid(mean + std·z)
+    with z ~ N(0, 1) (SD3, Esser et al. 2024: m = 0, s = 1). Uniform draws ``torch.rand`` exactly as
+    before this option existed, so runs made without it keep their noise stream."""
+    if sampling == "uniform":
+        return torch.rand((n,), generator=generator, dtype=torch.float32)
+    if sampling == "logit-normal":
+        if std <= 0:
+            raise ValueError(f"logit-normal std must be > 0, got {std}")
+        z = torch.randn((n,), generator=generator, dtype=torch.float32)
+        return torch.sigmoid(mean + std * z)
+    raise ValueError(f"sigma sampling must be one of {SIGMA_SAMPLINGS}, got {sampling!r}")
+
+
 def flow_matching_loss(policy: ToyPolicy, prompts: list[str], x0: torch.Tensor,
-                       generator: torch.Generator, loss_floor: float = LOSS_FLOOR) -> torch.Tensor:
-    """Flow-matching loss of the x-predicting network at σ ~ U(0, 1), with gradients through the
-    transformer and the text encoder.
+                       generator: torch.Generator, loss_floor: float = LOSS_FLOOR,
+                       sigma_sampling: str = "uniform", logit_mean: float = 0.0,
+                       logit_std: float = 1.0) -> torch.Tensor:
+    """Flow-matching loss of the x-predicting network at σ drawn by ``sample_sigmas`` (U(0, 1) by
+    default), with gradients through the transformer and the text encoder.
 
     The velocity error of an x-prediction is (x₀ − x̂₀)/σ, so JiT's "x-pred, v-loss" weights the
     clean-image error by 1/σ². ``loss_floor`` f caps that weight: loss = mean(|x̂₀ − x₀|²/max(σ, f)²).
@@ -79,7 +100,7 @@ def flow_matching_loss(policy: ToyPolicy, prompts: list[str], x0: torch.Tensor,
     """
     b = x0.shape[0]
     eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
-    sigma = torch.rand((b,), generator=generator, dtype=torch.float32)
+    sigma = sample_sigmas(b, generator, sigma_sampling, logit_mean, logit_std)
     s = sigma.view(b, 1, 1, 1)
     xs = (1 - s) * x0 + s * eps
     ids, mask = policy.tokenize(prompts)
@@ -107,7 +128,8 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_size: int = 16,
              lr: float = 1e-3, warmup: int = 100, defect_rate: float = 0.3, ema_decay: float = 0.999,
              loss_floor: float = LOSS_FLOOR, init: Path | str | None = None, schedule: str = "constant",
-             cond_dropout: float = 0.0, eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
+             cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
+             logit_std: float = 1.0, eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Train a toy policy for ``steps`` AdamW steps and save it (EMA weights) to ``out_dir``.
 
@@ -116,6 +138,7 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
     those weights; its pretraining summary is kept under ``"continued_from"``. ``schedule``:
     ``constant`` (after warmup) or ``cosine`` (decay to 0 at the last step). ``cond_dropout``: the share
     of training prompts replaced by the empty prompt (classifier-free guidance; 0 = none).
+    ``sigma_sampling``: ``uniform`` or ``logit-normal`` (``logit_mean``, ``logit_std``; ``sample_sigmas``).
 
     Returns the summary that is also stored under ``"pretrain"`` in ``toy_policy.json``: steps,
     seconds, final loss, settings and the held-out GenEval-format accuracy (``eval_per_tag`` prompts
@@ -133,6 +156,10 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         raise ValueError(f"cond_dropout must lie in [0, 1), got {cond_dropout}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if sigma_sampling not in SIGMA_SAMPLINGS:
+        raise ValueError(f"sigma_sampling must be one of {SIGMA_SAMPLINGS}, got {sigma_sampling!r}")
+    if logit_std <= 0:
+        raise ValueError(f"logit_std must be > 0, got {logit_std}")
     t0 = time.perf_counter()
     policy = ToyPolicy.random(seed=seed) if init is None else ToyPolicy.load(init)
     previous = policy.config.pop("pretrain", None)
@@ -152,7 +179,7 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         if cond_dropout > 0:  # drawn only then: runs without dropout keep their data stream
             prompts = [("" if drop else p) for p, drop in zip(prompts, rng.random(batch_size) < cond_dropout,
                                                                strict=True)]
-        loss = flow_matching_loss(policy, prompts, x0, gen, loss_floor)
+        loss = flow_matching_loss(policy, prompts, x0, gen, loss_floor, sigma_sampling, logit_mean, logit_std)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -168,8 +195,10 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr, "warmup": warmup,
         "defect_rate": defect_rate, "ema_decay": ema_decay, "loss_floor": loss_floor, "final_loss": round(float(running), 5),
         "defective_images": n_bad_total, "train_seconds": round(train_s, 1), "schedule": schedule,
-        "cond_dropout": cond_dropout,
+        "cond_dropout": cond_dropout, "sigma_sampling": sigma_sampling,
     }
+    if sigma_sampling == "logit-normal":
+        summary.update(logit_mean=logit_mean, logit_std=logit_std)
     if init is not None:
         summary["continued_from"] = {"source": policy.source, "pretrain": previous}
     if eval_per_tag > 0:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from arr_core.cli.toy import register_toy, run_pretrain
 from arr_core.errors import InputError
 from arr_core.rpo.adapters.toy import ToyPolicy
-from arr_core.rpo.toy_pretrain import flow_matching_loss, lr_factor, make_batch, pretrain
+from arr_core.rpo.toy_pretrain import flow_matching_loss, lr_factor, make_batch, pretrain, sample_sigmas
 
 
 def test_make_batch_defect_rate_and_range():
@@ -84,6 +84,10 @@ def test_pretrain_rejects_bad_options(tmp_path):
         run_pretrain(steps=1, out=tmp_path / "x", defect_rate=1.5)
     with pytest.raises(InputError, match="--schedule"):
         run_pretrain(steps=1, out=tmp_path / "x", schedule="linear")
+    with pytest.raises(InputError, match="--sigma-sampling"):
+        run_pretrain(steps=1, out=tmp_path / "x", sigma_sampling="lognormal")
+    with pytest.raises(InputError, match="--logit-std"):
+        run_pretrain(steps=1, out=tmp_path / "x", sigma_sampling="logit-normal", logit_std=0.0)
     with pytest.raises(InputError, match="--init"):
         run_pretrain(steps=1, out=tmp_path / "x", init=tmp_path)
     (tmp_path / "file").write_text("x")
@@ -141,3 +145,46 @@ def test_cond_dropout_replaces_a_share_of_prompts_by_the_empty_prompt(tmp_path, 
     assert all(p for batch in seen for p in batch)
     with pytest.raises(ValueError, match="cond_dropout"):
         tp.pretrain(tmp_path / "bad", steps=1, cond_dropout=1.0, log=None)
+
+
+def test_sample_sigmas_uniform_keeps_the_old_stream_and_logit_normal_favours_the_middle():
+    uni = sample_sigmas(20000, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(uni, torch.rand((20000,), generator=torch.Generator().manual_seed(4)))
+    ln = sample_sigmas(20000, torch.Generator().manual_seed(4), "logit-normal")
+    z = torch.randn((20000,), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(ln, torch.sigmoid(z))
+    assert 0.0 < float(ln.min()) and float(ln.max()) < 1.0
+    middle = [float(((s > 0.3) & (s < 0.7)).float().mean()) for s in (uni, ln)]
+    assert middle[0] == pytest.approx(0.4, abs=0.02)
+    assert middle[1] == pytest.approx(0.603, abs=0.02)  # P(|z| < logit(0.7) = 0.847) for z ~ N(0, 1)
+    shifted = sample_sigmas(20000, torch.Generator().manual_seed(4), "logit-normal", mean=1.0, std=0.5)
+    torch.testing.assert_close(shifted, torch.sigmoid(1.0 + 0.5 * z))
+    with pytest.raises(ValueError, match="sigma sampling"):
+        sample_sigmas(2, torch.Generator(), "beta")
+    with pytest.raises(ValueError, match="std"):
+        sample_sigmas(2, torch.Generator(), "logit-normal", std=0.0)
+
+
+def test_pretrain_records_and_uses_logit_normal_sigmas(tmp_path, monkeypatch):
+    import arr_core.rpo.toy_pretrain as tp
+
+    drawn: list[torch.Tensor] = []
+    real = tp.sample_sigmas
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        drawn.append(out)
+        return out
+
+    monkeypatch.setattr(tp, "sample_sigmas", spy)
+    facts = tp.pretrain(tmp_path / "ln", steps=3, batch_size=4, eval_per_tag=0, log=None,
+                        sigma_sampling="logit-normal", logit_mean=0.5, logit_std=0.8)
+    assert len(drawn) == 3 and all(d.shape == (4,) for d in drawn)
+    assert facts["sigma_sampling"] == "logit-normal"
+    assert (facts["logit_mean"], facts["logit_std"]) == (0.5, 0.8)
+    saved = ToyPolicy.load(tmp_path / "ln").describe()["pretrain"]
+    assert saved["sigma_sampling"] == "logit-normal" and saved["logit_std"] == 0.8
+    plain = tp.pretrain(tmp_path / "uni", steps=1, batch_size=4, eval_per_tag=0, log=None)
+    assert plain["sigma_sampling"] == "uniform" and "logit_mean" not in plain
+    with pytest.raises(ValueError, match="sigma_sampling"):
+        tp.pretrain(tmp_path / "bad", steps=1, sigma_sampling="beta", log=None)
