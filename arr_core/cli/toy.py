@@ -43,12 +43,16 @@ def pretrain_cmd(
                                                      "logit-normal (SD3; more of the middle levels).")] = "uniform",
     logit_mean: Annotated[float, typer.Option(help="Mean m of logit-normal σ = sigmoid(m + s·z).")] = 0.0,
     logit_std: Annotated[float, typer.Option(help="Spread s of logit-normal σ (> 0).")] = 1.0,
+    width: Annotated[Optional[int], typer.Option(help="Transformer width of a fresh policy (multiple of 32; "
+                                                      "default 96).")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Transformer blocks of a fresh policy (default 4).")] = None,
 ) -> None:
     """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
     summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
                            defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads,
                            loss_floor=loss_floor, init=init, schedule=schedule, cond_dropout=cond_dropout,
-                           sigma_sampling=sigma_sampling, logit_mean=logit_mean, logit_std=logit_std)
+                           sigma_sampling=sigma_sampling, logit_mean=logit_mean, logit_std=logit_std,
+                           width=width, layers=layers)
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
@@ -56,7 +60,7 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
                  defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
                  loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant",
                  cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
-                 logit_std: float = 1.0) -> dict:
+                 logit_std: float = 1.0, width: int | None = None, layers: int | None = None) -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:
         raise InputError(f"must be >= 1, got {steps}", field="--steps")
@@ -70,6 +74,14 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must lie in [0, 1), got {cond_dropout}", field="--cond-dropout")
     if logit_std <= 0:
         raise InputError(f"must be > 0, got {logit_std}", field="--logit-std")
+    if width is not None and (width < 32 or width % 32):
+        raise InputError(f"must be a positive multiple of 32 (the head width), got {width}", field="--width")
+    if layers is not None and layers < 1:
+        raise InputError(f"must be >= 1, got {layers}", field="--layers")
+    architecture = {k: v for k, v in (("width", width), ("layers", layers)) if v is not None}
+    if architecture and init is not None:
+        raise InputError("cannot change the architecture of a continued policy (drop --width/--layers)",
+                         field="--init", file=str(init))
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
     from arr_core.rpo.adapters.toy import CONFIG_FILE
@@ -95,7 +107,7 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
     return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
                     eval_per_tag=eval_per_tag, loss_floor=loss_floor, init=init, schedule=schedule,
                     cond_dropout=cond_dropout, sigma_sampling=sigma_sampling, logit_mean=logit_mean,
-                    logit_std=logit_std, log=console.print)
+                    logit_std=logit_std, architecture=architecture, log=console.print)
 
 
 def register_toy(app: typer.Typer) -> None:

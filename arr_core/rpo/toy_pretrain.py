@@ -129,7 +129,7 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
              lr: float = 1e-3, warmup: int = 100, defect_rate: float = 0.3, ema_decay: float = 0.999,
              loss_floor: float = LOSS_FLOOR, init: Path | str | None = None, schedule: str = "constant",
              cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
-             logit_std: float = 1.0, eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
+             logit_std: float = 1.0, architecture: dict[str, Any] | None = None, eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
              log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Train a toy policy for ``steps`` AdamW steps and save it (EMA weights) to ``out_dir``.
 
@@ -139,6 +139,8 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
     ``constant`` (after warmup) or ``cosine`` (decay to 0 at the last step). ``cond_dropout``: the share
     of training prompts replaced by the empty prompt (classifier-free guidance; 0 = none).
     ``sigma_sampling``: ``uniform`` or ``logit-normal`` (``logit_mean``, ``logit_std``; ``sample_sigmas``).
+    ``architecture``: overrides of ``default_config()`` for a fresh policy (e.g. ``{"width": 192,
+    "layers": 6}``); a continued run takes its architecture from ``init`` and refuses overrides.
 
     Returns the summary that is also stored under ``"pretrain"`` in ``toy_policy.json``: steps,
     seconds, final loss, settings and the held-out GenEval-format accuracy (``eval_per_tag`` prompts
@@ -160,8 +162,10 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
         raise ValueError(f"sigma_sampling must be one of {SIGMA_SAMPLINGS}, got {sigma_sampling!r}")
     if logit_std <= 0:
         raise ValueError(f"logit_std must be > 0, got {logit_std}")
+    if architecture and init is not None:
+        raise ValueError("architecture overrides need a fresh policy; a continued run keeps init's architecture")
     t0 = time.perf_counter()
-    policy = ToyPolicy.random(seed=seed) if init is None else ToyPolicy.load(init)
+    policy = ToyPolicy.random(seed=seed, **(architecture or {})) if init is None else ToyPolicy.load(init)
     previous = policy.config.pop("pretrain", None)
     modules = torch.nn.ModuleDict({"text": policy.text_encoder, "image": policy.transformer}).train()
     ema = copy.deepcopy(modules).eval().requires_grad_(False)

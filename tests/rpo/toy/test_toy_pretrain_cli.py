@@ -88,6 +88,10 @@ def test_pretrain_rejects_bad_options(tmp_path):
         run_pretrain(steps=1, out=tmp_path / "x", sigma_sampling="lognormal")
     with pytest.raises(InputError, match="--logit-std"):
         run_pretrain(steps=1, out=tmp_path / "x", sigma_sampling="logit-normal", logit_std=0.0)
+    with pytest.raises(InputError, match="--width"):
+        run_pretrain(steps=1, out=tmp_path / "x", width=100)
+    with pytest.raises(InputError, match="--layers"):
+        run_pretrain(steps=1, out=tmp_path / "x", layers=0)
     with pytest.raises(InputError, match="--init"):
         run_pretrain(steps=1, out=tmp_path / "x", init=tmp_path)
     (tmp_path / "file").write_text("x")
@@ -188,3 +192,16 @@ def test_pretrain_records_and_uses_logit_normal_sigmas(tmp_path, monkeypatch):
     assert plain["sigma_sampling"] == "uniform" and "logit_mean" not in plain
     with pytest.raises(ValueError, match="sigma_sampling"):
         tp.pretrain(tmp_path / "bad", steps=1, sigma_sampling="beta", log=None)
+
+
+def test_pretrain_builds_a_fresh_policy_of_another_size(tmp_path):
+    out = tmp_path / "big"
+    run_pretrain(steps=1, out=out, batch_size=2, eval_per_tag=0, width=64, layers=1)
+    policy = ToyPolicy.load(out)
+    assert (policy.config["width"], policy.config["layers"]) == (64, 1)
+    assert len(policy.transformer.transformer_blocks) == 1
+    assert policy.transformer.transformer_blocks[0].attn1.to_q.in_features == 64
+    with pytest.raises(InputError, match="architecture"):  # a continued run keeps init's architecture
+        run_pretrain(steps=1, out=tmp_path / "cont", init=out, layers=2)
+    with pytest.raises(ValueError, match="architecture"):
+        pretrain(tmp_path / "cont", init=out, steps=1, architecture={"layers": 2}, log=None)
