@@ -129,8 +129,8 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
              lr: float = 1e-3, warmup: int = 100, defect_rate: float = 0.3, ema_decay: float = 0.999,
              loss_floor: float = LOSS_FLOOR, init: Path | str | None = None, schedule: str = "constant",
              cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
-             logit_std: float = 1.0, architecture: dict[str, Any] | None = None, eval_per_tag: int = 20, eval_steps: int = 10, log_every: int = 100,
-             log: Callable[[str], None] | None = print) -> dict[str, Any]:
+             logit_std: float = 1.0, architecture: dict[str, Any] | None = None, eval_per_tag: int = 20,
+             eval_steps: int = 10, log_every: int = 100, log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Train a toy policy for ``steps`` AdamW steps and save it (EMA weights) to ``out_dir``.
 
     ``init``: None starts from random weights (``seed``); a policy folder (``ToyPolicy.save``, e.g. an
