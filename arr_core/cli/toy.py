@@ -74,8 +74,11 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must lie in [0, 1), got {cond_dropout}", field="--cond-dropout")
     if logit_std <= 0:
         raise InputError(f"must be > 0, got {logit_std}", field="--logit-std")
-    if width is not None and (width < 32 or width % 32):
-        raise InputError(f"must be a positive multiple of 32 (the head width), got {width}", field="--width")
+    from arr_core.rpo.adapters.toy import CONFIG_FILE, default_config
+
+    head = default_config()["head_dim"]
+    if width is not None and (width < head or width % head):
+        raise InputError(f"must be a positive multiple of {head} (the head width), got {width}", field="--width")
     if layers is not None and layers < 1:
         raise InputError(f"must be >= 1, got {layers}", field="--layers")
     architecture = {k: v for k, v in (("width", width), ("layers", layers)) if v is not None}
@@ -84,7 +87,6 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
                          field="--init", file=str(init))
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")
-    from arr_core.rpo.adapters.toy import CONFIG_FILE
     from arr_core.rpo.toy_pretrain import SCHEDULES, SIGMA_SAMPLINGS, pretrain
 
     if schedule not in SCHEDULES:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -105,6 +106,26 @@ def failure_kind(result: dict[str, Any], detections: Sequence[Any]) -> str:
     return next(c["fail"] for c in result["clauses"] if not c["passed"])
 
 
+def _failure(spec: Any, image: Any) -> str | None:
+    """None when ``image`` passes ``spec``'s detector check, else its ``failure_kind``."""
+    from arr_core.world import check_spec, detect
+
+    dets = detect(image)
+    res = check_spec(spec, dets)
+    return None if res["passed"] else failure_kind(res, dets)
+
+
+@contextmanager
+def _eval_mode(policy: Any) -> Iterator[None]:
+    """The policy's transformer in eval mode for the block, then back in the mode it was in."""
+    was_training = policy.transformer.training
+    policy.transformer.eval()
+    try:
+        yield
+    finally:
+        policy.transformer.train(was_training)
+
+
 def _interval(values: list[float], lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
     """Normal 95 % interval of the mean of ``values`` (clipped to [lo, hi])."""
     n = len(values)
@@ -148,7 +169,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts", "steps", "seeds", "passed": [[bool]],
     "failures": {tag: {kind: failed images}}}`` (kinds: ``failure_kind``).
     """
-    from arr_core.world import PromptSpec, check_spec, detect
+    from arr_core.world import PromptSpec
 
     if not specs:
         raise ValueError("specs must hold at least one prompt spec")
@@ -166,9 +187,7 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     passed: list[list[bool]] = [[] for _ in specs]
     failures: dict[str, Counter[str]] = {s.tag: Counter() for s in specs}
     images: list[Any] = []
-    was_training = policy.transformer.training
-    policy.transformer.eval()
-    try:
+    with _eval_mode(policy):
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
             prompts = [specs[i].prompt for i, _ in chunk]
@@ -177,15 +196,12 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
             x0 = (sample_ode(policy, prompts, noise, steps) if sampler == "ode"
                   else sample_sde(policy, prompts, noise, steps, chunk_keys, a))
             for (i, _), im in zip(chunk, policy.decode(x0), strict=True):
-                dets = detect(im)
-                res = check_spec(specs[i], dets)
-                passed[i].append(bool(res["passed"]))
-                if not res["passed"]:
-                    failures[specs[i].tag][failure_kind(res, dets)] += 1
+                kind = _failure(specs[i], im)
+                passed[i].append(kind is None)
+                if kind is not None:
+                    failures[specs[i].tag][kind] += 1
                 if return_images:
                     images.append(im)
-    finally:
-        policy.transformer.train(was_training)
     per_prompt = [sum(p) / len(p) for p in passed]
     tags = sorted({s.tag for s in specs})
     per_tag, per_tag_ci = {}, {}
@@ -250,7 +266,7 @@ def restoration_accuracy(policy: Any, specs: Sequence[Any], steps: int = 8, seed
     import numpy as np
 
     from arr_core.rpo.adapters.toy import images_to_latents
-    from arr_core.world import PromptSpec, check_spec, detect, render, scene_from_spec
+    from arr_core.world import PromptSpec, render, scene_from_spec
 
     if not specs:
         raise ValueError("specs must hold at least one prompt spec")
@@ -260,10 +276,9 @@ def restoration_accuracy(policy: Any, specs: Sequence[Any], steps: int = 8, seed
     x0 = images_to_latents([render(scene_from_spec(s, rng), size=size) for s in specs], size)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
     sig = policy.sigmas(steps)
+    counts = Counter(s.tag for s in specs)
     rows = []
-    was_training = policy.transformer.training
-    policy.transformer.eval()
-    try:
+    with _eval_mode(policy):
         for k in range(steps + 1):
             passed, failures = Counter(), Counter()
             for lo in range(0, len(specs), batch_size):
@@ -272,16 +287,12 @@ def restoration_accuracy(policy: Any, specs: Sequence[Any], steps: int = 8, seed
                 out = _integrate(policy, [s.prompt for s in specs[chunk]], xk.to(policy.device), steps,
                                  _euler, start=k)
                 for spec, im in zip(specs[chunk], policy.decode(out), strict=True):
-                    dets = detect(im)
-                    res = check_spec(spec, dets)
-                    passed[spec.tag] += bool(res["passed"])
-                    if not res["passed"]:
-                        failures[failure_kind(res, dets)] += 1
-            counts = Counter(s.tag for s in specs)
+                    kind = _failure(spec, im)
+                    passed[spec.tag] += kind is None
+                    if kind is not None:
+                        failures[kind] += 1
             rows.append({"start": k, "sigma": round(float(sig[k]), 4),
                          "overall": sum(passed.values()) / len(specs),
                          "per_tag": {t: passed[t] / counts[t] for t in sorted(counts)},
                          "failures": dict(sorted(failures.items())), "n": len(specs)})
-    finally:
-        policy.transformer.train(was_training)
     return rows
