@@ -46,13 +46,17 @@ def pretrain_cmd(
     width: Annotated[Optional[int], typer.Option(help="Transformer width of a fresh policy (multiple of 32; "
                                                       "default 96).")] = None,
     layers: Annotated[Optional[int], typer.Option(help="Transformer blocks of a fresh policy (default 4).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Pixels per side of a fresh policy's images (default "
+                                                           "32; 64 draws the objects at the detector's size).")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(help="Pixels per side of a fresh policy's patches (default 2; "
+                                                           "4 at 64 px keeps 256 tokens).")] = None,
 ) -> None:
     """Pretrain the toy policy by flow matching on scene-world renders (with noisy captions)."""
     summary = run_pretrain(steps=steps, out=out, seed=seed, batch_size=batch_size, lr=lr,
                            defect_rate=defect_rate, eval_per_tag=eval_per_tag, threads=threads,
                            loss_floor=loss_floor, init=init, schedule=schedule, cond_dropout=cond_dropout,
                            sigma_sampling=sigma_sampling, logit_mean=logit_mean, logit_std=logit_std,
-                           width=width, layers=layers)
+                           width=width, layers=layers, image_size=image_size, patch_size=patch_size)
     console.print(f"saved {out} in {summary['total_seconds']:.0f} s")
 
 
@@ -60,7 +64,8 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
                  defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
                  loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant",
                  cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
-                 logit_std: float = 1.0, width: int | None = None, layers: int | None = None) -> dict:
+                 logit_std: float = 1.0, width: int | None = None, layers: int | None = None,
+                 image_size: int | None = None, patch_size: int | None = None) -> dict:
     """The work of ``arr toy pretrain``: validates the options, then ``toy_pretrain.pretrain``."""
     if steps < 1:
         raise InputError(f"must be >= 1, got {steps}", field="--steps")
@@ -81,9 +86,19 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must be a positive multiple of {head} (the head width), got {width}", field="--width")
     if layers is not None and layers < 1:
         raise InputError(f"must be >= 1, got {layers}", field="--layers")
-    architecture = {k: v for k, v in (("width", width), ("layers", layers)) if v is not None}
+    if image_size is not None and image_size < 8:
+        raise InputError(f"must be >= 8, got {image_size}", field="--image-size")
+    if patch_size is not None and patch_size < 1:
+        raise InputError(f"must be >= 1, got {patch_size}", field="--patch-size")
+    size, patch = image_size or default_config()["image_size"], patch_size or default_config()["patch_size"]
+    if size % patch:
+        raise InputError(f"the image size ({size}) must be a multiple of the patch size ({patch})",
+                         field="--patch-size")
+    architecture = {k: v for k, v in (("width", width), ("layers", layers), ("image_size", image_size),
+                                      ("patch_size", patch_size)) if v is not None}
     if architecture and init is not None:
-        raise InputError("cannot change the architecture of a continued policy (drop --width/--layers)",
+        raise InputError("cannot change the architecture of a continued policy (drop --width/--layers/"
+                         "--image-size/--patch-size)",
                          field="--init", file=str(init))
     if threads is not None and threads < 1:
         raise InputError(f"must be >= 1, got {threads}", field="--threads")

@@ -1,7 +1,7 @@
 """Supervised flow-matching pretraining of the toy policy on scene-world renders (``arr toy pretrain``).
 
 Rectified flow / flow matching (Liu et al., 2022; Lipman et al., 2022; as in SD3, Esser et al., 2024):
-for an image x₀ (32 px render scaled to [−1, 1]), noise ε and σ ~ U(0, 1), the network sees
+for an image x₀ (a render at the policy's ``image_size``, 32 px by default, scaled to [−1, 1]), noise ε and σ ~ U(0, 1), the network sees
 x_σ = (1−σ)·x₀ + σ·ε and predicts x₀ (x-prediction, see ``adapters/toy.py``); the loss is the clean-image
 error weighted by 1/max(σ, f)² (``flow_matching_loss``; f = 0.05 would be JiT's "x-pred, v-loss", which
 left the policy ignoring colour words; f = 0.5 by default). The text encoder and the transformer are

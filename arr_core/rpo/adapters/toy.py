@@ -9,7 +9,9 @@ benchmarked on a CPU. It is built only from real library classes:
 - image: a ``PixArtTransformer2DModel`` (PixArt-α's DiT with cross-attention to text and adaLN-single
   timestep conditioning) on 32 × 32 RGB pixels with 2 × 2 patches (256 tokens), width 96, 4 blocks,
   no VAE. With 4 × 4 patches (4× cheaper) the pretrained model drew patch-aligned square blobs: the
-  scene's objects are only 5–8 px wide.
+  scene's objects are only 5–8 px wide. ``image_size`` 64 with ``patch_size`` 4 (``arr toy pretrain
+  --image-size 64 --patch-size 4``) keeps 256 tokens at the same cost per step and draws the objects
+  at the detector's 64 px (10–16 px wide); ``decode`` then returns the pixels without resampling.
 
 The transformer predicts the clean image x̂₀ (x-prediction) and ``velocity`` converts it,
 v = (x_σ − x̂₀)/σ. Li & He (2025, "Back to Basics: Let Denoising Generative Models Denoise", JiT) show

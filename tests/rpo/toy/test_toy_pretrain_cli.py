@@ -92,6 +92,14 @@ def test_pretrain_rejects_bad_options(tmp_path):
         run_pretrain(steps=1, out=tmp_path / "x", width=100)
     with pytest.raises(InputError, match="--layers"):
         run_pretrain(steps=1, out=tmp_path / "x", layers=0)
+    with pytest.raises(InputError, match="--image-size"):
+        run_pretrain(steps=1, out=tmp_path / "x", image_size=4)
+    with pytest.raises(InputError, match="--patch-size"):
+        run_pretrain(steps=1, out=tmp_path / "x", patch_size=0)
+    with pytest.raises(InputError, match="multiple of the patch size"):
+        run_pretrain(steps=1, out=tmp_path / "x", image_size=64, patch_size=3)
+    with pytest.raises(InputError, match="multiple of the patch size"):  # the default patch is 2 px
+        run_pretrain(steps=1, out=tmp_path / "x", image_size=33)
     with pytest.raises(InputError, match="--init"):
         run_pretrain(steps=1, out=tmp_path / "x", init=tmp_path)
     (tmp_path / "file").write_text("x")
@@ -205,3 +213,25 @@ def test_pretrain_builds_a_fresh_policy_of_another_size(tmp_path):
         run_pretrain(steps=1, out=tmp_path / "cont", init=out, layers=2)
     with pytest.raises(ValueError, match="architecture"):
         pretrain(tmp_path / "cont", init=out, steps=1, architecture={"layers": 2}, log=None)
+
+
+def test_pretrain_builds_a_64px_policy_that_trains_and_samples_at_64px(tmp_path):
+    """--image-size 64 --patch-size 4: the data are 64 px renders, the transformer keeps 256 tokens,
+    and sampling decodes 64 px images without resampling."""
+    out = tmp_path / "p64"
+    run_pretrain(steps=2, out=out, batch_size=2, eval_per_tag=0, image_size=64, patch_size=4, width=32,
+                 layers=1)
+    policy = ToyPolicy.load(out)
+    assert (policy.config["image_size"], policy.config["patch_size"]) == (64, 4)
+    assert policy.transformer.config.sample_size == 64 and policy.transformer.config.patch_size == 4
+    assert policy.transformer.pos_embed.height * policy.transformer.pos_embed.width == 256  # tokens
+    gen = torch.Generator().manual_seed(0)
+    noise = policy.initial_latents(2, gen)
+    assert tuple(noise.shape) == (2, 3, 64, 64)
+    cond = policy.encode(["a photo of a red circle", "a photo of a blue square"])
+    v = policy.velocity(noise, 1.0, cond)
+    assert tuple(v.shape) == (2, 3, 64, 64) and torch.isfinite(v).all()
+    images = policy.decode(noise - v)  # x̂₀ at σ = 1
+    assert [im.size for im in images] == [(64, 64), (64, 64)]
+    with pytest.raises(InputError, match="architecture"):
+        run_pretrain(steps=1, out=tmp_path / "cont", init=out, image_size=32)
