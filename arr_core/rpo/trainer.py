@@ -404,7 +404,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                     f.write(json.dumps(m) + "\n")
                 say(f"step {done}/{cfg.steps} reward {m['reward_mean']:+.3f} win {m['win_rate']:.2f} "
                     f"tie {m['tie_rate']:.2f} kl {m['kl']:.2e} ratio {m['ratio_mean']:.4f}/{m['ratio_max']:.4f} "
-                    f"clip {m['clip_frac']:.3f} |g| {m['grad_norm']:.3f} loss {m['loss']:+.4f} "
+                    f"clip {m['clip_frac']:.3f} |g| {m['grad_norm']:.2e} loss {m['loss']:+.4f} "
                     f"t roll/judge/train {t_roll:.2f}/{t_judge:.2f}/{t_train:.2f}s {m['images_per_s']:.2f} img/s")
                 if cfg.sample_grid_every and done % cfg.sample_grid_every == 0:
                     (out_dir / "samples").mkdir(exist_ok=True)
