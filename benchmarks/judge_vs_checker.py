@@ -100,7 +100,7 @@ def main() -> int:
     n_pass = sum(map(sum, passed))
     print(f"{args.policy}: {args.groups} groups x {G} rollouts of {prompt!r}, {n_pass} of {args.groups * G} pass "
           f"the detector's check ({t_sample:.0f} s sampling); judge: {desc}")
-    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    result = {"args": vars(args),
               "passing": n_pass, "images": args.groups * G, "rubric_set_id": facts.get("rubric_set_id"),
               "passed": passed, "rewards": {}, "outcomes": {}}
 
@@ -119,7 +119,7 @@ def main() -> int:
         result["outcomes"][name] = kinds
     print(f"total {time.perf_counter() - t0:.0f} s on {os.cpu_count()} CPU cores, torch threads {args.threads}")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+        args.out.write_text(json.dumps(result, indent=1, default=str))  # default: the Path arguments
     return 0
 
 

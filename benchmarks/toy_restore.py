@@ -74,9 +74,8 @@ def main() -> int:
     print(f"\n{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), load average "
           f"{load[0]:.1f}, torch threads {args.threads}")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v)
-                                                 for k, v in vars(args).items()},
-                                        "results": results, "cpu_count": os.cpu_count()}, indent=1))
+        args.out.write_text(json.dumps({"args": vars(args), "results": results, "cpu_count": os.cpu_count()},
+                                       indent=1, default=str))  # default: the Path arguments
     return 0
 
 

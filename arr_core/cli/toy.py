@@ -81,7 +81,8 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must be > 0, got {logit_std}", field="--logit-std")
     from arr_core.rpo.adapters.toy import CONFIG_FILE, default_config
 
-    head = default_config()["head_dim"]
+    defaults = default_config()
+    head = defaults["head_dim"]
     if width is not None and (width < head or width % head):
         raise InputError(f"must be a positive multiple of {head} (the head width), got {width}", field="--width")
     if layers is not None and layers < 1:
@@ -90,7 +91,7 @@ def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, 
         raise InputError(f"must be >= 8, got {image_size}", field="--image-size")
     if patch_size is not None and patch_size < 1:
         raise InputError(f"must be >= 1, got {patch_size}", field="--patch-size")
-    size, patch = image_size or default_config()["image_size"], patch_size or default_config()["patch_size"]
+    size, patch = image_size or defaults["image_size"], patch_size or defaults["patch_size"]
     if size % patch:
         raise InputError(f"the image size ({size}) must be a multiple of the patch size ({patch})",
                          field="--patch-size")
