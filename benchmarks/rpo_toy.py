@@ -114,6 +114,8 @@ def train_config(args: argparse.Namespace) -> object:
         "checkpoint_every": 0, "a": args.a, "shared_initial_noise": args.shared_noise,
         **({"trained_steps": "fraction", "trained_fraction": args.trained_fraction}
            if args.trained_fraction else {}),
+        **({"trained_steps": "window", "trained_window": args.trained_window} if args.trained_window else {}),
+        "sde_steps": args.sde_steps,
     })
 
 
@@ -236,6 +238,11 @@ def main() -> int:
     ap.add_argument("--a", type=float, default=0.7, help="Flow-GRPO noise level of the SDE sampler")
     ap.add_argument("--trained-fraction", type=float, default=None,
                     help="train only the first round(f*(num_steps-1)) denoising steps (default: all but the last)")
+    ap.add_argument("--trained-window", type=int, nargs=2, default=None, metavar=("START", "END"),
+                    help="train only the denoising steps START..END-1 (0 = the step leaving pure noise)")
+    ap.add_argument("--sde-steps", choices=["all", "trained"], default="all",
+                    help="where rollouts inject SDE noise: every step (Flow-GRPO) or only the trained steps, "
+                         "Euler elsewhere (MixGRPO)")
     ap.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance scale of the policy in evaluation and training (default: the "
                          "checkpoint's own; needs a checkpoint pretrained with --cond-dropout)")
@@ -259,6 +266,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.no_control and args.control_only:
         ap.error("--no-control and --control-only exclude each other")
+    if args.trained_fraction and args.trained_window:
+        ap.error("--trained-fraction and --trained-window exclude each other")
+    if args.sde_steps == "trained" and args.sde_eval:
+        print("note: --sde-steps trained: the SDE evaluation (noise on every step) is not the training "
+              "sampler; skipping it (ODE only)", flush=True)
+        args.sde_eval = False
     if args.train_prompts:
         from arr_core.world.grammar import parse_prompt
 

@@ -133,6 +133,11 @@ class TrainConfig(_Strict):
     trained_fraction: float | None = Field(None, gt=0, le=1, description="'fraction': train the first "
                                            "round(f·(num_steps−1)) steps (at least 1).")
     trained_window: tuple[int, int] | None = Field(None, description="'window': steps [start, end).")
+    sde_steps: Literal["all", "trained"] = Field("all", description="Where rollouts inject SDE noise. "
+                                                 "'all' (Flow-GRPO): every step. 'trained' (MixGRPO): only the "
+                                                 "trained steps; the others take the deterministic Euler (ODE) "
+                                                 "step, so a group's reward differences come only from the "
+                                                 "steps that are credited with them.")
     accumulate: int | Literal["all"] = Field("all", description="Backward units (micro-batch × trained "
                                              "step) per optimizer step; 'all' = one step per batch.")
 
@@ -183,6 +188,13 @@ class TrainConfig(_Strict):
             raise ValueError("policy.kind 'qwen_edit' needs edit instructions with source images "
                              "(prompts.source 'file')")
         return self
+
+    def sde_step_mask(self) -> list[bool]:
+        """Per denoising step: True where rollouts take a stochastic (SDE) step, False for Euler."""
+        if self.sde_steps == "all":
+            return [True] * self.num_steps
+        trained = set(self.trained_step_indices())
+        return [i in trained for i in range(self.num_steps)]
 
     def trained_step_indices(self) -> list[int]:
         """Integer indices of the denoising steps that get a loss term."""

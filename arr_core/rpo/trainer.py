@@ -35,7 +35,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,8 +167,12 @@ def set_eval_mode(policy: Policy) -> None:
 @torch.no_grad()
 def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | None, *, group_size: int,
             sigmas: torch.Tensor, generator: torch.Generator, noise: str, a: float, eta: float,
-            shared_initial_noise: bool, bf16: bool) -> Rollout:
-    """Sample G images per prompt with the SDE sampler, recording latents and per-step log-probs."""
+            shared_initial_noise: bool, bf16: bool, sde_mask: Sequence[bool] | None = None) -> Rollout:
+    """Sample G images per prompt with the SDE sampler, recording latents and per-step log-probs.
+
+    ``sde_mask`` (one flag per step, default all True): steps flagged False take the deterministic
+    Euler step and record a log-prob of 0 (they have no density and must not be trained).
+    """
     b, g = len(prompts), group_size
     cond = policy.encode(prompts, sources)
     cond = index_cond(cond, torch.arange(b).repeat_interleave(g))
@@ -176,11 +180,18 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
         x = policy.initial_latents(b, generator).float().repeat_interleave(g, dim=0)
     else:
         x = policy.initial_latents(b * g, generator).float()
+    n = len(sigmas) - 1
+    if sde_mask is not None and len(sde_mask) != n:
+        raise ValueError(f"sde_mask has {len(sde_mask)} flags for {n} steps")
     lats, lps = [x], []
-    for i in range(len(sigmas) - 1):
+    for i in range(n):
         v = _velocity(policy, x, sigmas[i], cond, bf16)
-        x, mean, std = sde_step(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, generator=generator)
-        lps.append(step_log_prob(x, mean, std))
+        if sde_mask is None or sde_mask[i]:
+            x, mean, std = sde_step(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, generator=generator)
+            lps.append(step_log_prob(x, mean, std))
+        else:
+            x = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind="ode")[0]
+            lps.append(torch.zeros(x.shape[0], dtype=torch.float32, device=x.device))
         lats.append(x)
     images = policy.decode(x)
     return Rollout(prompts, sources, cond, torch.stack(lats), torch.stack(lps), images)
@@ -259,6 +270,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
     say = progress or (lambda _s: None)
     G, n_steps = cfg.group_size, cfg.num_steps
     trained = cfg.trained_step_indices()
+    sde_mask = cfg.sde_step_mask()
     digest = config_digest(cfg)
 
     # --- model, LoRA, optimiser -------------------------------------------------------------
@@ -324,7 +336,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                 t0 = time.perf_counter()
                 ro = rollout(policy, [prompts[j] for j in idx], [sources[j] for j in idx] if sources else None,
                              group_size=G, sigmas=sigmas, generator=generator, noise=cfg.noise, a=cfg.a,
-                             eta=cfg.eta, shared_initial_noise=cfg.shared_initial_noise, bf16=cfg.bf16_autocast)
+                             eta=cfg.eta, shared_initial_noise=cfg.shared_initial_noise, bf16=cfg.bf16_autocast,
+                             sde_mask=sde_mask)
                 t_roll += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 while len(pending) >= cfg.max_inflight_judge_batches:

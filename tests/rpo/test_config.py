@@ -48,6 +48,12 @@ def test_trained_step_selection() -> None:
     assert c.trained_step_indices() == [0, 1, 2, 3]  # round(0.5 · 7) = 4 (Python rounds half to even: 3.5 → 4)
     c = TrainConfig.model_validate({**MIN, "trained_steps": "window", "trained_window": [2, 5]})
     assert c.trained_step_indices() == [2, 3, 4]
+    assert c.sde_step_mask() == [True] * 8  # default 'all': Flow-GRPO's SDE on every step
+    c = TrainConfig.model_validate({**MIN, "trained_steps": "window", "trained_window": [0, 2],
+                                    "sde_steps": "trained"})
+    assert c.sde_step_mask() == [True, True] + [False] * 6
+    with pytest.raises(ValueError, match="sde_steps"):
+        TrainConfig.model_validate({**MIN, "sde_steps": "some"})
 
 
 def test_load_yaml_env_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

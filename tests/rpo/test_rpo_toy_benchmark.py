@@ -27,7 +27,8 @@ def _run(tmp_path: Path, *extra: str) -> dict:
 
 @pytest.mark.slow
 def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
-    data = _run(tmp_path, "--reward", "checker", "--guidance", "2")
+    data = _run(tmp_path, "--reward", "checker", "--guidance", "2", "--trained-window", "0", "2",
+                "--sde-steps", "trained")
     assert data["base"]["n"] == 6 and data["rpo"]["n"] == 6 and data["control"]["n"] == 6
     for facts in (data["rpo_train"], data["control_train"]):
         assert 0.0 <= facts["rollout_pass_first_quarter"] <= 1.0
@@ -38,6 +39,9 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
     for facts in (data["rpo_train"], data["control_train"]):  # both runs trained the guided policy
         run_cfg = json.loads((Path(facts["lora_dir"]).parent / "config.json").read_text())
         assert run_cfg["policy"]["guidance_scale"] == 2.0
+        assert run_cfg["trained_steps"] == "window" and run_cfg["trained_window"] == [0, 2]
+        assert run_cfg["sde_steps"] == "trained"
+    assert "sde" not in data["base"]  # the all-steps SDE evaluation is not this run's sampler: skipped
     for res in (data["base"], data["rpo"], data["control"]):  # every failed image has a reason
         n_failed = sum(not ok for per_prompt in res["passed"] for ok in per_prompt)
         assert sum(n for kinds in res["failures"].values() for n in kinds.values()) == n_failed
@@ -59,6 +63,13 @@ def test_train_prompts_outside_the_grammar_are_refused_by_name():
            "a photo of a dragon"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "a photo of a dragon" in res.stderr and "red circle" not in res.stderr.split(":")[-1]
+
+
+def test_trained_fraction_and_window_exclude_each_other():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--trained-fraction", "0.5",
+           "--trained-window", "0", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--trained-fraction and --trained-window exclude each other" in res.stderr
 
 
 def test_rollout_tracker_counts_passing_and_empty_images():

@@ -57,6 +57,43 @@ def test_on_policy_ratio_exactly_one_and_kl_zero_at_init(tiny_policy: Any, promp
         assert torch.equal(kl, torch.zeros(4)), f"step {i}: KL != 0 at LoRA init"
 
 
+def test_sde_only_on_trained_steps(tiny_policy: Any, make_policy: Any, prompts: list[str], redness_fn: Any,
+                                   tmp_path: Path) -> None:
+    # MixGRPO-style rollouts: noise on the trained window [0, 2) only, Euler on steps 2 and 3.
+    cfg = tiny_cfg(trained_steps="window", trained_window=[0, 2], sde_steps="trained", steps=2)
+    mask = cfg.sde_step_mask()
+    assert mask == [True, True, False, False]
+    peft_model = add_lora(tiny_policy.transformer, rank=4, alpha=8, targets=tiny_policy.lora_targets)
+    set_eval_mode(tiny_policy)
+    sig = tiny_policy.sigmas(cfg.num_steps)
+    ro = {}
+    for seed in (0, 1):
+        ro[seed] = rollout(tiny_policy, prompts[:2], None, group_size=2, sigmas=sig,
+                           generator=torch.Generator().manual_seed(seed), noise=cfg.noise, a=cfg.a, eta=cfg.eta,
+                           shared_initial_noise=True, bf16=False, sde_mask=mask)
+    r = ro[0]
+    with torch.no_grad():
+        for i in (2, 3):  # untrained steps: exactly the Euler step, no density recorded
+            v = tiny_policy.velocity(r.latents[i], sig[i].expand(4), r.cond)
+            assert torch.equal(r.latents[i + 1], r.latents[i] + (sig[i + 1] - sig[i]) * v.float()), i
+            assert torch.equal(r.log_probs[i], torch.zeros(4))
+    for i in (0, 1):  # trained steps: stochastic, and on-policy ratio exactly 1
+        assert not torch.equal(ro[0].latents[i + 1], ro[1].latents[i + 1]), i
+        lp, _ = step_terms(tiny_policy, peft_model, r, i, sig, noise=cfg.noise, a=cfg.a, eta=cfg.eta, bf16=False,
+                           need_ref=False)
+        assert torch.equal(torch.exp(lp - r.log_probs[i]), torch.ones(4)), i
+    # Shared initial noise + noise only on step 0..1: the images of a group differ only through those steps.
+    assert torch.equal(r.latents[0][0], r.latents[0][1])
+    with pytest.raises(ValueError, match="sde_mask has 3 flags for 4 steps"):
+        rollout(tiny_policy, prompts[:2], None, group_size=2, sigmas=sig, generator=torch.Generator(),
+                noise=cfg.noise, a=cfg.a, eta=cfg.eta, shared_initial_noise=True, bf16=False, sde_mask=mask[:3])
+    # A short run with the option trains and stays finite.
+    res = train(make_policy(seed=0), CallableRewarder(redness_fn), prompts, cfg, tmp_path, progress=None)
+    metrics = [json.loads(ln) for ln in res.metrics_path.read_text().splitlines()]
+    assert len(metrics) == 2 and all(math.isfinite(m["loss"]) for m in metrics)
+    assert metrics[0]["ratio_mean"] == 1.0 and metrics[1]["kl"] > 0.0
+
+
 def test_guided_toy_policy_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
     """With classifier-free guidance both branches run under the LoRA (and both without it for the
     reference); on-policy the ratio is still exactly 1 and the KL 0 at init."""
