@@ -115,7 +115,7 @@ def train_config(args: argparse.Namespace) -> object:
         **({"trained_steps": "fraction", "trained_fraction": args.trained_fraction}
            if args.trained_fraction else {}),
         **({"trained_steps": "window", "trained_window": args.trained_window} if args.trained_window else {}),
-        "sde_steps": args.sde_steps,
+        "sde_steps": args.sde_steps, "noise_block": args.noise_block,
     })
 
 
@@ -243,6 +243,8 @@ def main() -> int:
     ap.add_argument("--sde-steps", choices=["all", "trained"], default="all",
                     help="where rollouts inject SDE noise: every step (Flow-GRPO) or only the trained steps, "
                          "Euler elsewhere (MixGRPO)")
+    ap.add_argument("--noise-block", type=int, default=1,
+                    help="step noise on N x N pixel tiles (coarse exploration; arr_core/rpo/sde.py); 1 = per pixel")
     ap.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance scale of the policy in evaluation and training (default: the "
                          "checkpoint's own; needs a checkpoint pretrained with --cond-dropout)")

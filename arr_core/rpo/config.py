@@ -122,6 +122,10 @@ class TrainConfig(_Strict):
     noise: Literal["flow_grpo", "dance_grpo"] = "flow_grpo"
     a: float = Field(0.7, ge=0, description="Flow-GRPO noise level (0.7 SD3.5, 0.9 FLUX in its code).")
     eta: float = Field(0.3, ge=0, description="DanceGRPO noise level.")
+    noise_block: int = Field(1, ge=1, description="Step noise on noise_block × noise_block tiles of image-"
+                             "shaped latents (1 = per element, the references). > 1 explores only coarse "
+                             "directions, with the score correction projected to keep the marginals "
+                             "(arr_core/rpo/sde.py); toy and sd3 latents only.")
     shared_initial_noise: bool = Field(False, description="The G images of a prompt start from the same noise.")
 
     # Objective
@@ -182,6 +186,9 @@ class TrainConfig(_Strict):
             raise ValueError(f"accumulate must be 'all' or >= 1, got {self.accumulate}")
         if self.policy.kind == "toy" and self.resolution is not None:
             raise ValueError("resolution must be empty for the toy policy (its size is fixed by the checkpoint)")
+        if self.noise_block > 1 and self.policy.kind in ("flux", "qwen_edit"):
+            raise ValueError(f"noise_block {self.noise_block} needs image-shaped latents (batch, c, h, w); "
+                             f"policy.kind {self.policy.kind!r} packs its latents into sequences")
         if self.reward.kind == "checker" and self.policy.kind != "toy":
             raise ValueError("reward.kind 'checker' (the scene detector) only applies to policy.kind 'toy'")
         if self.policy.kind == "qwen_edit" and self.prompts.source == "world":

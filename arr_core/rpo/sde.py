@@ -20,6 +20,20 @@ All maths is fp32 whatever the network's dtype (precision drift between rollout 
 known source of ratios ≠ 1). Step indices are integers carried with the trajectory; σ values are read
 from the policy's ``sigmas()`` table by index, never looked up from a float timestep.
 
+Block noise (``noise_block`` b > 1, our extension; image-shaped latents (batch, c, h, w) only). The
+step noise is s·P·ε with P the orthogonal projection onto images that are constant on b × b tiles
+(average over each tile, then repeat it), so the policy explores only the c·(h/b)·(w/b) coarse
+directions in which early steps decide where objects go and what shape they take. Any diffusion
+matrix D gives a reverse SDE with the probability-flow ODE's marginals if the drift carries −½·D·∇log p;
+with D = σ_t²·P the score correction of the two schedules above is projected by P too (tested: a
+Gaussian data distribution is reproduced). The step is then Gaussian in the subspace and
+deterministic outside it: ``step_log_prob`` is the density of the residual's b·(tile mean)
+coordinates (an orthonormal basis of the subspace), averaged over them. The policy-gradient estimate
+no longer carries the noise of the h·w·c − c·(h/b)·(w/b) fine directions, which for a shape decision
+are irrelevant. ``analytic_kl`` stays the full-dimensional quadratic mean((μ_θ − μ_ref)²)/(2·s²): it
+is then a trust region on the whole step mean rather than the exact KL of the degenerate Gaussians
+(which is infinite as soon as the means differ outside the subspace).
+
 Deviation from the references: ``analytic_kl`` is the exact KL between the two per-element Gaussians,
 mean((μ_θ − μ_ref)²)/(2·s²) with the step's own s = σ_t·sqrt(−Δ); Flow-GRPO divides by σ_t² (no Δ),
 which is the same quantity scaled by −Δ per step. ARR's released code uses β·(log π_θ − log π_ref) of
@@ -32,6 +46,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 NoiseKind = Literal["flow_grpo", "dance_grpo", "ode"]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -69,12 +84,41 @@ def flow_grpo_sigma(t: torch.Tensor | float, a: float, *, t_at_one: torch.Tensor
     return a * torch.sqrt(t / (1.0 - denom_t))
 
 
+def _check_block(z: torch.Tensor, block: int) -> None:
+    if block < 1:
+        raise ValueError(f"noise_block must be >= 1, got {block}")
+    if block > 1:
+        if z.ndim != 4:
+            raise ValueError(f"noise_block {block} needs image-shaped latents (batch, channels, height, width); "
+                             f"got shape {tuple(z.shape)}")
+        if z.shape[-1] % block or z.shape[-2] % block:
+            raise ValueError(f"noise_block {block} must divide the latent height and width {tuple(z.shape[-2:])}")
+
+
+def block_project(z: torch.Tensor, block: int) -> torch.Tensor:
+    """Orthogonal projection of (batch, c, h, w) ``z`` onto images constant on block × block tiles
+    (tile mean, repeated); the identity for ``block`` 1."""
+    _check_block(z, block)
+    if block == 1:
+        return z
+    return F.avg_pool2d(z, block).repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+
+
+def block_coords(z: torch.Tensor, block: int) -> torch.Tensor:
+    """Coordinates of P·z in an orthonormal basis of the tile-constant subspace: block·(tile mean),
+    shape (batch, c, h/block, w/block); ``z`` itself for ``block`` 1."""
+    _check_block(z, block)
+    return z if block == 1 else F.avg_pool2d(z, block) * block
+
+
 def sde_mean_std(x: torch.Tensor, v: torch.Tensor, sigma_i: torch.Tensor | float,
                  sigma_next: torch.Tensor | float, *, kind: NoiseKind = "flow_grpo", a: float = 0.7,
-                 eta: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+                 eta: float = 0.3, noise_block: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (shape of x) and std (scalar or (b, 1, ...), broadcastable) of π(x_{i+1} | x_i), fp32.
 
     x, v: (b, ...) latents and velocity at σ_i; sigma_i, sigma_next: scalars or (b,).
+    ``noise_block`` > 1: the noise lives on block × block tiles and the score correction is
+    projected onto them (module docstring).
     """
     if x.shape != v.shape:
         raise ValueError(f"x and v must have the same shape, got {tuple(x.shape)} and {tuple(v.shape)}")
@@ -87,14 +131,18 @@ def sde_mean_std(x: torch.Tensor, v: torch.Tensor, sigma_i: torch.Tensor | float
     dt = s_n - s_i  # Δ < 0
     if kind == "ode":
         return x + dt * v, torch.zeros_like(dt)
+    _check_block(x, noise_block)
     if kind == "flow_grpo":
         std_t = flow_grpo_sigma(s_i, a, t_at_one=s_n)
-        mean = x * (1 + std_t**2 / (2 * s_i) * dt) + v * (1 + std_t**2 * (1 - s_i) / (2 * s_i)) * dt
+        if noise_block == 1:
+            mean = x * (1 + std_t**2 / (2 * s_i) * dt) + v * (1 + std_t**2 * (1 - s_i) / (2 * s_i)) * dt
+        else:  # the same expression as x + Δ·v + Δ·σ_t²/(2t)·(x + (1−t)·v), correction projected
+            mean = x + dt * v + dt * std_t**2 / (2 * s_i) * block_project(x + (1 - s_i) * v, noise_block)
         return mean, std_t * torch.sqrt(-dt)
     if kind == "dance_grpo":
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        mean = x + dt * v + dt * (eta**2 / 2) * (x + (1 - s_i) * v) / s_i
+        mean = x + dt * v + dt * (eta**2 / 2) * block_project(x + (1 - s_i) * v, noise_block) / s_i
         return mean, eta * torch.sqrt(-dt)
     raise ValueError(f"kind must be one of flow_grpo, dance_grpo, ode; got {kind!r}")
 
@@ -102,29 +150,34 @@ def sde_mean_std(x: torch.Tensor, v: torch.Tensor, sigma_i: torch.Tensor | float
 def sde_step(x: torch.Tensor, v: torch.Tensor, sigma_i: torch.Tensor | float,
              sigma_next: torch.Tensor | float, *, kind: NoiseKind = "flow_grpo", a: float = 0.7,
              eta: float = 0.3, noise: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One SDE step: returns (x_next, mean, std), all fp32; x_next = mean + std·noise.
+             generator: torch.Generator | None = None, noise_block: int = 1
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SDE step: returns (x_next, mean, std), all fp32; x_next = mean + std·P·noise (P the block
+    projection, the identity for ``noise_block`` 1).
 
     ``noise`` (shape of x) is used as given (zeros give the mean, i.e. Euler for ``ode``); otherwise
     standard normal noise is drawn from ``generator`` on x's device.
     """
-    mean, std = sde_mean_std(x, v, sigma_i, sigma_next, kind=kind, a=a, eta=eta)
+    mean, std = sde_mean_std(x, v, sigma_i, sigma_next, kind=kind, a=a, eta=eta, noise_block=noise_block)
     if noise is None:
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
     elif noise.shape != mean.shape:
         raise ValueError(f"noise must have shape {tuple(mean.shape)}, got {tuple(noise.shape)}")
-    return mean + std * noise.float(), mean, std
+    return mean + std * block_project(noise.float(), noise_block), mean, std
 
 
-def step_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+def step_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float,
+                  noise_block: int = 1) -> torch.Tensor:
     """(b,) Gaussian log-density of ``x_next`` under N(mean, std²), averaged over latent elements (fp32).
 
     The average (not the sum) is what Flow-GRPO/DanceGRPO use; it keeps ratios near 1 for large latents.
+    ``noise_block`` > 1: the density of the residual's coordinates in the tile-constant subspace,
+    averaged over those coordinates.
     """
     std = torch.as_tensor(std, dtype=torch.float32, device=mean.device)
     if bool((std <= 0).any()):
         raise ValueError("std must be > 0 (the ode step has no density; train with flow_grpo or dance_grpo)")
-    diff = x_next.detach().float() - mean.float()
+    diff = block_coords(x_next.detach().float() - mean.float(), noise_block)
     lp = -(diff**2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
     lp = lp.expand_as(diff)
     return lp.mean(dim=tuple(range(1, lp.ndim)))

@@ -167,11 +167,13 @@ def set_eval_mode(policy: Policy) -> None:
 @torch.no_grad()
 def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | None, *, group_size: int,
             sigmas: torch.Tensor, generator: torch.Generator, noise: str, a: float, eta: float,
-            shared_initial_noise: bool, bf16: bool, sde_mask: Sequence[bool] | None = None) -> Rollout:
+            shared_initial_noise: bool, bf16: bool, sde_mask: Sequence[bool] | None = None,
+            noise_block: int = 1) -> Rollout:
     """Sample G images per prompt with the SDE sampler, recording latents and per-step log-probs.
 
     ``sde_mask`` (one flag per step, default all True): steps flagged False take the deterministic
     Euler step and record a log-prob of 0 (they have no density and must not be trained).
+    ``noise_block`` > 1: step noise on block × block tiles (``sde.py``, block noise).
     """
     b, g = len(prompts), group_size
     cond = policy.encode(prompts, sources)
@@ -187,8 +189,9 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
     for i in range(n):
         v = _velocity(policy, x, sigmas[i], cond, bf16)
         if sde_mask is None or sde_mask[i]:
-            x, mean, std = sde_step(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, generator=generator)
-            lps.append(step_log_prob(x, mean, std))
+            x, mean, std = sde_step(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, generator=generator,
+                                    noise_block=noise_block)
+            lps.append(step_log_prob(x, mean, std, noise_block))
         else:
             x = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind="ode")[0]
             lps.append(torch.zeros(x.shape[0], dtype=torch.float32, device=x.device))
@@ -198,19 +201,20 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
 
 
 def step_terms(policy: Policy, peft_model: torch.nn.Module, ro: Rollout, i: int, sigmas: torch.Tensor, *,
-               noise: str, a: float, eta: float, bf16: bool, need_ref: bool
+               noise: str, a: float, eta: float, bf16: bool, need_ref: bool, noise_block: int = 1
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Recompute step i of a stored rollout under the current LoRA: (log-prob with grad (b·G,),
     analytic KL to the adapter-off reference (b·G,), zeros when ``need_ref`` is False)."""
     x, x_next = ro.latents[i], ro.latents[i + 1]
     v = _velocity(policy, x, sigmas[i], ro.cond, bf16)
-    mean, std = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta)
-    log_prob = step_log_prob(x_next, mean, std)
+    mean, std = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, noise_block=noise_block)
+    log_prob = step_log_prob(x_next, mean, std, noise_block)
     if not need_ref:
         return log_prob, torch.zeros_like(log_prob)
     with torch.no_grad(), peft_model.disable_adapter():
         v_ref = _velocity(policy, x, sigmas[i], ro.cond, bf16)
-        mean_ref, _ = sde_mean_std(x, v_ref, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta)
+        mean_ref, _ = sde_mean_std(x, v_ref, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta,
+                                   noise_block=noise_block)
     return log_prob, analytic_kl(mean, mean_ref, std)
 
 
@@ -337,7 +341,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                 ro = rollout(policy, [prompts[j] for j in idx], [sources[j] for j in idx] if sources else None,
                              group_size=G, sigmas=sigmas, generator=generator, noise=cfg.noise, a=cfg.a,
                              eta=cfg.eta, shared_initial_noise=cfg.shared_initial_noise, bf16=cfg.bf16_autocast,
-                             sde_mask=sde_mask)
+                             sde_mask=sde_mask, noise_block=cfg.noise_block)
                 t_roll += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 while len(pending) >= cfg.max_inflight_judge_batches:
@@ -367,7 +371,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                 first = (u // chunk) * chunk
                 size = min(first + chunk, len(units)) - first  # units in this optimizer step
                 log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=cfg.noise, a=cfg.a,
-                                          eta=cfg.eta, bf16=cfg.bf16_autocast, need_ref=cfg.beta > 0)
+                                          eta=cfg.eta, bf16=cfg.bf16_autocast, need_ref=cfg.beta > 0,
+                                          noise_block=cfg.noise_block)
                 ratio = torch.exp(log_prob - ro.log_probs[i])
                 adv = ro.advantages
                 pg = torch.maximum(-adv * ratio,

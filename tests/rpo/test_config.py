@@ -28,6 +28,7 @@ def test_paper_defaults() -> None:
     ({"trained_steps": "fraction"}, "trained_fraction is required"),
     ({"trained_steps": "window", "trained_window": [3, 9]}, "0 <= start < end <= num_steps"),
     ({"trained_window": [0, 2]}, "only read when trained_steps is 'window'"),
+    ({"noise_block": 4, "policy": {"kind": "flux", "folder": "x"}}, "noise_block 4 needs image-shaped latents"),
     ({"policy": {"kind": "flux"}}, "policy.folder is required"),
     ({"policy": {"kind": "flux", "folder": "/x"}, "reward": {"kind": "checker"}}, "only applies to policy.kind 'toy'"),
     ({"resolution": 64}, "resolution must be empty for the toy policy"),

@@ -28,7 +28,7 @@ def _run(tmp_path: Path, *extra: str) -> dict:
 @pytest.mark.slow
 def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
     data = _run(tmp_path, "--reward", "checker", "--guidance", "2", "--trained-window", "0", "2",
-                "--sde-steps", "trained")
+                "--sde-steps", "trained", "--noise-block", "4")
     assert data["base"]["n"] == 6 and data["rpo"]["n"] == 6 and data["control"]["n"] == 6
     for facts in (data["rpo_train"], data["control_train"]):
         assert 0.0 <= facts["rollout_pass_first_quarter"] <= 1.0
@@ -40,7 +40,7 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
         run_cfg = json.loads((Path(facts["lora_dir"]).parent / "config.json").read_text())
         assert run_cfg["policy"]["guidance_scale"] == 2.0
         assert run_cfg["trained_steps"] == "window" and run_cfg["trained_window"] == [0, 2]
-        assert run_cfg["sde_steps"] == "trained"
+        assert run_cfg["sde_steps"] == "trained" and run_cfg["noise_block"] == 4
     assert "sde" not in data["base"]  # the all-steps SDE evaluation is not this run's sampler: skipped
     for res in (data["base"], data["rpo"], data["control"]):  # every failed image has a reason
         n_failed = sum(not ok for per_prompt in res["passed"] for ok in per_prompt)

@@ -8,7 +8,15 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from arr_core.rpo.sde import analytic_kl, flow_grpo_sigma, sde_mean_std, sde_step, step_log_prob
+from arr_core.rpo.sde import (
+    analytic_kl,
+    block_coords,
+    block_project,
+    flow_grpo_sigma,
+    sde_mean_std,
+    sde_step,
+    step_log_prob,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,6 +95,70 @@ def test_log_prob_matches_torch_normal_mean_over_elements() -> None:
         step_log_prob(x1, mean, torch.tensor(0.0))
 
 
+def test_block_projection_is_orthogonal_and_block_one_is_the_identity() -> None:
+    g = torch.Generator().manual_seed(5)
+    z, w = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    p = block_project(z, 4)
+    torch.testing.assert_close(block_project(p, 4), p, rtol=0, atol=1e-6)  # idempotent
+    # symmetric: <Pz, w> = <z, Pw>; and z − Pz is orthogonal to the subspace
+    torch.testing.assert_close((p * w).sum(), (z * block_project(w, 4)).sum(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close((block_project(w, 4) * (z - p)).sum(), torch.tensor(0.0), rtol=0, atol=1e-4)
+    assert p[0, 0, :4, :4].unique().numel() == 1  # constant on each 4 × 4 tile
+    # the coordinates are those of an orthonormal basis: |coords(Pz)| = |Pz|
+    torch.testing.assert_close(block_coords(p, 4).pow(2).sum(), p.pow(2).sum(), rtol=1e-5, atol=1e-5)
+    assert block_project(z, 1) is z and block_coords(z, 1) is z
+    x, v = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    for kind in ("flow_grpo", "dance_grpo"):  # block 1 keeps the reference formula exactly
+        eps = torch.randn(x.shape, generator=g)
+        a1 = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps)
+        b1 = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps, noise_block=1)
+        assert all(torch.equal(u, w) for u, w in zip(a1, b1, strict=True))
+        x1, mean, std = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps, noise_block=4)
+        torch.testing.assert_close(x1 - mean, std * block_project(eps, 4), rtol=0, atol=1e-6)
+
+
+def test_block_noise_log_prob_is_the_density_of_the_subspace_coordinates() -> None:
+    g = torch.Generator().manual_seed(6)
+    x, v = torch.randn(3, 3, 8, 8, generator=g), torch.randn(3, 3, 8, 8, generator=g)
+    x1, mean, std = sde_step(x, v, 0.9, 0.7, generator=g, noise_block=2)
+    coords = 2 * torch.nn.functional.avg_pool2d(x1 - mean, 2)  # (3, 3, 4, 4)
+    expect = torch.distributions.Normal(0.0, float(std)).log_prob(coords).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(step_log_prob(x1, mean, std, noise_block=2), expect, rtol=1e-6, atol=1e-6)
+
+
+def _gaussian_data_velocity(x: torch.Tensor, t: float, c: float) -> torch.Tensor:
+    """Exact v = E[ε − x₀ | x_t] for data x₀ ~ N(0, c²) per element, x_t = (1−t)·x₀ + t·ε."""
+    return x * (t - (1 - t) * c**2) / ((1 - t) ** 2 * c**2 + t**2)
+
+
+def test_block_noise_sde_keeps_the_data_distribution() -> None:
+    # Sampling N(0, c²) data with its exact velocity: the ODE and both SDEs must end near variance c²
+    # and with uncorrelated neighbouring elements. Block noise with the *unprojected* score correction
+    # (what one gets by only projecting the noise) collapses the variance: the check can fail.
+    c, n = 0.5, 50
+    sig = torch.linspace(1, 0, n + 1)
+    finals = {}
+    for mode in ("ode", "iso", "block", "unprojected"):
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(20000, 1, 8, 8, generator=g)
+        for i in range(n):
+            t, tn = float(sig[i]), float(sig[i + 1])
+            v = _gaussian_data_velocity(x, t, c)
+            if mode == "ode":
+                x = x + (tn - t) * v
+            elif mode == "unprojected":
+                m, s = sde_mean_std(x, v, t, tn)
+                x = m + s * block_project(torch.randn(x.shape, generator=g), 4)
+            else:
+                x = sde_step(x, v, t, tn, generator=g, noise_block=4 if mode == "block" else 1)[0]
+        finals[mode] = x.reshape(x.shape[0], -1)
+    for mode in ("ode", "iso", "block"):
+        f = finals[mode]
+        assert abs(float(f.var(dim=0).mean()) - c**2) < 0.02, (mode, float(f.var(dim=0).mean()))
+        assert abs(float((f[:, 0] * f[:, 1]).mean())) < 0.01, mode  # same 4 × 4 tile
+    assert float(finals["unprojected"].var(dim=0).mean()) < 0.1
+
+
 def test_analytic_kl() -> None:
     g = torch.Generator().manual_seed(4)
     m = torch.randn(3, 10, generator=g)
@@ -107,3 +179,10 @@ def test_bad_input_raises() -> None:
         sde_step(x, x, 0.5, 0.2, kind="ddim")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="same shape"):
         sde_step(x, torch.zeros(2, 4), 0.5, 0.2)
+    with pytest.raises(ValueError, match=r"needs image-shaped latents .* got shape \(2, 3\)"):
+        sde_step(x, x, 0.5, 0.2, noise_block=2)
+    img = torch.zeros(1, 3, 6, 6)
+    with pytest.raises(ValueError, match=r"noise_block 4 must divide the latent height and width \(6, 6\)"):
+        sde_step(img, img, 0.5, 0.2, noise_block=4)
+    with pytest.raises(ValueError, match="noise_block must be >= 1"):
+        sde_step(img, img, 0.5, 0.2, noise_block=0)

@@ -94,6 +94,27 @@ def test_sde_only_on_trained_steps(tiny_policy: Any, make_policy: Any, prompts: 
     assert metrics[0]["ratio_mean"] == 1.0 and metrics[1]["kl"] > 0.0
 
 
+def test_block_noise_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
+    from arr_core.rpo.adapters.toy import ToyPolicy
+    from arr_core.rpo.sde import block_project
+
+    policy = ToyPolicy.random(seed=0)  # (batch, 3, 32, 32) pixel latents
+    peft_model = add_lora(policy.transformer, rank=4, alpha=8, targets=policy.lora_targets)
+    set_eval_mode(policy)
+    sig = policy.sigmas(4)
+    ro = rollout(policy, prompts[:2], None, group_size=2, sigmas=sig, generator=torch.Generator().manual_seed(0),
+                 noise="flow_grpo", a=0.7, eta=0.3, shared_initial_noise=True, bf16=False, noise_block=8)
+    for i in range(3):
+        lp, kl = step_terms(policy, peft_model, ro, i, sig, noise="flow_grpo", a=0.7, eta=0.3, bf16=False,
+                            need_ref=True, noise_block=8)
+        assert torch.equal(torch.exp(lp - ro.log_probs[i]), torch.ones(4)), f"step {i}: ratio != 1"
+        assert torch.equal(kl, torch.zeros(4)), f"step {i}: KL != 0 at LoRA init"
+    # Shared initial noise, block noise: the images of a group differ only on 8 × 8 tiles after step 0.
+    d = ro.latents[1][0] - ro.latents[1][1]
+    torch.testing.assert_close(d, block_project(d[None], 8)[0], rtol=0, atol=1e-5)
+    assert d.abs().max() > 0.1
+
+
 def test_guided_toy_policy_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
     """With classifier-free guidance both branches run under the LoRA (and both without it for the
     reference); on-policy the ratio is still exactly 1 and the KL 0 at init."""
