@@ -50,8 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int) -> tuple[object, str, dict]:
-    """(rewarder, description, facts) for ``checker`` or ``judge`` (rubrics induced here)."""
+def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: str | None = None
+                   ) -> tuple[object, str, dict]:
+    """(rewarder, description, facts) for ``checker`` or ``judge`` (rubrics induced here); ``mapping``:
+    the judge's rank → reward mapping (None: paper for G = 2, linear for G > 2)."""
     if kind == "checker":
         from arr_core.cli.train import checker_score
         from arr_core.rpo.rewards import CallableRewarder
@@ -72,8 +74,9 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int) -> tuple[o
     rs = induce(seed_ds, InduceConfig(), store, client_gen=client, client_ver=client)
     facts = {"rubric_set_id": rs.id, "seed_pairs": seed_pairs, "induce_s": round(time.perf_counter() - t0, 1),
              "rubric_block": rs.prompt_block()}
-    rewarder = JudgeRewarder(client, rs, "t2i", "swap", seed=seed, store=store)
-    return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order", facts
+    rewarder = JudgeRewarder(client, rs, "t2i", "swap", mapping=mapping, seed=seed, store=store)
+    how = f", {mapping} rank rewards" if mapping else ""
+    return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order{how}", facts
 
 
 class RolloutAccuracy:
@@ -221,6 +224,10 @@ def fmt(acc: float, ci: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reward", choices=["judge", "checker"], default="judge")
+    ap.add_argument("--judge-mapping", choices=["paper", "linear"], default=None,
+                    help="the judge's rank -> reward mapping: paper = rank 1 gets 1.0, every other image -0.1 "
+                         "(a swap disagreement is a tie); linear = 1.0 ... -0.1 by rank (default: paper for "
+                         "G = 2, linear above)")
     ap.add_argument("--policy", type=Path, default=None, help="toy policy folder (default: shipped)")
     ap.add_argument("--steps", type=int, default=60, help="RPO steps per run")
     ap.add_argument("--num-steps", type=int, default=8, help="SDE sampling steps in training")
@@ -268,6 +275,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.no_control and args.control_only:
         ap.error("--no-control and --control-only exclude each other")
+    if args.judge_mapping and args.reward != "judge":
+        ap.error("--judge-mapping applies to --reward judge only")
     if args.trained_fraction and args.trained_window:
         ap.error("--trained-fraction and --trained-window exclude each other")
     if args.sde_steps == "trained" and args.sde_eval:
@@ -293,7 +302,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rpo_toy_"))
     specs = heldout_specs(args.heldout_per_tag)
     prompts = list(args.train_prompts) if args.train_prompts else world_prompts(2000, args.train_seed)
-    rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed)
+    rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed, args.judge_mapping)
     cfg = train_config(args)
 
     base_policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)

@@ -76,7 +76,6 @@ def test_rollout_tracker_counts_passing_and_empty_images():
     """RolloutAccuracy passes the inner outcomes through and records, per batch, the share of images
     that pass their prompt's check and the share with no detected object."""
     import asyncio
-    import importlib.util
 
     import numpy as np
     from PIL import Image
@@ -86,9 +85,7 @@ def test_rollout_tracker_counts_passing_and_empty_images():
     from arr_core.world.grammar import parse_prompt
     from arr_core.world.scene import scene_from_spec
 
-    spec = importlib.util.spec_from_file_location("rpo_toy_bench", ROOT / "benchmarks" / "rpo_toy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_module()
     prompt = "a photo of a circle"
     circle = render(scene_from_spec(parse_prompt(prompt), np.random.default_rng(0)), 64)
     empty = Image.new("RGB", circle.size, circle.getpixel((0, 0)))
@@ -96,3 +93,24 @@ def test_rollout_tracker_counts_passing_and_empty_images():
     outs = asyncio.run(tracker.score([prompt, prompt], [[circle, empty], [empty, empty]]))
     assert len(outs) == 2 and all(o.outcome == "win" for o in outs)
     assert tracker.batches == [0.25] and tracker.empty == [0.75]
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rpo_toy_bench", ROOT / "benchmarks" / "rpo_toy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_judge_mapping_reaches_the_judge_and_is_refused_for_the_checker(tmp_path):
+    mod = _bench_module()
+    rewarder, desc, facts = mod.build_rewarder("judge", tmp_path, 8, 0, "paper")
+    assert rewarder.mapping == "paper" and desc.endswith("swap order, paper rank rewards")
+    assert facts["seed_pairs"] == 8
+    default, desc, _ = mod.build_rewarder("judge", tmp_path / "d", 8, 0)
+    assert default.mapping is None and "rank rewards" not in desc
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--reward", "checker", "--judge-mapping", "paper"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--judge-mapping applies to --reward judge only" in res.stderr
