@@ -87,3 +87,17 @@ def test_geneval_accuracy_reports_every_tag(shipped):
         assert sum(kinds.values()) == sum(not ok for i in idx for ok in res["passed"][i])
         assert set(kinds) <= set(FAILURE_KINDS)
     assert sum(sum(k.values()) for k in res["failures"].values()) > 0  # the shipped base fails some
+
+
+def test_benchmark_64px_checkpoint_loads_from_its_folder_and_follows_colour_words():
+    """The 64 px toy that `benchmarks/rpo_toy.py --policy benchmarks/assets/toy_policy_64px` trains (the
+    README's session-8 figures; not the package's default policy). Measured colour rate: 0.65."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[3] / "benchmarks" / "assets" / "toy_policy_64px"
+    policy = ToyPolicy.load(folder)
+    assert policy.config["image_size"] == 64 and policy.config["patch_size"] == 4
+    assert policy.describe()["pretrain"]["sigma_sampling"] == "logit-normal"
+    im = policy.decode(policy.initial_latents(1, torch.Generator().manual_seed(0)))[0]
+    assert im.size == (64, 64)
+    assert _largest_object_colour_rate(policy) >= COLOUR_FLOOR
