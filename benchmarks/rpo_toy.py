@@ -279,9 +279,11 @@ def main() -> int:
         ap.error("--judge-mapping applies to --reward judge only")
     if args.trained_fraction and args.trained_window:
         ap.error("--trained-fraction and --trained-window exclude each other")
-    if args.sde_steps == "trained" and args.sde_eval:
-        print("note: --sde-steps trained: the SDE evaluation (noise on every step) is not the training "
-              "sampler; skipping it (ODE only)", flush=True)
+    if args.noise_block < 1:
+        ap.error(f"--noise-block must be >= 1, got {args.noise_block}")
+    if (args.sde_steps == "trained" or args.noise_block > 1) and args.sde_eval:
+        print("note: --sde-steps trained / --noise-block: the SDE evaluation (per-pixel noise on every step) "
+              "is not the training sampler; skipping it (ODE only)", flush=True)
         args.sde_eval = False
     if args.train_prompts:
         from arr_core.world.grammar import parse_prompt
@@ -302,10 +304,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rpo_toy_"))
     specs = heldout_specs(args.heldout_per_tag)
     prompts = list(args.train_prompts) if args.train_prompts else world_prompts(2000, args.train_seed)
+    base_policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)
+    if base_policy.config["image_size"] % args.noise_block:  # before the rubric induction
+        ap.error(f"--noise-block {args.noise_block} must divide the policy's image size "
+                 f"{base_policy.config['image_size']}")
     rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed, args.judge_mapping)
     cfg = train_config(args)
 
-    base_policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)
     guidance = base_policy.guidance_scale
     base, t_eval = evaluate(base_policy, specs, args)
     print(f"base: {100 * base['overall']:.1f} % over {base['n']} images ({t_eval:.0f} s)", flush=True)

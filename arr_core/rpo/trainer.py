@@ -246,10 +246,18 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
     return grid
 
 
+_LATER_DEFAULTS: dict[str, Any] = {"sde_steps": "all", "noise_block": 1}
+
+
 def config_digest(cfg: TrainConfig) -> str:
     """Digest of the fields that change the training trajectory (not output/checkpoint cadence)."""
     d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every",
                                             "steps"})
+    # Options added later leave the digest of a run that keeps their defaults unchanged, so its older
+    # checkpoints still resume.
+    for name, default in _LATER_DEFAULTS.items():
+        if d.get(name) == default:
+            d.pop(name)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -72,6 +72,14 @@ def test_trained_fraction_and_window_exclude_each_other():
     assert res.returncode == 2 and "--trained-fraction and --trained-window exclude each other" in res.stderr
 
 
+@pytest.mark.parametrize("block,message", [("0", "--noise-block must be >= 1, got 0"),
+                                           ("5", "--noise-block 5 must divide the policy's image size 32")])
+def test_bad_noise_block_is_refused_by_name(block, message):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--noise-block", block]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
+
+
 def test_rollout_tracker_counts_passing_and_empty_images():
     """RolloutAccuracy passes the inner outcomes through and records, per batch, the share of images
     that pass their prompt's check and the share with no detected object."""

@@ -108,11 +108,17 @@ def test_block_projection_is_orthogonal_and_block_one_is_the_identity() -> None:
     torch.testing.assert_close(block_coords(p, 4).pow(2).sum(), p.pow(2).sum(), rtol=1e-5, atol=1e-5)
     assert block_project(z, 1) is z and block_coords(z, 1) is z
     x, v = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
-    for kind in ("flow_grpo", "dance_grpo"):  # block 1 keeps the reference formula exactly
+    t, dt = torch.tensor(0.8), torch.tensor(0.6) - 0.8
+    st = 0.7 * torch.sqrt(t / (1 - t))
+    reference = {  # the references' formulas, written out
+        "flow_grpo": (x * (1 + st**2 / (2 * t) * dt) + v * (1 + st**2 * (1 - t) / (2 * t)) * dt, st * torch.sqrt(-dt)),
+        "dance_grpo": (x + dt * v + dt * (0.3**2 / 2) * (x + (1 - t) * v) / t, 0.3 * torch.sqrt(-dt)),
+    }
+    for kind, (m_ref, s_ref) in reference.items():  # block 1 keeps the reference formula exactly
         eps = torch.randn(x.shape, generator=g)
-        a1 = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps)
-        b1 = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps, noise_block=1)
-        assert all(torch.equal(u, w) for u, w in zip(a1, b1, strict=True))
+        x1, mean, std = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps, noise_block=1)
+        torch.testing.assert_close(mean, m_ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(x1, m_ref + s_ref * eps, rtol=0, atol=1e-6)
         x1, mean, std = sde_step(x, v, 0.8, 0.6, kind=kind, noise=eps, noise_block=4)
         torch.testing.assert_close(x1 - mean, std * block_project(eps, 4), rtol=0, atol=1e-6)
 
@@ -156,7 +162,7 @@ def test_block_noise_sde_keeps_the_data_distribution() -> None:
         f = finals[mode]
         assert abs(float(f.var(dim=0).mean()) - c**2) < 0.02, (mode, float(f.var(dim=0).mean()))
         assert abs(float((f[:, 0] * f[:, 1]).mean())) < 0.01, mode  # same 4 × 4 tile
-    assert float(finals["unprojected"].var(dim=0).mean()) < 0.1
+    assert float(finals["unprojected"].var(dim=0).mean()) < 0.05  # measured 0.024: about 10x too small
 
 
 def test_analytic_kl() -> None:

@@ -77,13 +77,14 @@ def test_sde_only_on_trained_steps(tiny_policy: Any, make_policy: Any, prompts: 
             v = tiny_policy.velocity(r.latents[i], sig[i].expand(4), r.cond)
             assert torch.equal(r.latents[i + 1], r.latents[i] + (sig[i + 1] - sig[i]) * v.float()), i
             assert torch.equal(r.log_probs[i], torch.zeros(4))
-    for i in (0, 1):  # trained steps: stochastic, and on-policy ratio exactly 1
-        assert not torch.equal(ro[0].latents[i + 1], ro[1].latents[i + 1]), i
+    for i in (0, 1):  # trained steps: stochastic within a group (shared initial noise), ratio exactly 1
+        assert not torch.equal(r.latents[i + 1][0], r.latents[i + 1][1]), i
         lp, _ = step_terms(tiny_policy, peft_model, r, i, sig, noise=cfg.noise, a=cfg.a, eta=cfg.eta, bf16=False,
                            need_ref=False)
         assert torch.equal(torch.exp(lp - r.log_probs[i]), torch.ones(4)), i
-    # Shared initial noise + noise only on step 0..1: the images of a group differ only through those steps.
+    # The group shares its start and steps 2-3 are Euler (checked above): its images differ only through 0-1.
     assert torch.equal(r.latents[0][0], r.latents[0][1])
+    assert not torch.equal(ro[0].latents[0], ro[1].latents[0])  # other seed, other start
     with pytest.raises(ValueError, match="sde_mask has 3 flags for 4 steps"):
         rollout(tiny_policy, prompts[:2], None, group_size=2, sigmas=sig, generator=torch.Generator(),
                 noise=cfg.noise, a=cfg.a, eta=cfg.eta, shared_initial_noise=True, bf16=False, sde_mask=mask[:3])
@@ -113,6 +114,21 @@ def test_block_noise_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[s
     d = ro.latents[1][0] - ro.latents[1][1]
     torch.testing.assert_close(d, block_project(d[None], 8)[0], rtol=0, atol=1e-5)
     assert d.abs().max() > 0.1
+
+
+def test_config_digest_ignores_later_options_at_their_defaults() -> None:
+    import hashlib
+
+    from arr_core.rpo.trainer import config_digest
+
+    cfg = tiny_cfg()
+    d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every", "steps",
+                                             "sde_steps", "noise_block"})
+    before = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_digest(cfg) == before  # checkpoints written before these options existed still resume
+    assert config_digest(tiny_cfg(noise_block=2)) != before
+    assert config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2], sde_steps="trained")) != \
+        config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2]))
 
 
 def test_guided_toy_policy_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
