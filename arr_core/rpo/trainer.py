@@ -246,7 +246,7 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
     return grid
 
 
-_LATER_DEFAULTS: dict[str, Any] = {"sde_steps": "all", "noise_block": 1}
+_LATER_DEFAULTS: dict[str, Any] = {n: TrainConfig.model_fields[n].default for n in ("sde_steps", "noise_block")}
 
 
 def config_digest(cfg: TrainConfig) -> str:
