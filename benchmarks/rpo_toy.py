@@ -7,7 +7,9 @@ Steps (all offline, CPU):
    by the scene detector + GenEval-format checker (``arr_core.rpo.toy_eval.geneval_accuracy``).
 3. Reward: ``--reward judge`` = the rubric-conditioned offline scene VLM judge
    (``arr_core.judge.reward.JudgeRewarder``, swap order) with rubrics induced by ``induce`` on
-   ``--seed-pairs`` scene-world preference pairs; ``--reward checker`` = the share of the prompt's
+   ``--seed-pairs`` scene-world preference pairs; with ``--judge-mode checklist`` the same VLM answers
+   yes/no/n.a. per rubric for each image (``arr_core.judge.checklist.ChecklistRewarder``; equal scores
+   tie; ``--hard-theme`` names rubric themes an image must satisfy for any credit); ``--reward checker`` = the share of the prompt's
    clauses the detector confirms (no VLM, no rubrics).
 4. RPO (``arr_core.rpo.trainer.train``) for ``--steps`` steps on world prompts drawn with a seed other
    than the held-out one; then the held-out accuracy again.
@@ -50,10 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 
-def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: str | None = None
-                   ) -> tuple[object, str, dict]:
+def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: str | None = None,
+                   mode: str = "rank", hard_themes: list[str] | None = None) -> tuple[object, str, dict]:
     """(rewarder, description, facts) for ``checker`` or ``judge`` (rubrics induced here); ``mapping``:
-    the judge's rank → reward mapping (None: paper for G = 2, linear for G > 2)."""
+    the ranking judge's rank → reward mapping (None: paper for G = 2, linear for G > 2); ``mode``:
+    ``rank`` (JudgeRewarder) or ``checklist`` (ChecklistRewarder, gated by ``hard_themes``). Raises
+    ValueError when a hard theme is not in the induced set (the message lists its themes)."""
     if kind == "checker":
         from arr_core.cli.train import checker_score
         from arr_core.rpo.rewards import CallableRewarder
@@ -74,6 +78,12 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
     rs = induce(seed_ds, InduceConfig(), store, client_gen=client, client_ver=client)
     facts = {"rubric_set_id": rs.id, "seed_pairs": seed_pairs, "induce_s": round(time.perf_counter() - t0, 1),
              "rubric_block": rs.prompt_block()}
+    if mode == "checklist":
+        from arr_core.judge.checklist import ChecklistRewarder
+
+        checklist = ChecklistRewarder(client, rs, "t2i", hard_themes=hard_themes or [])
+        hard = f", hard themes {hard_themes}" if hard_themes else ""
+        return checklist, f"offline scene VLM checklist judge, induced rubrics {rs.id}{hard}", facts
     rewarder = JudgeRewarder(client, rs, "t2i", "swap", mapping=mapping, seed=seed, store=store)
     how = f", {mapping} rank rewards" if mapping else ""
     return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order{how}", facts
@@ -228,6 +238,12 @@ def main() -> int:
                     help="the judge's rank -> reward mapping: paper = rank 1 gets 1.0, every other image -0.1 "
                          "(a swap disagreement is a tie); linear = 1.0 ... -0.1 by rank (default: paper for "
                          "G = 2, linear above)")
+    ap.add_argument("--judge-mode", choices=["rank", "checklist"], default="rank",
+                    help="rank = the paper's judge ranks each group; checklist = yes/no/n.a. per rubric for "
+                         "each image, equal scores tie (arr_core/judge/checklist.py)")
+    ap.add_argument("--hard-theme", action="append", default=None, metavar="THEME",
+                    help="checklist mode: a rubric theme an image must satisfy for any credit (repeatable; "
+                         "names a theme of the induced set, e.g. 'Faithfulness to the caption')")
     ap.add_argument("--policy", type=Path, default=None, help="toy policy folder (default: shipped)")
     ap.add_argument("--steps", type=int, default=60, help="RPO steps per run")
     ap.add_argument("--num-steps", type=int, default=8, help="SDE sampling steps in training")
@@ -277,6 +293,10 @@ def main() -> int:
         ap.error("--no-control and --control-only exclude each other")
     if args.judge_mapping and args.reward != "judge":
         ap.error("--judge-mapping applies to --reward judge only")
+    if args.judge_mode == "checklist" and (args.reward != "judge" or args.judge_mapping):
+        ap.error("--judge-mode checklist needs --reward judge and takes no --judge-mapping")
+    if args.hard_theme and args.judge_mode != "checklist":
+        ap.error("--hard-theme applies to --judge-mode checklist only")
     if args.trained_fraction and args.trained_window:
         ap.error("--trained-fraction and --trained-window exclude each other")
     if args.noise_block < 1:
@@ -308,7 +328,11 @@ def main() -> int:
     if base_policy.config["image_size"] % args.noise_block:  # before the rubric induction
         ap.error(f"--noise-block {args.noise_block} must divide the policy's image size "
                  f"{base_policy.config['image_size']}")
-    rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed, args.judge_mapping)
+    try:
+        rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed,
+                                                      args.judge_mapping, args.judge_mode, args.hard_theme)
+    except ValueError as e:  # a --hard-theme the induced rubric set does not have
+        ap.error(str(e))
     cfg = train_config(args)
 
     guidance = base_policy.guidance_scale
@@ -349,7 +373,7 @@ def main() -> int:
             "reward": args.reward, "reward_desc": desc, "reward_facts": reward_facts, "args": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "base": base, "rpo": after, "control": control, "deltas": changes,
-            "rpo_train": rpo_facts,
+            "rpo_train": rpo_facts, "checklist_stats": getattr(rewarder, "stats", None),
             "control_train": control_facts, "total_s": round(total, 1), "cpu_count": os.cpu_count(),
             "loadavg": load}, indent=1))
     return 0

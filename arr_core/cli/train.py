@@ -151,9 +151,22 @@ def build_rewarder(cfg: TrainConfig, rubrics: str | None, home: Path | None) -> 
         rs = resolve_rubrics(store, rubrics)
         vcfg = VLMConfig.model_validate(rc.vlm)
         task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
-        rewarder = JudgeRewarder(build_client(vcfg, store), rs, task, rc.order, mapping=rc.mapping,
-                                 seed=cfg.seed, store=store)
-        desc = f"judge {vcfg.backend}:{vcfg.model} rubrics {rs.id if rs else 'none'} order {rc.order}"
+        if rc.mode == "checklist":
+            from arr_core.judge.checklist import ChecklistRewarder
+
+            if rs is None:
+                raise InputError("reward.mode 'checklist' checks rubrics; give a rubric set, not 'none'",
+                                 field="--rubrics")
+            try:
+                rewarder = ChecklistRewarder(build_client(vcfg, store), rs, task, hard_themes=rc.hard_themes)
+            except ValueError as e:
+                raise InputError(str(e), field="reward.hard_themes") from None
+            hard = f", hard themes {rc.hard_themes}" if rc.hard_themes else ""
+            desc = f"checklist judge {vcfg.backend}:{vcfg.model} rubrics {rs.id}{hard}"
+        else:
+            rewarder = JudgeRewarder(build_client(vcfg, store), rs, task, rc.order, mapping=rc.mapping,
+                                     seed=cfg.seed, store=store)
+            desc = f"judge {vcfg.backend}:{vcfg.model} rubrics {rs.id if rs else 'none'} order {rc.order}"
     if rc.shuffled:
         rewarder, desc = ShuffledRewarder(rewarder, cfg.seed), desc + " (SHUFFLED control)"
     return rewarder, desc

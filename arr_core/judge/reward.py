@@ -29,6 +29,21 @@ def group_key(prompt: str, images: list[Image.Image], source: Image.Image | None
                                 "source": _image_key(source) if source is not None else None}, 16)
 
 
+def check_judge_batch(task: str, prompts: list[str], groups: list[list[Image.Image]],
+                      sources: list[Image.Image] | None) -> None:
+    """Raise ValueError unless the batch fits the task: one group of G >= 2 images per prompt, and one
+    source image per prompt for editing (none for T2I)."""
+    if len(prompts) != len(groups):
+        raise ValueError(f"got {len(prompts)} prompts but {len(groups)} groups")
+    if task == "edit" and (sources is None or len(sources) != len(prompts)):
+        raise ValueError("task 'edit' needs one source image per prompt (argument 'sources')")
+    if task == "t2i" and sources is not None:
+        raise ValueError("task 't2i' takes no source images; pass sources=None")
+    for k, grp in enumerate(groups):
+        if len(grp) < 2:
+            raise ValueError(f"group {k} has {len(grp)} images; RPO needs G >= 2")
+
+
 def to_group_outcome(j: Judgment) -> GroupOutcome:
     """Judgment → GroupOutcome. ``ranks`` is the integer ranking only for a win (orders agreed)."""
     ranks = [int(r) for r in j.final_rank] if j.outcome == "win" and j.final_rank is not None else None
@@ -61,16 +76,9 @@ class JudgeRewarder:
 
     async def score(self, prompts: list[str], groups: list[list[Image.Image]],
                     sources: list[Image.Image] | None = None) -> list[GroupOutcome]:
-        if len(prompts) != len(groups):
-            raise ValueError(f"got {len(prompts)} prompts but {len(groups)} groups")
-        if self.task == "edit" and (sources is None or len(sources) != len(prompts)):
-            raise ValueError("task 'edit' needs one source image per prompt (argument 'sources')")
-        if self.task == "t2i" and sources is not None:
-            raise ValueError("task 't2i' takes no source images; pass sources=None")
+        check_judge_batch(self.task, prompts, groups, sources)
         items = []
         for k, (prompt, grp) in enumerate(zip(prompts, groups, strict=True)):
-            if len(grp) < 2:
-                raise ValueError(f"group {k} has {len(grp)} images; RPO needs G >= 2")
             src = sources[k] if sources is not None else None
             items.append(JudgeItem(self.task, prompt, list(grp), src, group_key(prompt, grp, src)))
         out: list[GroupOutcome | None] = [None] * len(items)

@@ -38,15 +38,20 @@ JUDGE_PROMPT_VERSION = "judge-v2"
 REVISE_PROMPT_VERSION = "revise-v1"
 CATEGORIZE_PROMPT_VERSION = "categorize-v1"
 CHECK_PROMPT_VERSION = "check-v1"
+CHECKLIST_PROMPT_VERSION = "checklist-v1"
 PROMPT_VERSIONS: dict[str, str] = {
     "generate": GENERATE_PROMPT_VERSION,
     "judge": JUDGE_PROMPT_VERSION,
     "revise": REVISE_PROMPT_VERSION,
     "categorize": CATEGORIZE_PROMPT_VERSION,
     "check": CHECK_PROMPT_VERSION,
+    "checklist": CHECKLIST_PROMPT_VERSION,
 }
-# One string for rubric-set lineage: changes when any template changes.
-PROMPT_VERSION = "+".join(PROMPT_VERSIONS[k] for k in sorted(PROMPT_VERSIONS))
+# One string for rubric-set lineage: changes when any of these templates changes. The checklist
+# template (added later) is not part of it: rubric induction never uses it, and adding it would have
+# changed the id of every rubric set induced before.
+_LINEAGE_KINDS = ("categorize", "check", "generate", "judge", "revise")
+PROMPT_VERSION = "+".join(PROMPT_VERSIONS[k] for k in _LINEAGE_KINDS)
 
 TASKS = ("t2i", "edit")
 
@@ -181,6 +186,27 @@ def answers_validator(questions: list[str]):
     return validate
 
 
+VERDICTS: tuple[str, ...] = ("yes", "no", "n/a")
+
+
+def verdicts_validator(n: int):
+    """Validator for checklist answers: ``verdicts`` holds exactly n entries, each yes, no or n/a."""
+
+    def validate(obj: dict[str, Any]) -> str | None:
+        verdicts = obj.get("verdicts")
+        if not isinstance(verdicts, list) or len(verdicts) != n:
+            got = len(verdicts) if isinstance(verdicts, list) else type(verdicts).__name__
+            return f'"verdicts" must be a list with exactly {n} entries, one per rubric in order, got {got}'
+        for i, v in enumerate(verdicts):
+            if v not in VERDICTS:
+                return f'verdicts[{i}] must be "yes", "no" or "n/a", got {v!r}'
+        if not isinstance(obj.get("reason"), str):
+            return '"reason" must be a string'
+        return None
+
+    return validate
+
+
 # --------------------------------------------------------------------------- builders
 
 def build_generate(task: str, prompt: str, images: list[ImageLike], *, source: ImageLike | None = None,
@@ -293,6 +319,37 @@ def build_categorize(criteria: list[str], *, categories_number: int = 5, task: s
     ])
     return _request([text_part(text)], kind="categorize", required=("categories", "reason"),
                     validator=categories_validator(categories_number), max_tokens=2048)
+
+
+def build_checklist(task: str, prompt: str, image: ImageLike, *, rubrics: list[str],
+                    source: ImageLike | None = None, max_side: int | None = None) -> VLMRequest:
+    """Ask whether ONE image satisfies each rubric (pointwise; the checklist judge of
+    ``arr_core.judge.checklist``). Answer: ``{"verdicts": ["yes"|"no"|"n/a", ...], "reason"}``, one
+    verdict per rubric in order; "n/a" when a rubric does not apply or cannot be judged from the image.
+    Rubric texts are flattened to one line each (the listing is numbered)."""
+    _check_images(task, [image], source, min_n=1)
+    lines = [" ".join(r.split()) for r in rubrics] if isinstance(rubrics, (list, tuple)) else []
+    if not lines or not all(lines):
+        raise ValueError("rubrics must be a non-empty list of non-empty strings")
+    listing = "\n".join(f"{i}. {r}" for i, r in enumerate(lines, 1))
+    what = ("The image above was generated from the caption below." if task == "t2i" else
+            "The first image above is the original; the edited image after it was produced from the "
+            "original with the instruction below.")
+    name = _NAME[task].format(k=1)
+    sections = [
+        "You are a careful evaluator of AI-generated images. " + what + "\n"
+        + _PROMPT_LINE[task].format(prompt=prompt.strip()),
+        "Rubrics:\n" + listing,
+        (f"Check {name} against each rubric on its own: answer \"yes\" if it satisfies the rubric, "
+         "\"no\" if it does not, and \"n/a\" if the rubric does not apply here or cannot be judged "
+         "from the image."),
+        ('Answer with JSON only, in exactly this form, one verdict per rubric in the same order:\n'
+         '{"verdicts": ["yes" or "no" or "n/a", ...], "reason": "<short justification>"}'),
+    ]
+    parts = labelled_image_parts(task, [image], source=source, max_side=max_side)
+    parts.append(text_part("\n\n".join(sections)))
+    return _request(parts, kind="checklist", required=("verdicts", "reason"),
+                    validator=verdicts_validator(len(lines)), max_tokens=256 + 8 * len(lines))
 
 
 def build_check(image: ImageLike, questions: list[str], *, prompt: str | None = None,

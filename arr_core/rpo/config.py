@@ -74,6 +74,12 @@ class RewardConfig(_Strict):
     order: Literal["single", "swap", "random"] = Field("swap", description="Judge image-order handling.")
     mapping: Literal["paper", "linear"] | None = Field(None, description="Rank → reward; None = paper "
                                                        "(1.0/−0.1) for G = 2, linear for G > 2.")
+    mode: Literal["rank", "checklist"] = Field("rank", description="Judge mode: 'rank' (the paper's: the "
+                                               "VLM ranks each group) or 'checklist' (yes/no/n.a. per "
+                                               "rubric for each image; equal scores tie; "
+                                               "arr_core.judge.checklist).")
+    hard_themes: list[str] = Field(default_factory=list, description="Checklist mode: rubric themes an "
+                                   "image must satisfy for any credit (an image failing one scores 0).")
     latency_s: float = Field(0.0, ge=0, description="Per-batch latency of kind 'fixed'.")
     shuffled: bool = Field(False, description="Control run: permute rewards within and among groups.")
 
@@ -81,6 +87,12 @@ class RewardConfig(_Strict):
     def _vlm(self) -> RewardConfig:
         if self.kind != "judge" and self.vlm:
             raise ValueError("reward.vlm is only read when reward.kind is 'judge'")
+        if self.kind != "judge" and self.mode != "rank":
+            raise ValueError(f"reward.mode '{self.mode}' is a judge mode; reward.kind is '{self.kind}'")
+        if self.hard_themes and self.mode != "checklist":
+            raise ValueError("reward.hard_themes is only read when reward.mode is 'checklist'")
+        if any(not t.strip() for t in self.hard_themes):
+            raise ValueError("reward.hard_themes: theme names must be non-empty")
         if "api_key" in self.vlm:
             raise ValueError("reward.vlm.api_key: keep secrets out of config files; set OPENAI_API_KEY")
         if self.vlm:

@@ -116,14 +116,39 @@ class FixedLatencyRewarder:
 ScoreFn = Callable[[str, Image.Image], float]
 
 
+def outcome_from_scores(scores: list[float | None], tie_tol: float = 0.0, latency_s: float = 0.0) -> GroupOutcome:
+    """Per-image scores (higher is better) → the group's outcome.
+
+    A missing (None) or non-finite score makes the group an abstention (rewards 0). Scores all equal
+    within ``tie_tol`` make a tie (rewards 0). Otherwise images are ranked by score and get the
+    paper's rank rewards; images whose scores are equal within ``tie_tol`` share the mean of their
+    rank rewards (``ranks`` breaks such ties by position).
+    """
+    n = len(scores)
+    if any(s is None or s != s or abs(s) == float("inf") for s in scores):
+        return GroupOutcome([0.0] * n, "abstain", None, latency_s)
+    vals = [float(s) for s in scores]  # type: ignore[arg-type]
+    if max(vals) - min(vals) <= tie_tol:
+        return GroupOutcome([0.0] * n, "tie", None, latency_s)
+    order = sorted(range(n), key=lambda i: (-vals[i], i))
+    ranks = [0] * n
+    for r, idx in enumerate(order):
+        ranks[idx] = r + 1
+    by_rank = rank_rewards(ranks)
+    rewards = []
+    for s in vals:
+        same = [j for j, s2 in enumerate(vals) if abs(s2 - s) <= tie_tol]
+        rewards.append(sum(by_rank[j] for j in same) / len(same))
+    return GroupOutcome(rewards, "win", ranks, latency_s)
+
+
 class CallableRewarder:
     """Wraps a plain per-image score function ``fn(prompt, image) -> float`` (higher is better, e.g.
     the fraction of a scene-world prompt's checks that the detector passes).
 
-    Scores → ranks → paper rewards. A group whose scores are all equal (within ``tie_tol``) is a
-    tie (rewards 0); otherwise images are ranked by score (equal scores take the mean of their rank
-    rewards, the ``ranks`` list breaks such ties by position). A non-finite score makes the group an
-    abstention.
+    Scores → ranks → paper rewards (``outcome_from_scores``): a group whose scores are all equal
+    (within ``tie_tol``) is a tie (rewards 0); otherwise images are ranked by score (equal scores take
+    the mean of their rank rewards). A non-finite score makes the group an abstention.
     """
 
     def __init__(self, fn: ScoreFn, *, tie_tol: float = 0.0) -> None:
@@ -134,21 +159,7 @@ class CallableRewarder:
     def score_group(self, prompt: str, images: list[Image.Image]) -> GroupOutcome:
         t0 = time.perf_counter()
         scores = [float(self.fn(prompt, im)) for im in images]
-        lat = time.perf_counter() - t0
-        if not all(s == s and abs(s) != float("inf") for s in scores):
-            return GroupOutcome([0.0] * len(images), "abstain", None, lat)
-        if max(scores) - min(scores) <= self.tie_tol:
-            return GroupOutcome([0.0] * len(images), "tie", None, lat)
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        ranks = [0] * len(scores)
-        for r, idx in enumerate(order):
-            ranks[idx] = r + 1
-        by_rank = rank_rewards(ranks)
-        rewards = []
-        for s in scores:
-            same = [j for j, s2 in enumerate(scores) if abs(s2 - s) <= self.tie_tol]
-            rewards.append(sum(by_rank[j] for j in same) / len(same))
-        return GroupOutcome(rewards, "win", ranks, lat)
+        return outcome_from_scores(scores, self.tie_tol, time.perf_counter() - t0)
 
     async def score(self, prompts: list[str], groups: list[list[Image.Image]],
                     sources: list[Image.Image] | None = None) -> list[GroupOutcome]:

@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 from arr_core.rpo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, save_lora
-from arr_core.rpo.config import TrainConfig
+from arr_core.rpo.config import RewardConfig, TrainConfig
 from arr_core.rpo.distributed import (
     DistContext,
     all_reduce_grads,
@@ -247,6 +247,7 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
 
 
 _LATER_DEFAULTS: dict[str, Any] = {n: TrainConfig.model_fields[n].default for n in ("sde_steps", "noise_block")}
+_LATER_REWARD_DEFAULTS: dict[str, Any] = {"mode": RewardConfig.model_fields["mode"].default, "hard_themes": []}
 
 
 def config_digest(cfg: TrainConfig) -> str:
@@ -258,6 +259,9 @@ def config_digest(cfg: TrainConfig) -> str:
     for name, default in _LATER_DEFAULTS.items():
         if d.get(name) == default:
             d.pop(name)
+    for name, default in _LATER_REWARD_DEFAULTS.items():
+        if d["reward"].get(name) == default:
+            d["reward"].pop(name)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

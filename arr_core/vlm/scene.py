@@ -17,6 +17,9 @@ request kind from the JSON output contract in the text, and answers in that JSON
 - revise: recomputes the differences, keeps previous criteria that still point the right way,
   drops vague ones and those the feedback names as favouring the other image, adds what is missing;
 - categorize: groups criteria by the check they map to into themes with tips;
+- checklist: for ONE image, a yes/no/n/a verdict per rubric: a rubric it maps to a check is "yes"
+  when that check holds fully (content checks: score 1; sharpness and contrast >= 0.7, noise <= 0.2,
+  the thresholds of ``check``), "n/a" when it cannot map the rubric or does not know the caption;
 - check: answers yes/no questions it can parse with the grammar (objects, counts, colours, relations,
   sharp/noisy/contrast), else a seeded guess.
 
@@ -245,6 +248,17 @@ def edit_scores(instruction: str, src_dets: list[Any], dets: list[Any],
     return out
 
 
+def checklist_holds(check: str, score: float) -> bool:
+    """Whether a check's score counts as "satisfied" for a checklist verdict: quality checks use the
+    thresholds of the yes/no ``check`` answers (sharpness and contrast >= 0.7, noise level <= 0.2,
+    i.e. a noise score >= 0.8); content checks must hold fully (score 1)."""
+    if check in ("sharpness", "contrast"):
+        return score >= 0.7
+    if check == "noise":
+        return score >= 0.8
+    return score >= 1.0 - 1e-9
+
+
 # --------------------------------------------------------------------------- reading the request
 
 def _section(text: str, start: str, ends: tuple[str, ...]) -> str | None:
@@ -263,7 +277,9 @@ def _numbered(block: str | None) -> list[str]:
 
 
 def request_kind(text: str) -> str:
-    """generate | revise | judge | categorize | check | unknown, from the JSON output contract."""
+    """generate | revise | judge | checklist | categorize | check | unknown, from the JSON output contract."""
+    if '"verdicts"' in text:
+        return "checklist"
     if '"rank"' in text:
         return "judge"
     if '"categories"' in text:
@@ -317,6 +333,8 @@ class SceneVLM:
             obj = self._categorize(uc)
         elif kind == "check":
             obj = self._check(uc, rng)
+        elif kind == "checklist":
+            obj = self._checklist(uc)
         else:
             obj = {"reason": "I could not tell what kind of answer is expected."}
         text = json.dumps(obj, ensure_ascii=False)
@@ -491,6 +509,38 @@ class SceneVLM:
             groups[target] += groups.pop(smallest)
         cats = [{"theme": t, "tips": groups[t]} for t in themes]
         return {"categories": cats, "reason": f"Grouped {len(criteria)} criteria by what they check."}
+
+    # ------------------------------------------------------------------ checklist (one image, per rubric)
+
+    def _checklist(self, uc: UserContent) -> dict[str, Any]:
+        task, scores = self._scores(uc)
+        if len(scores) != 1:
+            return {"reason": f"expected one image to check, got {len(scores)}."}
+        s = scores[0]
+        known = self._knows(uc, task)
+        verdicts = []
+        for line in _numbered(_section(uc.text, "Rubrics:", ("\n\n",))):
+            c = criterion_check(line)
+            if c is None or c not in s or (c not in QUALITY_CHECKS and not known):
+                verdicts.append("n/a")
+            else:
+                verdicts.append("yes" if checklist_holds(c, s[c]) else "no")
+        n_yes, n_app = verdicts.count("yes"), sum(v != "n/a" for v in verdicts)
+        return {"verdicts": verdicts, "reason": f"Satisfies {n_yes} of the {n_app} rubrics that apply."}
+
+    @staticmethod
+    def _knows(uc: UserContent, task: str) -> bool:
+        """Whether the simulator understands the caption (t2i) or instruction (edit)."""
+        if task == "t2i":
+            from arr_core.world.grammar import parse_prompt
+
+            return parse_prompt(_section(uc.text, "Caption:", ("\n",)) or "") is not None
+        from arr_core.world.edit import parse_instruction
+
+        try:
+            return parse_instruction(_section(uc.text, "Instruction:", ("\n",)) or "") is not None
+        except ValueError:
+            return False
 
     # ------------------------------------------------------------------ check (yes/no questions)
 

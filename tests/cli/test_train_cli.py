@@ -77,3 +77,28 @@ def test_arr_train_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
     cfg = _write_config(tmp_path, folder, reward="judge")
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     assert "needs --rubrics" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_arr_train_checklist_judge_with_a_hard_theme(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from arr_core.rpo.adapters.toy import ToyPolicy
+
+    folder = ToyPolicy.random(seed=0).save(tmp_path / "toy")
+    rubrics = tmp_path / "rubrics.txt"
+    rubrics.write_text("Rubric 1:\nTheme: Faithfulness\n- Tip: The image is fully faithful to the caption.\n\n"
+                       "Rubric 2:\nTheme: Objects\n- Tip: All objects the caption asks for appear in the image.\n")
+    home = ["--home", str(tmp_path / "home")]
+    cfg = _write_config(tmp_path, folder, steps="1", reward="judge, mode: checklist, hard_themes: [Faithfulness]")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--rubrics", str(rubrics)] + home) == 0
+    text = capsys.readouterr().out
+    assert "checklist judge scene:" in text and "hard themes ['Faithfulness']" in text
+    [m] = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert m["step"] == 1 and m["abstain_rate"] == 0.0
+    # A hard theme the rubric set does not have, and checklist mode without rubrics: exit 2, named.
+    cfg = _write_config(tmp_path, folder, steps="1", reward="judge, mode: checklist, hard_themes: [Colour]")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r2"), "--rubrics", str(rubrics)] + home) == 2
+    err = capsys.readouterr().err
+    assert "reward.hard_themes" in err and "['Colour'] not in rubric set" in err and "'Objects'" in err
+    cfg = _write_config(tmp_path, folder, steps="1", reward="judge, mode: checklist")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r3"), "--rubrics", "none"] + home) == 2
+    assert "checks rubrics" in capsys.readouterr().err

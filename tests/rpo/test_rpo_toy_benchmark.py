@@ -122,3 +122,21 @@ def test_judge_mapping_reaches_the_judge_and_is_refused_for_the_checker(tmp_path
     cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--reward", "checker", "--judge-mapping", "paper"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "--judge-mapping applies to --reward judge only" in res.stderr
+
+
+def test_checklist_judge_mode_reaches_the_rewarder(tmp_path):
+    from arr_core.judge.checklist import ChecklistRewarder
+
+    mod = _bench_module()
+    rewarder, desc, facts = mod.build_rewarder("judge", tmp_path, 8, 0, None, "checklist")
+    assert isinstance(rewarder, ChecklistRewarder) and not any(rewarder.hard)
+    assert "checklist judge" in desc and facts["rubric_block"]
+    theme = rewarder.rubric_set.themes[0].theme
+    gated, desc, _ = mod.build_rewarder("judge", tmp_path / "g", 8, 0, None, "checklist", [theme])
+    n_hard = len(rewarder.rubric_set.themes[0].tips)
+    assert gated.hard == [True] * n_hard + [False] * (len(gated.hard) - n_hard) and theme in desc
+    with pytest.raises(ValueError, match=r"\['Nope'\] not in rubric set"):
+        mod.build_rewarder("judge", tmp_path / "n", 8, 0, None, "checklist", ["Nope"])
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rpo_toy.py"), "--hard-theme", "X"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--hard-theme applies to --judge-mode checklist only" in res.stderr

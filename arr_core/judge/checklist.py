@@ -1,0 +1,143 @@
+"""The rubric checklist judge: pointwise yes/no verdicts per rubric, as an RPO group rewarder.
+
+The ranking judge (``arr_core.judge.reward.JudgeRewarder``, the ARR paper's RPO reward) must order
+every group strictly, so a group in which no image does what the caption asks is still ranked, by
+whichever partial criteria differ, and that order becomes an advantage. The checklist judge asks
+the VLM about each image on its own: for every rubric (the tips of the rubric set), does the image
+satisfy it — "yes", "no" or "n/a" (does not apply, cannot be judged)? An image's score is the share
+of "yes" among its applicable rubrics; images with equal scores tie, and a group whose scores are
+all equal gets no advantage (``arr_core.rpo.rewards.outcome_from_scores``). This is the
+checklist reward of DSG / TIFA-style question checklists and of rubric rewards for language models
+(RaR, "Rubrics as Rewards"), applied to ARR's induced rubrics.
+
+Hard themes (``hard_themes``): rubric themes an image must satisfy for any credit, the "hard rules"
+of OpenRubrics. An image with a "no" on any rubric of a hard theme scores 0; an image that satisfies
+all of them scores 1 + its share of "yes" among the other rubrics. So images that all fail a hard
+rule tie, and the other themes only order images that pass. Which themes are hard is the user's
+choice (after reading the categorized rubric set); the induction does not decide it.
+
+Costs one VLM request per image (the ranking judge: one or two per group). An image whose answer is
+unusable after the client's re-asks, or for which no rubric applies, makes its group an abstention
+(counted in ``stats``). Verdicts are not written to the store's ``judgments`` table (that table holds
+rankings).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Any
+
+from PIL import Image
+
+from arr_core.judge.reward import check_judge_batch
+from arr_core.prompts.templates import VERDICTS, build_checklist
+from arr_core.rpo.rewards import GroupOutcome, outcome_from_scores
+from arr_core.rubrics.rubric_set import RubricSet
+
+log = logging.getLogger(__name__)
+
+
+def checklist_rubrics(rubric_set: RubricSet, hard_themes: list[str] | tuple[str, ...] = ()
+                      ) -> tuple[list[str], list[bool]]:
+    """(rubric texts, is-hard flags): the tips of a themed set, else its flat criteria.
+
+    Raises ValueError naming a hard theme that the set does not have (and listing those it has), or
+    when hard themes are asked of a set without themes."""
+    if rubric_set.themes:
+        names = [t.theme for t in rubric_set.themes]
+        missing = [h for h in hard_themes if h not in names]
+        if missing:
+            raise ValueError(f"hard theme(s) {missing} not in rubric set {rubric_set.id}; its themes are "
+                             f"{names}")
+        texts, hard = [], []
+        for t in rubric_set.themes:
+            for tip in (t.tips or [t.theme]):
+                texts.append(tip)
+                hard.append(t.theme in hard_themes)
+        return texts, hard
+    if hard_themes:
+        raise ValueError(f"rubric set {rubric_set.id} has no themes, so it has no hard themes "
+                         f"{list(hard_themes)}; categorize it first or drop hard_themes")
+    return list(rubric_set.criteria), [False] * len(rubric_set.criteria)
+
+
+def checklist_score(verdicts: list[str], hard: list[bool]) -> float | None:
+    """One image's score from its verdicts: the share of "yes" among the applicable rubrics, or with
+    hard rubrics 0 if any applicable hard rubric is "no", else 1 + the share of "yes" among the
+    applicable other rubrics (0 when none applies). None when no rubric applies at all."""
+    if len(verdicts) != len(hard):
+        raise ValueError(f"got {len(verdicts)} verdicts for {len(hard)} rubrics")
+    bad = [v for v in verdicts if v not in VERDICTS]
+    if bad:
+        raise ValueError(f"verdicts must be yes, no or n/a, got {bad[0]!r}")
+    applicable = [(v == "yes", h) for v, h in zip(verdicts, hard, strict=True) if v != "n/a"]
+    if not applicable:
+        return None
+    if not any(hard):
+        return statistics.fmean(y for y, _ in applicable)
+    if not all(y for y, h in applicable if h):
+        return 0.0
+    soft = [y for y, h in applicable if not h]
+    return 1.0 + (statistics.fmean(soft) if soft else 0.0)
+
+
+class ChecklistRewarder:
+    """``await rewarder.score(prompts, groups, sources)`` → one GroupOutcome per prompt.
+
+    client: a VLMClient; rubric_set: the rubrics to check (required); task: "t2i" or "edit" (editing
+    needs ``sources``); hard_themes: names of the set's themes that gate credit (see the module
+    docstring); tie_tol: scores within this distance tie.
+    ``stats``: images asked, images whose answer was unusable, "n/a" verdicts, abstained groups.
+    """
+
+    def __init__(self, client: Any, rubric_set: RubricSet, task: str, *,
+                 hard_themes: list[str] | tuple[str, ...] = (), tie_tol: float = 1e-9) -> None:
+        if task not in ("t2i", "edit"):
+            raise ValueError(f"task must be 't2i' or 'edit', got {task!r}")
+        if rubric_set is None:
+            raise ValueError("the checklist judge needs a rubric set (there is nothing to check without one)")
+        if rubric_set.task != task:
+            raise ValueError(f"rubric set {rubric_set.id} is for task {rubric_set.task!r}, not {task!r}")
+        if tie_tol < 0:
+            raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
+        self.client, self.rubric_set, self.task, self.tie_tol = client, rubric_set, task, tie_tol
+        self.hard_themes = list(hard_themes)
+        self.rubrics, self.hard = checklist_rubrics(rubric_set, self.hard_themes)
+        self.stats = {"images": 0, "unusable": 0, "not_applicable": 0, "abstained_groups": 0}
+
+    async def score(self, prompts: list[str], groups: list[list[Image.Image]],
+                    sources: list[Image.Image] | None = None) -> list[GroupOutcome]:
+        check_judge_batch(self.task, prompts, groups, sources)
+        reqs, owner = [], []
+        for k, (prompt, grp) in enumerate(zip(prompts, groups, strict=True)):
+            src = sources[k] if sources is not None else None
+            for im in grp:
+                reqs.append(build_checklist(self.task, prompt, im, rubrics=self.rubrics, source=src))
+                owner.append(k)
+        resps = await self.client.ask_many(reqs) if reqs else []
+        scores: list[list[float | None]] = [[] for _ in groups]
+        latency = [0.0] * len(groups)
+        for k, resp in zip(owner, resps, strict=True):
+            latency[k] += resp.latency_s
+            scores[k].append(self._score(resp, prompts[k]))
+        self.stats["images"] += len(reqs)
+        out = []
+        for k in range(len(groups)):
+            o = outcome_from_scores(scores[k], self.tie_tol, latency[k])
+            self.stats["abstained_groups"] += o.outcome == "abstain"
+            out.append(o)
+        return out
+
+    def _score(self, resp: Any, prompt: str) -> float | None:
+        parsed = resp.parsed if isinstance(resp.parsed, dict) else None
+        verdicts = parsed.get("verdicts") if parsed else None
+        ok = (not resp.error and isinstance(verdicts, list) and len(verdicts) == len(self.rubrics)
+              and all(v in VERDICTS for v in verdicts))
+        if not ok:
+            self.stats["unusable"] += 1
+            log.warning("checklist judge: unusable answer for an image of prompt %r (%s); its group abstains",
+                        prompt[:80], resp.error or "no valid 'verdicts' list")
+            return None
+        self.stats["not_applicable"] += verdicts.count("n/a")
+        return checklist_score(verdicts, self.hard)
