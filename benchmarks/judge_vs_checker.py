@@ -2,8 +2,9 @@
 
 Samples groups of G training rollouts (Flow-GRPO SDE, shared initial noise per group, as in
 ``benchmarks/rpo_toy.py``) of one scene-world prompt from a toy policy, and scores every group with
-the rubric judge (offline scene VLM, rubrics induced on ``--seed-pairs`` world pairs, swap order) and
-with the detector checker (share of clauses passed). Both map to the paper's rank rewards. Printed per
+the rubric judge (offline scene VLM, rubrics induced on ``--seed-pairs`` world pairs, swap order), with
+the checklist judge on the same rubrics (``arr_core.judge.checklist``; ``--hard-theme`` gates credit)
+and with the detector checker (share of clauses passed). All map to the paper's rank rewards. Printed per
 reward:
 - the mean reward of images that pass the detector's check and of those that fail;
 - in groups holding both kinds, how far a passing image's reward lies above a failing one's;
@@ -56,6 +57,8 @@ def main() -> int:
     ap.add_argument("--num-steps", type=int, default=8, help="SDE sampling steps")
     ap.add_argument("--a", type=float, default=0.7, help="Flow-GRPO noise level of the SDE sampler")
     ap.add_argument("--seed-pairs", type=int, default=48, help="preference pairs for rubric induction")
+    ap.add_argument("--hard-theme", action="append", default=None, metavar="THEME",
+                    help="hard theme of the checklist judge (repeatable; see arr_core/judge/checklist.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
@@ -76,6 +79,7 @@ def main() -> int:
     from rpo_toy import build_rewarder
 
     from arr_core.cli.train import checker_score
+    from arr_core.judge.checklist import ChecklistRewarder
     from arr_core.rpo.adapters.toy import ToyPolicy
     from arr_core.rpo.rewards import CallableRewarder
     from arr_core.rpo.toy_eval import sample_sde, seeded_noise
@@ -95,7 +99,12 @@ def main() -> int:
     t_sample = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as work:
         judge, desc, facts = build_rewarder("judge", Path(work), args.seed_pairs, args.seed)
+        try:
+            checklist = ChecklistRewarder(judge.client, judge.rubric_set, "t2i", hard_themes=args.hard_theme or [])
+        except ValueError as e:  # a --hard-theme the induced set does not have
+            ap.error(str(e))
         outcomes = {"judge": asyncio.run(judge.score([prompt] * args.groups, groups)),
+                    "checklist": asyncio.run(checklist.score([prompt] * args.groups, groups)),
                     "checker": asyncio.run(CallableRewarder(checker_score).score([prompt] * args.groups, groups))}
     n_pass = sum(map(sum, passed))
     print(f"{args.policy}: {args.groups} groups x {G} rollouts of {prompt!r}, {n_pass} of {args.groups * G} pass "
@@ -111,7 +120,7 @@ def main() -> int:
         rewards = [list(o.rewards) for o in outs]
         stats = separation(rewards, passed)
         kinds = {k: sum(o.outcome == k for o in outs) for k in ("win", "tie", "abstain")}
-        print(f"{name:>8}: mean reward passing {show(stats['pass_mean'])}, failing {show(stats['fail_mean'])}; "
+        print(f"{name:>9}: mean reward passing {show(stats['pass_mean'])}, failing {show(stats['fail_mean'])}; "
               f"passing minus failing within {stats['mixed_groups']} mixed groups {show(stats['gap'])}; "
               f"within-group s.d. {stats['within_sd']:.3f}; outcomes {kinds}")
         result[name] = stats

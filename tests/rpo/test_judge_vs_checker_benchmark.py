@@ -50,12 +50,12 @@ def test_judge_vs_checker_runs_and_writes_both_rewards(tmp_path):
     data = json.loads(out.read_text())
     assert data["images"] == 6 and len(data["passed"]) == 2
     assert data["passing"] == sum(map(sum, data["passed"]))
-    for name in ("judge", "checker"):
+    for name in ("judge", "checklist", "checker"):
         rewards = data["rewards"][name]
         assert [len(r) for r in rewards] == [3, 3]
         assert sum(data["outcomes"][name].values()) == 2
         assert data[name]["within_sd"] >= 0.0
-    assert "judge:" in res.stdout and "checker:" in res.stdout
+    assert "judge:" in res.stdout and "checklist:" in res.stdout and "checker:" in res.stdout
 
 
 def test_prompt_outside_the_grammar_is_refused_by_name():
