@@ -160,6 +160,8 @@ def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
 
     policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)
     tracked = RolloutAccuracy(rewarder)
+    inner = getattr(rewarder, "inner", rewarder)  # the checklist judge behind a ShuffledRewarder
+    stats_before = dict(getattr(inner, "stats", {}))
     t0 = time.perf_counter()
     res = train(policy, tracked, prompts, cfg, out_dir, progress=print if args.verbose else None)
     metrics = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines() if ln]
@@ -173,6 +175,8 @@ def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
              "rollout_empty_first_quarter": empty_first, "rollout_empty_last_quarter": empty_last,
              "tie_rate_mean": sum(m["tie_rate"] for m in metrics) / len(metrics),
              "lora_dir": str(res.lora_dir)}
+    if stats_before:  # this run's share of the checklist judge's counters (RPO and control share one)
+        facts["checklist_stats"] = {k: v - stats_before[k] for k, v in inner.stats.items()}
     return policy, facts
 
 
@@ -373,7 +377,7 @@ def main() -> int:
             "reward": args.reward, "reward_desc": desc, "reward_facts": reward_facts, "args": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "base": base, "rpo": after, "control": control, "deltas": changes,
-            "rpo_train": rpo_facts, "checklist_stats": getattr(rewarder, "stats", None),
+            "rpo_train": rpo_facts,
             "control_train": control_facts, "total_s": round(total, 1), "cpu_count": os.cpu_count(),
             "loadavg": load}, indent=1))
     return 0

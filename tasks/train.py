@@ -59,13 +59,12 @@ def build_rewarder(cfg: Any, rubric_set: Any, vlm: Any) -> Any:
     elif rc.kind == "checker":
         rewarder = CallableRewarder(checker_score)
     else:
-        from arr_core.judge.reward import JudgeRewarder
+        from arr_core.judge.factory import judge_rewarder
         from arr_core.vlm.config import VLMConfig, build_client
 
         vcfg = VLMConfig.model_validate(rc.vlm) if rc.vlm else vlm
         task_kind = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
-        rewarder = JudgeRewarder(build_client(vcfg, None), rubric_set, task_kind, rc.order, mapping=rc.mapping,
-                                 seed=cfg.seed)
+        rewarder, _ = judge_rewarder(build_client(vcfg, None), rubric_set, task_kind, rc, seed=cfg.seed)
     return ShuffledRewarder(rewarder, cfg.seed) if rc.shuffled else rewarder
 
 

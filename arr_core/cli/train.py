@@ -141,9 +141,9 @@ def build_rewarder(cfg: TrainConfig, rubrics: str | None, home: Path | None) -> 
             raise InputError("the judge needs --rubrics ID (or FILE, or 'none' to judge without rubrics)",
                              field="--rubrics")
         try:
-            from arr_core.judge.reward import JudgeRewarder
+            from arr_core.judge.factory import judge_rewarder
         except ModuleNotFoundError as e:
-            raise InputError(f"the rubric judge (arr_core.judge.reward) is not available: {e}") from None
+            raise InputError(f"the rubric judge (arr_core.judge) is not available: {e}") from None
         from arr_core.store import Store
         from arr_core.vlm.config import VLMConfig, build_client
 
@@ -151,22 +151,13 @@ def build_rewarder(cfg: TrainConfig, rubrics: str | None, home: Path | None) -> 
         rs = resolve_rubrics(store, rubrics)
         vcfg = VLMConfig.model_validate(rc.vlm)
         task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
-        if rc.mode == "checklist":
-            from arr_core.judge.checklist import ChecklistRewarder
-
-            if rs is None:
-                raise InputError("reward.mode 'checklist' checks rubrics; give a rubric set, not 'none'",
-                                 field="--rubrics")
-            try:
-                rewarder = ChecklistRewarder(build_client(vcfg, store), rs, task, hard_themes=rc.hard_themes)
-            except ValueError as e:
-                raise InputError(str(e), field="reward.hard_themes") from None
-            hard = f", hard themes {rc.hard_themes}" if rc.hard_themes else ""
-            desc = f"checklist judge {vcfg.backend}:{vcfg.model} rubrics {rs.id}{hard}"
-        else:
-            rewarder = JudgeRewarder(build_client(vcfg, store), rs, task, rc.order, mapping=rc.mapping,
-                                     seed=cfg.seed, store=store)
-            desc = f"judge {vcfg.backend}:{vcfg.model} rubrics {rs.id if rs else 'none'} order {rc.order}"
+        client = build_client(vcfg, store)
+        try:
+            rewarder, what = judge_rewarder(client, rs, task, rc, seed=cfg.seed, store=store)
+        except ValueError as e:
+            field = "reward.hard_themes" if "hard theme" in str(e) else "--rubrics"
+            raise InputError(str(e), field=field) from None
+        desc = what.replace("judge", f"judge {vcfg.backend}:{vcfg.model}", 1)
     if rc.shuffled:
         rewarder, desc = ShuffledRewarder(rewarder, cfg.seed), desc + " (SHUFFLED control)"
     return rewarder, desc

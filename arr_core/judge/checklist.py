@@ -11,8 +11,9 @@ checklist reward of DSG / TIFA-style question checklists and of rubric rewards f
 (RaR, "Rubrics as Rewards"), applied to ARR's induced rubrics.
 
 Hard themes (``hard_themes``): rubric themes an image must satisfy for any credit, the "hard rules"
-of OpenRubrics. An image with a "no" on any rubric of a hard theme scores 0; an image that satisfies
-all of them scores 1 + its share of "yes" among the other rubrics. So images that all fail a hard
+of OpenRubrics. An image scores 0 unless its verdicts on the hard themes' rubrics hold at least one
+"yes" and no "no" ("n/a" neither passes nor fails); an image that passes scores 1 + its share of
+"yes" among the other rubrics. So images that all fail a hard
 rule tie, and the other themes only order images that pass. Which themes are hard is the user's
 choice (after reading the categorized rubric set); the induction does not decide it.
 
@@ -31,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from arr_core.judge.reward import check_judge_batch
-from arr_core.prompts.templates import VERDICTS, build_checklist
+from arr_core.prompts.templates import build_checklist, normalize_verdict
 from arr_core.rpo.rewards import GroupOutcome, outcome_from_scores
 from arr_core.rubrics.rubric_set import RubricSet
 
@@ -63,20 +64,22 @@ def checklist_rubrics(rubric_set: RubricSet, hard_themes: list[str] | tuple[str,
 
 
 def checklist_score(verdicts: list[str], hard: list[bool]) -> float | None:
-    """One image's score from its verdicts: the share of "yes" among the applicable rubrics, or with
-    hard rubrics 0 if any applicable hard rubric is "no", else 1 + the share of "yes" among the
+    """One image's score from its verdicts (``normalize_verdict`` spellings): the share of "yes" among
+    the applicable rubrics. With hard rubrics: 0 unless the hard rubrics hold at least one "yes" and
+    no "no" ("n/a" neither passes nor fails the gate), else 1 + the share of "yes" among the
     applicable other rubrics (0 when none applies). None when no rubric applies at all."""
     if len(verdicts) != len(hard):
         raise ValueError(f"got {len(verdicts)} verdicts for {len(hard)} rubrics")
-    bad = [v for v in verdicts if v not in VERDICTS]
-    if bad:
-        raise ValueError(f"verdicts must be yes, no or n/a, got {bad[0]!r}")
-    applicable = [(v == "yes", h) for v, h in zip(verdicts, hard, strict=True) if v != "n/a"]
+    norm = [normalize_verdict(v) for v in verdicts]
+    if None in norm:
+        raise ValueError(f"verdicts must be yes, no or n/a, got {verdicts[norm.index(None)]!r}")
+    applicable = [(v == "yes", h) for v, h in zip(norm, hard, strict=True) if v != "n/a"]
     if not applicable:
         return None
     if not any(hard):
         return statistics.fmean(y for y, _ in applicable)
-    if not all(y for y, h in applicable if h):
+    gate = [y for y, h in applicable if h]
+    if not gate or not all(gate):
         return 0.0
     soft = [y for y, h in applicable if not h]
     return 1.0 + (statistics.fmean(soft) if soft else 0.0)
@@ -104,6 +107,8 @@ class ChecklistRewarder:
         self.client, self.rubric_set, self.task, self.tie_tol = client, rubric_set, task, tie_tol
         self.hard_themes = list(hard_themes)
         self.rubrics, self.hard = checklist_rubrics(rubric_set, self.hard_themes)
+        if not self.rubrics or not all(r.strip() for r in self.rubrics):
+            raise ValueError(f"rubric set {rubric_set.id} has no rubrics to check, or an empty one")
         self.stats = {"images": 0, "unusable": 0, "not_applicable": 0, "abstained_groups": 0}
 
     async def score(self, prompts: list[str], groups: list[list[Image.Image]],
@@ -117,9 +122,9 @@ class ChecklistRewarder:
                 owner.append(k)
         resps = await self.client.ask_many(reqs) if reqs else []
         scores: list[list[float | None]] = [[] for _ in groups]
-        latency = [0.0] * len(groups)
+        latency = [0.0] * len(groups)  # a group's requests run concurrently: the longest one
         for k, resp in zip(owner, resps, strict=True):
-            latency[k] += resp.latency_s
+            latency[k] = max(latency[k], resp.latency_s)
             scores[k].append(self._score(resp, prompts[k]))
         self.stats["images"] += len(reqs)
         out = []
@@ -133,11 +138,11 @@ class ChecklistRewarder:
         parsed = resp.parsed if isinstance(resp.parsed, dict) else None
         verdicts = parsed.get("verdicts") if parsed else None
         ok = (not resp.error and isinstance(verdicts, list) and len(verdicts) == len(self.rubrics)
-              and all(v in VERDICTS for v in verdicts))
+              and all(normalize_verdict(v) is not None for v in verdicts))
         if not ok:
             self.stats["unusable"] += 1
             log.warning("checklist judge: unusable answer for an image of prompt %r (%s); its group abstains",
                         prompt[:80], resp.error or "no valid 'verdicts' list")
             return None
-        self.stats["not_applicable"] += verdicts.count("n/a")
+        self.stats["not_applicable"] += sum(normalize_verdict(v) == "n/a" for v in verdicts)
         return checklist_score(verdicts, self.hard)

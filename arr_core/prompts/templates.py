@@ -47,11 +47,11 @@ PROMPT_VERSIONS: dict[str, str] = {
     "check": CHECK_PROMPT_VERSION,
     "checklist": CHECKLIST_PROMPT_VERSION,
 }
-# One string for rubric-set lineage: changes when any of these templates changes. The checklist
-# template (added later) is not part of it: rubric induction never uses it, and adding it would have
-# changed the id of every rubric set induced before.
-_LINEAGE_KINDS = ("categorize", "check", "generate", "judge", "revise")
-PROMPT_VERSION = "+".join(PROMPT_VERSIONS[k] for k in _LINEAGE_KINDS)
+# One string for rubric-set lineage: changes when any template changes. The checklist template
+# (added later) is left out: rubric induction never uses it, and adding it would have changed the id
+# of every rubric set induced before.
+_NOT_LINEAGE = frozenset({"checklist"})
+PROMPT_VERSION = "+".join(PROMPT_VERSIONS[k] for k in sorted(PROMPT_VERSIONS) if k not in _NOT_LINEAGE)
 
 TASKS = ("t2i", "edit")
 
@@ -187,6 +187,18 @@ def answers_validator(questions: list[str]):
 
 
 VERDICTS: tuple[str, ...] = ("yes", "no", "n/a")
+_NA_SPELLINGS = frozenset({"n/a", "na", "n.a", "not applicable", "none"})
+
+
+def normalize_verdict(v: Any) -> str | None:
+    """A checklist verdict as "yes", "no" or "n/a" (case, spaces, a final full stop and common n/a
+    spellings ignored), or None when it is none of them."""
+    if not isinstance(v, str):
+        return None
+    t = " ".join(v.lower().split()).rstrip(".")
+    if t in ("yes", "no"):
+        return t
+    return "n/a" if t in _NA_SPELLINGS else None
 
 
 def verdicts_validator(n: int):
@@ -198,7 +210,7 @@ def verdicts_validator(n: int):
             got = len(verdicts) if isinstance(verdicts, list) else type(verdicts).__name__
             return f'"verdicts" must be a list with exactly {n} entries, one per rubric in order, got {got}'
         for i, v in enumerate(verdicts):
-            if v not in VERDICTS:
+            if normalize_verdict(v) is None:
                 return f'verdicts[{i}] must be "yes", "no" or "n/a", got {v!r}'
         if not isinstance(obj.get("reason"), str):
             return '"reason" must be a string'

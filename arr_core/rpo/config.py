@@ -89,6 +89,9 @@ class RewardConfig(_Strict):
             raise ValueError("reward.vlm is only read when reward.kind is 'judge'")
         if self.kind != "judge" and self.mode != "rank":
             raise ValueError(f"reward.mode '{self.mode}' is a judge mode; reward.kind is '{self.kind}'")
+        if self.mode == "checklist" and self.mapping is not None:
+            raise ValueError("reward.mapping is a rank-mode field; checklist scores map to rank rewards "
+                             "on their own (equal scores share)")
         if self.hard_themes and self.mode != "checklist":
             raise ValueError("reward.hard_themes is only read when reward.mode is 'checklist'")
         if any(not t.strip() for t in self.hard_themes):

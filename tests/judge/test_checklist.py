@@ -47,8 +47,11 @@ def test_checklist_score_shares_hard_gate_and_not_applicable():
     hard = [True, False, False]
     assert checklist_score(["no", "yes", "yes"], hard) == 0.0  # a failed hard rubric: no credit
     assert checklist_score(["yes", "yes", "no"], hard) == 1.5
-    assert checklist_score(["n/a", "no", "no"], hard) == 1.0  # an inapplicable hard rubric does not gate
+    assert checklist_score(["n/a", "yes", "yes"], hard) == 0.0  # the gate needs a "yes"; "n/a" is not one
     assert checklist_score(["yes", "n/a", "n/a"], hard) == 1.0
+    assert checklist_score([" Yes", "NO.", "N/A"], hard) == 1.0  # common spellings are read
+    two_hard = [True, True, False]
+    assert checklist_score(["yes", "n/a", "yes"], two_hard) == 2.0  # "n/a" neither passes nor fails
     with pytest.raises(ValueError, match="2 verdicts for 3 rubrics"):
         checklist_score(["yes", "no"], hard)
     with pytest.raises(ValueError, match="maybe"):
@@ -144,8 +147,10 @@ def test_checklist_rewarder_input_errors():
     client = _client()
     with pytest.raises(ValueError, match="needs a rubric set"):
         ChecklistRewarder(client, None, "t2i")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="task"):
+    with pytest.raises(ValueError, match="is for task 't2i'"):
         ChecklistRewarder(client, RUBRICS, "edit")
+    with pytest.raises(ValueError, match="no rubrics to check"):
+        ChecklistRewarder(client, RubricSet(task="t2i"), "t2i")
     with pytest.raises(ValueError, match="not in rubric set"):
         ChecklistRewarder(client, RUBRICS, "t2i", hard_themes=["Nope"])
     rewarder = ChecklistRewarder(client, RUBRICS, "t2i")
@@ -153,3 +158,31 @@ def test_checklist_rewarder_input_errors():
         asyncio.run(rewarder.score([prompt], [[clean]]))
     with pytest.raises(ValueError, match="no source images"):
         asyncio.run(rewarder.score([prompt], [[clean, wrong]], [clean]))
+
+
+def test_theme_without_tips_and_all_not_applicable_image_abstains():
+    prompt, clean, wrong = _renders(5)
+    bare = RubricSet.from_text("Rubric 1:\nTheme: Objects\n- Tip: All objects the caption asks for appear in the "
+                               "image.\n\nRubric 2:\nTheme: Overall look\n")
+    texts, hard = checklist_rubrics(bare, ["Overall look"])
+    assert texts == ["All objects the caption asks for appear in the image.", "Overall look"]
+    assert hard == [False, True]
+    rewarder = ChecklistRewarder(_client(), RUBRICS, "t2i")
+    [o] = asyncio.run(rewarder.score(["a photo of a zebra"], [[clean, wrong]]))  # every rubric "n/a"
+    assert o.outcome == "abstain" and rewarder.stats["abstained_groups"] == 1 and rewarder.stats["unusable"] == 0
+
+
+def test_checklist_rewarder_on_edits():
+    from arr_core.world.edit import sample_edit
+    from arr_core.world.render import render as draw
+
+    rng = np.random.default_rng(7)
+    task = sample_edit(rng, "recolour")
+    src, done = draw(task.source, 64, seed=1), draw(task.target, 64, seed=2)
+    rubrics = RubricSet.from_text("Rubric 1:\nTheme: Edit\n- Tip: The edit carries out exactly what the "
+                                  "instruction asks for.\n", task="edit")
+    rewarder = ChecklistRewarder(_client(), rubrics, "edit")
+    [o] = asyncio.run(rewarder.score([task.instruction], [[src, done]], [src]))
+    assert o.outcome == "win" and o.rewards == [-0.1, 1.0]  # the unedited copy does not follow the instruction
+    with pytest.raises(ValueError, match="one source image per prompt"):
+        asyncio.run(rewarder.score([task.instruction], [[src, done]]))

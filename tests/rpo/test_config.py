@@ -38,6 +38,7 @@ def test_paper_defaults() -> None:
     ({"reward": {"kind": "checker", "mode": "checklist"}}, "is a judge mode; reward.kind is 'checker'"),
     ({"reward": {"hard_themes": ["Faithfulness"]}}, "only read when reward.mode is 'checklist'"),
     ({"reward": {"mode": "checklist", "hard_themes": [" "]}}, "theme names must be non-empty"),
+    ({"reward": {"mode": "checklist", "mapping": "paper"}}, "reward.mapping is a rank-mode field"),
     ({"noise": "ode"}, "noise"),
     ({"policy": {"kind": "flux", "folder": "/x", "guidance_scale": 3.0}}, "applies to kinds 'toy' and 'sd3'"),
     ({"policy": {"kind": "toy", "guidance_scale": 0.5}}, "greater than or equal to 1"),

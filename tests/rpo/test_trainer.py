@@ -128,9 +128,10 @@ def test_config_digest_ignores_later_options_at_their_defaults() -> None:
     before = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert config_digest(cfg) == before  # checkpoints written before these options existed still resume
     assert config_digest(tiny_cfg(noise_block=2)) != before
-    judge = tiny_cfg(reward={"kind": "judge"})
-    assert config_digest(judge) != config_digest(tiny_cfg(reward={"kind": "judge", "mode": "checklist"})) != \
-        config_digest(tiny_cfg(reward={"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"]}))
+    digests = {config_digest(tiny_cfg(reward=r)) for r in (
+        {"kind": "judge"}, {"kind": "judge", "mode": "checklist"},
+        {"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"]})}
+    assert len(digests) == 3  # the judge mode and hard themes change the trajectory, hence the digest
     assert config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2], sde_steps="trained")) != \
         config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2]))
 
