@@ -64,7 +64,8 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
 
         return CallableRewarder(checker_score), "scene detector checks (share of clauses passed)", {}
     from arr_core.data.dataset import load_dataset
-    from arr_core.judge.reward import JudgeRewarder
+    from arr_core.judge.factory import judge_rewarder
+    from arr_core.rpo.config import RewardConfig
     from arr_core.rubrics.config import InduceConfig
     from arr_core.rubrics.induction import induce
     from arr_core.store import Store
@@ -78,13 +79,11 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
     rs = induce(seed_ds, InduceConfig(), store, client_gen=client, client_ver=client)
     facts = {"rubric_set_id": rs.id, "seed_pairs": seed_pairs, "induce_s": round(time.perf_counter() - t0, 1),
              "rubric_block": rs.prompt_block()}
+    reward = RewardConfig(mode=mode, hard_themes=hard_themes or [], mapping=mapping, order="swap")
+    rewarder, _ = judge_rewarder(client, rs, "t2i", reward, seed=seed, store=store)
     if mode == "checklist":
-        from arr_core.judge.checklist import ChecklistRewarder
-
-        checklist = ChecklistRewarder(client, rs, "t2i", hard_themes=hard_themes or [])
         hard = f", hard themes {hard_themes}" if hard_themes else ""
-        return checklist, f"offline scene VLM checklist judge, induced rubrics {rs.id}{hard}", facts
-    rewarder = JudgeRewarder(client, rs, "t2i", "swap", mapping=mapping, seed=seed, store=store)
+        return rewarder, f"offline scene VLM checklist judge, induced rubrics {rs.id}{hard}", facts
     how = f", {mapping} rank rewards" if mapping else ""
     return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order{how}", facts
 

@@ -137,12 +137,11 @@ class ChecklistRewarder:
     def _score(self, resp: Any, prompt: str) -> float | None:
         parsed = resp.parsed if isinstance(resp.parsed, dict) else None
         verdicts = parsed.get("verdicts") if parsed else None
-        ok = (not resp.error and isinstance(verdicts, list) and len(verdicts) == len(self.rubrics)
-              and all(normalize_verdict(v) is not None for v in verdicts))
-        if not ok:
+        norm = [normalize_verdict(v) for v in verdicts] if isinstance(verdicts, list) else []
+        if resp.error or len(norm) != len(self.rubrics) or None in norm:
             self.stats["unusable"] += 1
             log.warning("checklist judge: unusable answer for an image of prompt %r (%s); its group abstains",
                         prompt[:80], resp.error or "no valid 'verdicts' list")
             return None
-        self.stats["not_applicable"] += sum(normalize_verdict(v) == "n/a" for v in verdicts)
-        return checklist_score(verdicts, self.hard)
+        self.stats["not_applicable"] += norm.count("n/a")
+        return checklist_score(norm, self.hard)
