@@ -38,6 +38,8 @@ def test_paper_defaults() -> None:
     ({"reward": {"kind": "checker", "mode": "checklist"}}, "is a judge mode; reward.kind is 'checker'"),
     ({"reward": {"hard_themes": ["Faithfulness"]}}, "only read when reward.mode is 'checklist'"),
     ({"reward": {"mode": "checklist", "hard_themes": [" "]}}, "theme names must be non-empty"),
+    ({"reward": {"mode": "checklist", "soft_weight": 0.5}}, "set hard_themes or leave soft_weight at 1"),
+    ({"reward": {"mode": "checklist", "hard_themes": ["F"], "soft_weight": 2}}, "less than or equal to 1"),
     ({"reward": {"mode": "checklist", "mapping": "paper"}}, "reward.mapping is a rank-mode field"),
     ({"noise": "ode"}, "noise"),
     ({"policy": {"kind": "flux", "folder": "/x", "guidance_scale": 3.0}}, "applies to kinds 'toy' and 'sd3'"),
