@@ -59,8 +59,8 @@ def main() -> int:
     ap.add_argument("--seed-pairs", type=int, default=48, help="preference pairs for rubric induction")
     ap.add_argument("--hard-theme", action="append", default=None, metavar="THEME",
                     help="hard theme of the checklist judge (repeatable; see arr_core/judge/checklist.py)")
-    ap.add_argument("--soft-weight", type=float, default=1.0,
-                    help="checklist judge with --hard-theme: weight in [0, 1] of the other rubrics")
+    ap.add_argument("--hard-only", action="store_true",
+                    help="checklist judge with --hard-theme: only the hard themes score")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
@@ -103,8 +103,8 @@ def main() -> int:
         judge, desc, facts = build_rewarder("judge", Path(work), args.seed_pairs, args.seed)
         try:
             checklist = ChecklistRewarder(judge.client, judge.rubric_set, "t2i", hard_themes=args.hard_theme or [],
-                                          soft_weight=args.soft_weight)
-        except ValueError as e:  # a --hard-theme the induced set does not have, a bad --soft-weight
+                                          hard_only=args.hard_only)
+        except ValueError as e:  # a --hard-theme the induced set does not have, --hard-only without one
             ap.error(str(e))
         outcomes = {"judge": asyncio.run(judge.score([prompt] * args.groups, groups)),
                     "checklist": asyncio.run(checklist.score([prompt] * args.groups, groups)),

@@ -9,8 +9,8 @@ Steps (all offline, CPU):
    (``arr_core.judge.reward.JudgeRewarder``, swap order) with rubrics induced by ``induce`` on
    ``--seed-pairs`` scene-world preference pairs; with ``--judge-mode checklist`` the same VLM answers
    yes/no/n.a. per rubric for each image (``arr_core.judge.checklist.ChecklistRewarder``; equal scores
-   tie; ``--hard-theme`` names rubric themes an image must satisfy for any credit, ``--soft-weight``
-   weighs the other rubrics among images that pass); ``--reward checker`` = the share of the prompt's
+   tie; ``--hard-theme`` names rubric themes an image must satisfy for any credit, ``--hard-only``
+   lets only them score, so images that pass tie); ``--reward checker`` = the share of the prompt's
    clauses the detector confirms (no VLM, no rubrics).
 4. RPO (``arr_core.rpo.trainer.train``) for ``--steps`` steps on world prompts drawn with a seed other
    than the held-out one; then the held-out accuracy again.
@@ -55,11 +55,11 @@ TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_
 
 def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: str | None = None,
                    mode: str = "rank", hard_themes: list[str] | None = None,
-                   soft_weight: float = 1.0) -> tuple[object, str, dict]:
+                   hard_only: bool = False) -> tuple[object, str, dict]:
     """(rewarder, description, facts) for ``checker`` or ``judge`` (rubrics induced here); ``mapping``:
     the ranking judge's rank → reward mapping (None: paper for G = 2, linear for G > 2); ``mode``:
-    ``rank`` (JudgeRewarder) or ``checklist`` (ChecklistRewarder, gated by ``hard_themes``, the other
-    rubrics weighted by ``soft_weight``). Raises
+    ``rank`` (JudgeRewarder) or ``checklist`` (ChecklistRewarder, gated by ``hard_themes``; with
+    ``hard_only`` the other rubrics do not order images that pass). Raises
     ValueError when a hard theme is not in the induced set (the message lists its themes)."""
     if kind == "checker":
         from arr_core.cli.train import checker_score
@@ -82,12 +82,12 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
     rs = induce(seed_ds, InduceConfig(), store, client_gen=client, client_ver=client)
     facts = {"rubric_set_id": rs.id, "seed_pairs": seed_pairs, "induce_s": round(time.perf_counter() - t0, 1),
              "rubric_block": rs.prompt_block()}
-    reward = RewardConfig(mode=mode, hard_themes=hard_themes or [], soft_weight=soft_weight, mapping=mapping,
+    reward = RewardConfig(mode=mode, hard_themes=hard_themes or [], hard_only=hard_only, mapping=mapping,
                           order="swap")
     rewarder, _ = judge_rewarder(client, rs, "t2i", reward, seed=seed, store=store)
     if mode == "checklist":
         hard = f", hard themes {hard_themes}" if hard_themes else ""
-        hard += f", soft weight {soft_weight:g}" if soft_weight != 1.0 else ""
+        hard += " only" if hard_only else ""
         return rewarder, f"offline scene VLM checklist judge, induced rubrics {rs.id}{hard}", facts
     how = f", {mapping} rank rewards" if mapping else ""
     return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order{how}", facts
@@ -252,9 +252,9 @@ def main() -> int:
     ap.add_argument("--hard-theme", action="append", default=None, metavar="THEME",
                     help="checklist mode: a rubric theme an image must satisfy for any credit (repeatable; "
                          "names a theme of the induced set, e.g. 'Faithfulness to the caption')")
-    ap.add_argument("--soft-weight", type=float, default=1.0,
-                    help="checklist mode with --hard-theme: weight in [0, 1] of the other rubrics' share "
-                         "of 'yes' in the score of an image that passes the gate (score 1 + w x share)")
+    ap.add_argument("--hard-only", action="store_true",
+                    help="checklist mode with --hard-theme: only the hard themes score; images that pass "
+                         "them tie instead of being ordered by the other rubrics")
     ap.add_argument("--policy", type=Path, default=None, help="toy policy folder (default: shipped)")
     ap.add_argument("--steps", type=int, default=60, help="RPO steps per run")
     ap.add_argument("--num-steps", type=int, default=8, help="SDE sampling steps in training")
@@ -308,10 +308,8 @@ def main() -> int:
         ap.error("--judge-mode checklist needs --reward judge and takes no --judge-mapping")
     if args.hard_theme and args.judge_mode != "checklist":
         ap.error("--hard-theme applies to --judge-mode checklist only")
-    if args.soft_weight != 1.0 and not args.hard_theme:
-        ap.error("--soft-weight weighs the other rubrics against the --hard-theme gate; give --hard-theme")
-    if not 0.0 <= args.soft_weight <= 1.0:
-        ap.error(f"--soft-weight must be in [0, 1], got {args.soft_weight}")
+    if args.hard_only and not args.hard_theme:
+        ap.error("--hard-only scores images by the --hard-theme themes alone; give --hard-theme")
     if args.trained_fraction and args.trained_window:
         ap.error("--trained-fraction and --trained-window exclude each other")
     if args.noise_block < 1:
@@ -346,7 +344,7 @@ def main() -> int:
     try:
         rewarder, desc, reward_facts = build_rewarder(args.reward, work, args.seed_pairs, args.seed,
                                                       args.judge_mapping, args.judge_mode, args.hard_theme,
-                                                      args.soft_weight)
+                                                      args.hard_only)
     except ValueError as e:  # a --hard-theme the induced rubric set does not have
         ap.error(str(e))
     cfg = train_config(args)

@@ -63,13 +63,12 @@ def checklist_rubrics(rubric_set: RubricSet, hard_themes: list[str] | tuple[str,
     return list(rubric_set.criteria), [False] * len(rubric_set.criteria)
 
 
-def checklist_score(verdicts: list[str], hard: list[bool], soft_weight: float = 1.0) -> float | None:
+def checklist_score(verdicts: list[str], hard: list[bool], hard_only: bool = False) -> float | None:
     """One image's score from its verdicts (``normalize_verdict`` spellings): the share of "yes" among
     the applicable rubrics. With hard rubrics: 0 unless the hard rubrics hold at least one "yes" and
-    no "no" ("n/a" neither passes nor fails the gate), else 1 + ``soft_weight`` × the share of "yes"
-    among the applicable other rubrics (0 when none applies). None when no rubric applies at all."""
-    if not 0.0 <= soft_weight <= 1.0:
-        raise ValueError(f"soft_weight must be in [0, 1], got {soft_weight}")
+    no "no" ("n/a" neither passes nor fails the gate), else 1 + the share of "yes" among the
+    applicable other rubrics (0 when none applies), or 1 flat with ``hard_only``. None when no rubric
+    applies at all."""
     if len(verdicts) != len(hard):
         raise ValueError(f"got {len(verdicts)} verdicts for {len(hard)} rubrics")
     norm = [normalize_verdict(v) for v in verdicts]
@@ -84,7 +83,7 @@ def checklist_score(verdicts: list[str], hard: list[bool], soft_weight: float = 
     if not gate or not all(gate):
         return 0.0
     soft = [y for y, h in applicable if not h]
-    return 1.0 + soft_weight * (statistics.fmean(soft) if soft else 0.0)
+    return 1.0 + (statistics.fmean(soft) if soft and not hard_only else 0.0)
 
 
 class ChecklistRewarder:
@@ -92,14 +91,15 @@ class ChecklistRewarder:
 
     client: a VLMClient; rubric_set: the rubrics to check (required); task: "t2i" or "edit" (editing
     needs ``sources``); hard_themes: names of the set's themes that gate credit (see the module
-    docstring); soft_weight: with hard themes, the weight in [0, 1] of the other rubrics' share in the
-    score of an image that passes the gate (1 = as much as the gate; 0 = the gate alone decides);
-    tie_tol: scores within this distance tie.
+    docstring); hard_only: with hard themes, every image that passes them scores 1, so the other
+    rubrics do not order them (rewards come from ranks, so the other rubrics can only break ties
+    among passing images or not; there is no weight in between); tie_tol: scores within this
+    distance tie.
     ``stats``: images asked, images whose answer was unusable, "n/a" verdicts, abstained groups.
     """
 
     def __init__(self, client: Any, rubric_set: RubricSet, task: str, *,
-                 hard_themes: list[str] | tuple[str, ...] = (), soft_weight: float = 1.0,
+                 hard_themes: list[str] | tuple[str, ...] = (), hard_only: bool = False,
                  tie_tol: float = 1e-9) -> None:
         if task not in ("t2i", "edit"):
             raise ValueError(f"task must be 't2i' or 'edit', got {task!r}")
@@ -109,13 +109,10 @@ class ChecklistRewarder:
             raise ValueError(f"rubric set {rubric_set.id} is for task {rubric_set.task!r}, not {task!r}")
         if tie_tol < 0:
             raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
-        if not 0.0 <= soft_weight <= 1.0:
-            raise ValueError(f"soft_weight must be in [0, 1], got {soft_weight}")
-        if soft_weight != 1.0 and not hard_themes:
-            raise ValueError("soft_weight weighs the other rubrics against the hard themes' gate; "
-                             "it needs hard_themes")
+        if hard_only and not hard_themes:
+            raise ValueError("hard_only scores images by the hard themes alone; it needs hard_themes")
         self.client, self.rubric_set, self.task, self.tie_tol = client, rubric_set, task, tie_tol
-        self.hard_themes, self.soft_weight = list(hard_themes), soft_weight
+        self.hard_themes, self.hard_only = list(hard_themes), hard_only
         self.rubrics, self.hard = checklist_rubrics(rubric_set, self.hard_themes)
         if not self.rubrics or not all(r.strip() for r in self.rubrics):
             raise ValueError(f"rubric set {rubric_set.id} has no rubrics to check, or an empty one")
@@ -154,4 +151,4 @@ class ChecklistRewarder:
                         prompt[:80], resp.error or "no valid 'verdicts' list")
             return None
         self.stats["not_applicable"] += norm.count("n/a")
-        return checklist_score(norm, self.hard, self.soft_weight)
+        return checklist_score(norm, self.hard, self.hard_only)

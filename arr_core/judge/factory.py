@@ -19,9 +19,9 @@ def judge_rewarder(client: Any, rubric_set: Any, task: str, reward: Any, *, seed
         if rubric_set is None:
             raise ValueError("reward.mode 'checklist' checks rubrics; give a rubric set, not 'none'")
         rewarder = ChecklistRewarder(client, rubric_set, task, hard_themes=reward.hard_themes,
-                                     soft_weight=reward.soft_weight)
+                                     hard_only=reward.hard_only)
         hard = f", hard themes {reward.hard_themes}" if reward.hard_themes else ""
-        hard += f", soft weight {reward.soft_weight:g}" if reward.soft_weight != 1.0 else ""
+        hard += " only" if reward.hard_only else ""
         return rewarder, f"checklist judge, rubrics {rubric_set.id}{hard}"
     from arr_core.judge.reward import JudgeRewarder
 

@@ -80,10 +80,10 @@ class RewardConfig(_Strict):
                                                "arr_core.judge.checklist).")
     hard_themes: list[str] = Field(default_factory=list, description="Checklist mode: rubric themes an "
                                    "image must satisfy for any credit (an image failing one scores 0).")
-    soft_weight: float = Field(1.0, ge=0, le=1, description="Checklist mode with hard_themes: weight of "
-                               "the other rubrics' share of 'yes' in the score of an image that passes "
-                               "the gate (score 1 + soft_weight x share); 1 weighs them like the gate, "
-                               "smaller values let the hard themes dominate the advantages.")
+    hard_only: bool = Field(False, description="Checklist mode with hard_themes: every image that "
+                            "passes the hard themes scores 1, so the other rubrics do not order passing "
+                            "images (by default they do: 1 + their share of 'yes'). Rewards come from "
+                            "ranks, so this is the only choice there is about their weight.")
     latency_s: float = Field(0.0, ge=0, description="Per-batch latency of kind 'fixed'.")
     shuffled: bool = Field(False, description="Control run: permute rewards within and among groups.")
 
@@ -98,9 +98,8 @@ class RewardConfig(_Strict):
                              "on their own (equal scores share)")
         if self.hard_themes and self.mode != "checklist":
             raise ValueError("reward.hard_themes is only read when reward.mode is 'checklist'")
-        if self.soft_weight != 1.0 and not self.hard_themes:
-            raise ValueError("reward.soft_weight weighs the other rubrics against reward.hard_themes; "
-                             "set hard_themes or leave soft_weight at 1")
+        if self.hard_only and not self.hard_themes:
+            raise ValueError("reward.hard_only scores images by reward.hard_themes alone; set hard_themes")
         if any(not t.strip() for t in self.hard_themes):
             raise ValueError("reward.hard_themes: theme names must be non-empty")
         if "api_key" in self.vlm:

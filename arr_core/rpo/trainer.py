@@ -248,7 +248,7 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
 
 _LATER_DEFAULTS: dict[str, Any] = {n: TrainConfig.model_fields[n].default for n in ("sde_steps", "noise_block")}
 _LATER_REWARD_DEFAULTS: dict[str, Any] = {n: RewardConfig().model_dump(mode="json")[n]
-                                          for n in ("mode", "hard_themes", "soft_weight")}
+                                          for n in ("mode", "hard_themes", "hard_only")}
 
 
 def config_digest(cfg: TrainConfig) -> str:

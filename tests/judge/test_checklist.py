@@ -52,13 +52,10 @@ def test_checklist_score_shares_hard_gate_and_not_applicable():
     assert checklist_score([" Yes", "NO.", "N/A"], hard) == 1.0  # common spellings are read
     two_hard = [True, True, False]
     assert checklist_score(["yes", "n/a", "yes"], two_hard) == 2.0  # "n/a" neither passes nor fails
-    # soft_weight scales the other rubrics' share among images that pass the gate, never the gate
-    assert checklist_score(["yes", "yes", "no"], hard, soft_weight=0.25) == pytest.approx(1.125)
-    assert checklist_score(["yes", "no", "no"], hard, soft_weight=0.25) == 1.0
-    assert checklist_score(["no", "yes", "yes"], hard, soft_weight=0.25) == 0.0
-    assert checklist_score(["yes", "yes", "yes"], hard, soft_weight=0.0) == 1.0  # the gate alone
-    with pytest.raises(ValueError, match=r"soft_weight must be in \[0, 1\]"):
-        checklist_score(["yes", "yes", "no"], hard, soft_weight=1.5)
+    # hard_only: the other rubrics no longer order images that pass the gate
+    assert checklist_score(["yes", "yes", "yes"], hard, hard_only=True) == 1.0
+    assert checklist_score(["yes", "no", "no"], hard, hard_only=True) == 1.0
+    assert checklist_score(["no", "yes", "yes"], hard, hard_only=True) == 0.0
     with pytest.raises(ValueError, match="2 verdicts for 3 rubrics"):
         checklist_score(["yes", "no"], hard)
     with pytest.raises(ValueError, match="maybe"):
@@ -137,27 +134,23 @@ def test_hard_theme_ties_images_that_all_fail_it():
     assert b.outcome == "win" and b.rewards[1] == 1.0 and b.rewards[0] == b.rewards[2] == pytest.approx(0.175)
 
 
-def test_soft_weight_zero_leaves_only_the_gate():
-    """With soft weight 0, images that pass the hard rubric tie whatever the other rubrics say; with
-    soft weight 1 the same group is ordered by them (clean passes every rubric, so give it a twin
-    that fails a soft one: the same clean render with the look rubric answered "no")."""
+def test_hard_only_ties_images_that_pass_the_gate():
+    """With hard_only, images that pass the hard rubric tie whatever the other rubrics say; without it
+    the same group is ordered by them."""
     prompt, clean, wrong = _renders(4)
     answers = ['{"verdicts": ["yes", "yes", "yes", "yes"], "reason": "all"}',
                '{"verdicts": ["yes", "yes", "yes", "no"], "reason": "dull"}',
                '{"verdicts": ["no", "no", "yes", "yes"], "reason": "miscounted"}']
     outs = {}
-    for w in (0.0, 0.5, 1.0):
+    for only in (True, False):
         rewarder = ChecklistRewarder(VLMClient(FixedAnswers(answers), cache_mode="off"), RUBRICS, "t2i",
-                                     hard_themes=["Faithfulness"], soft_weight=w)
-        [outs[w]] = asyncio.run(rewarder.score([prompt], [[clean, clean.copy(), wrong]]))
-    assert outs[0.0].outcome == "win" and outs[0.0].rewards[0] == outs[0.0].rewards[1]  # both pass: tie
-    assert outs[0.0].rewards[2] < outs[0.0].rewards[0]
-    for w in (0.5, 1.0):
-        assert outs[w].rewards[0] > outs[w].rewards[1] > outs[w].rewards[2]
+                                     hard_themes=["Faithfulness"], hard_only=only)
+        [outs[only]] = asyncio.run(rewarder.score([prompt], [[clean, clean.copy(), wrong]]))
+    assert outs[True].outcome == "win" and outs[True].rewards[0] == outs[True].rewards[1]  # both pass: tie
+    assert outs[True].rewards[2] < outs[True].rewards[0]
+    assert outs[False].rewards[0] > outs[False].rewards[1] > outs[False].rewards[2]
     with pytest.raises(ValueError, match="needs hard_themes"):
-        ChecklistRewarder(_client(), RUBRICS, "t2i", soft_weight=0.5)
-    with pytest.raises(ValueError, match=r"soft_weight must be in \[0, 1\]"):
-        ChecklistRewarder(_client(), RUBRICS, "t2i", hard_themes=["Faithfulness"], soft_weight=-0.1)
+        ChecklistRewarder(_client(), RUBRICS, "t2i", hard_only=True)
 
 
 @pytest.mark.parametrize("garbage", ["All fine.", '{"verdicts": ["yes"], "reason": "x"}',

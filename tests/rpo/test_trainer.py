@@ -124,15 +124,15 @@ def test_config_digest_ignores_later_options_at_their_defaults() -> None:
     cfg = tiny_cfg()
     d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every", "steps",
                                              "sde_steps", "noise_block"})
-    d["reward"] = {k: v for k, v in d["reward"].items() if k not in ("mode", "hard_themes", "soft_weight")}
+    d["reward"] = {k: v for k, v in d["reward"].items() if k not in ("mode", "hard_themes", "hard_only")}
     before = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert config_digest(cfg) == before  # checkpoints written before these options existed still resume
     assert config_digest(tiny_cfg(noise_block=2)) != before
     digests = {config_digest(tiny_cfg(reward=r)) for r in (
         {"kind": "judge"}, {"kind": "judge", "mode": "checklist"},
         {"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"]},
-        {"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"], "soft_weight": 0.25})}
-    assert len(digests) == 4  # judge mode, hard themes and soft weight change the trajectory, hence the digest
+        {"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"], "hard_only": True})}
+    assert len(digests) == 4  # judge mode, hard themes and hard_only change the trajectory, hence the digest
     assert config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2], sde_steps="trained")) != \
         config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2]))
 

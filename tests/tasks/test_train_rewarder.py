@@ -25,9 +25,9 @@ def test_pipeline_training_task_honours_the_judge_mode() -> None:
     vlm = VLMConfig()
     assert isinstance(build_rewarder(_cfg(), RUBRICS, vlm), JudgeRewarder)
     gated = build_rewarder(_cfg(mode="checklist", hard_themes=["Faithfulness"]), RUBRICS, vlm)
-    assert isinstance(gated, ChecklistRewarder) and gated.hard == [True, False] and gated.soft_weight == 1.0
-    light = build_rewarder(_cfg(mode="checklist", hard_themes=["Faithfulness"], soft_weight=0.25), RUBRICS, vlm)
-    assert light.soft_weight == 0.25
+    assert isinstance(gated, ChecklistRewarder) and gated.hard == [True, False] and not gated.hard_only
+    only = build_rewarder(_cfg(mode="checklist", hard_themes=["Faithfulness"], hard_only=True), RUBRICS, vlm)
+    assert only.hard_only
     control = build_rewarder(_cfg(mode="checklist", shuffled=True), RUBRICS, vlm)
     assert isinstance(control, ShuffledRewarder) and isinstance(control.inner, ChecklistRewarder)
     with pytest.raises(ValueError, match="checks rubrics"):
