@@ -14,7 +14,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from arr_core.rpo.config import TrainConfig
-    from arr_core.rpo.distributed import cleanup, init_from_env
+    from arr_core.rpo.distributed import cleanup, exit_after_distributed_run, init_from_env
     from arr_core.rubrics.rubric_set import RubricSet
     from tasks.train import _vlm_from_env, train_local
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
             (Path(args.out) / "rank0_result.json").write_text(json.dumps(result), encoding="utf-8")
     finally:
         cleanup(ctx)
+    if ctx.active:  # outputs written and the group torn down: end before finalization can abort gloo
+        exit_after_distributed_run(0)
 
 
 if __name__ == "__main__":

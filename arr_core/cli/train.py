@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """RPO: sample G images per prompt, rank them with the reward, update a LoRA (PPO + KL)."""
         from arr_core.rpo.config import load_train_config
-        from arr_core.rpo.distributed import cleanup, init_from_env
+        from arr_core.rpo.distributed import cleanup, exit_after_distributed_run, init_from_env
         from arr_core.rpo.trainer import config_digest
 
         cfg = load_train_config(config)
@@ -221,3 +221,5 @@ def register(app: typer.Typer) -> None:
         if ctx is None or ctx.is_main:
             console.print(f"LoRA: {res.lora_dir}  (pipe.load_lora_weights('{res.lora_dir}'))")
             console.print(f"metrics: {res.metrics_path}")
+        if ctx is not None and ctx.active:  # outputs written, group torn down: see exit_after_distributed_run
+            exit_after_distributed_run(0)

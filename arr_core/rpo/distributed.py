@@ -117,6 +117,25 @@ def shard_fsdp(transformer: torch.nn.Module, block_attrs: tuple[str, ...] = ("tr
     return transformer
 
 
+def exit_after_distributed_run(code: int = 0) -> None:
+    """End a torchrun worker process now, skipping interpreter finalization: flush stdio and logging,
+    then ``os._exit``. Call it after ``cleanup`` once the run's outputs are written. Gloo's C++ worker
+    threads can abort the process while the interpreter tears down ("terminate called without an
+    active exception", SIGABRT; pytorch/pytorch#179291 describes the mechanism). A 2-rank FSDP test
+    run aborted that way in CI under load even after ``cleanup``'s barrier and
+    ``destroy_process_group``, and torchrun then reports a finished run as failed."""
+    import logging
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more to flush
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
 def cleanup(ctx: DistContext, synchronize: bool = True) -> None:
     """Tear the process group down. With ``synchronize`` (after a successful run) a barrier comes
     first, so no rank destroys its gloo/NCCL group and exits while another still has work in flight

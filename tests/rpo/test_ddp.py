@@ -107,5 +107,19 @@ def test_fsdp_two_gloo_ranks_train_save_and_resume(tmp_path: Path) -> None:
     assert (tmp_path / "run_fsdp" / "lora" / "pytorch_lora_weights.safetensors").is_file()
 
 
+def test_exit_after_distributed_run_flushes_and_keeps_the_code() -> None:
+    """The worker exit skips interpreter finalization but must not lose buffered output (stdout is a
+    pipe here, so fully buffered) or the exit code."""
+    code = ("import logging, sys; from arr_core.rpo.distributed import exit_after_distributed_run; "
+            "logging.basicConfig(stream=sys.stderr); logging.warning('logged'); "
+            "print('unflushed', end=''); exit_after_distributed_run(3)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 3 and proc.stdout == "unflushed" and "logged" in proc.stderr
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]), sys.argv[2])
+    from arr_core.rpo.distributed import exit_after_distributed_run
+
+    exit_after_distributed_run(0)  # results are written; skip the finalization that can abort gloo
