@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
     rs = RubricSet.from_json(Path(args.rubrics).read_text(encoding="utf-8")) if args.rubrics else None
     ctx = init_from_env()
+    finished = False
     try:
         result = train_local(cfg, rs, _vlm_from_env(json.loads(args.vlm)), Path(args.out), dist_ctx=ctx)
         if ctx.rank == 0:
             (Path(args.out) / "rank0_result.json").write_text(json.dumps(result), encoding="utf-8")
+        finished = True
     finally:
-        cleanup(ctx)
+        cleanup(ctx, synchronize=finished)  # no barrier after a failure: torchrun stops the job
     if ctx.active:  # outputs written and the group torn down: end before finalization can abort gloo
         exit_after_distributed_run(0)
 

@@ -99,7 +99,8 @@ class RewardConfig(_Strict):
         if self.hard_themes and self.mode != "checklist":
             raise ValueError("reward.hard_themes is only read when reward.mode is 'checklist'")
         if self.hard_only and not self.hard_themes:
-            raise ValueError("reward.hard_only scores images by reward.hard_themes alone; set hard_themes")
+            raise ValueError("reward.hard_only needs reward.mode: checklist and reward.hard_themes "
+                             "(it scores images by the hard themes alone)")
         if any(not t.strip() for t in self.hard_themes):
             raise ValueError("reward.hard_themes: theme names must be non-empty")
         if "api_key" in self.vlm:
