@@ -102,3 +102,39 @@ def test_arr_train_checklist_judge_with_a_hard_theme(tmp_path: Path, capsys: pyt
     cfg = _write_config(tmp_path, folder, steps="1", reward="judge, mode: checklist")
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r3"), "--rubrics", "none"] + home) == 2
     assert "checks rubrics" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_arr_train_under_torchrun_ends_early_only_after_success(tmp_path: Path, monkeypatch, capsys, fails) -> None:
+    """Under torchrun, `arr train` tears the group down (barrier only after success) and then ends the
+    process with ``exit_after_distributed_run`` — after printing where the LoRA is, and never after a
+    failure. The distributed pieces are recorders; tests/rpo/test_ddp.py runs the real two processes."""
+    from types import SimpleNamespace
+
+    import arr_core.cli.train as cli_train
+    import arr_core.rpo.distributed as distributed
+
+    calls: list = []
+    monkeypatch.setattr(distributed, "init_from_env",
+                        lambda backend=None: distributed.DistContext(rank=0, world_size=2))
+    monkeypatch.setattr(distributed, "cleanup", lambda ctx, synchronize=True: calls.append(("cleanup", synchronize)))
+    monkeypatch.setattr(distributed, "exit_after_distributed_run",
+                        lambda code=0: calls.append(("exit", code, "LoRA:" in capsys.readouterr().out)))
+
+    def fake_run_train(cfg, **kw):
+        calls.append(("train", kw["dist_ctx"].world_size))
+        if fails:
+            raise RuntimeError("judge endpoint down")
+        return SimpleNamespace(lora_dir=tmp_path / "run" / "lora", metrics_path=tmp_path / "run" / "metrics.jsonl")
+
+    monkeypatch.setattr(cli_train, "run_train", fake_run_train)
+    cfg = _write_config(tmp_path, tmp_path / "toy")
+    cfg.write_text(cfg.read_text() + "distributed: ddp\n")
+    argv = ["train", "--config", str(cfg), "--out", str(tmp_path / "run")]
+    if fails:  # an unexpected error propagates (torchrun reports the rank failed); no barrier, no exit(0)
+        with pytest.raises(RuntimeError, match="judge endpoint down"):
+            main(argv)
+        assert calls == [("train", 2), ("cleanup", False)]
+    else:
+        assert main(argv) == 0
+        assert calls == [("train", 2), ("cleanup", True), ("exit", 0, True)]
