@@ -84,11 +84,9 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
              "rubric_block": rs.prompt_block()}
     reward = RewardConfig(mode=mode, hard_themes=hard_themes or [], hard_only=hard_only, mapping=mapping,
                           order="swap")
-    rewarder, _ = judge_rewarder(client, rs, "t2i", reward, seed=seed, store=store)
-    if mode == "checklist":
-        hard = f", hard themes {hard_themes}" if hard_themes else ""
-        hard += " only" if hard_only else ""
-        return rewarder, f"offline scene VLM checklist judge, induced rubrics {rs.id}{hard}", facts
+    rewarder, what = judge_rewarder(client, rs, "t2i", reward, seed=seed, store=store)
+    if mode == "checklist":  # the factory's description, hard themes included
+        return rewarder, "offline scene VLM " + what.replace("rubrics", "induced rubrics", 1), facts
     how = f", {mapping} rank rewards" if mapping else ""
     return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order{how}", facts
 

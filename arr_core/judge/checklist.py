@@ -13,13 +13,12 @@ checklist reward of DSG / TIFA-style question checklists and of rubric rewards f
 Hard themes (``hard_themes``): rubric themes an image must satisfy for any credit, the "hard rules"
 of OpenRubrics. An image scores 0 unless its verdicts on the hard themes' rubrics hold at least one
 "yes" and no "no" ("n/a" neither passes nor fails); an image that passes scores 1 + its share of
-"yes" among the other rubrics. So images that all fail a hard
-rule tie, and the other themes only order images that pass. With ``hard_only`` an image that passes
-scores 1 flat, so the other themes order nothing. They are still asked and still matter in two
-ways: an answer with the wrong number of verdicts makes the group abstain, and an image whose hard
-rubrics are all "n/a" scores 0 (fails the gate) when some other rubric applies but abstains when none
-does. Which themes are hard is the user's choice (after reading the categorized rubric set); the
-induction does not decide it.
+"yes" among the other rubrics. So images that all fail a hard rule tie, and the other themes only
+order images that pass. With ``hard_only`` an image that passes scores 1 flat, so the other themes
+order nothing. They are still asked and still matter in two ways: an answer with the wrong number of
+verdicts makes the group abstain, and an image whose hard rubrics are all "n/a" scores 0 (fails the
+gate) when some other rubric applies but abstains when none does. Which themes are hard is the
+user's choice (after reading the categorized rubric set); the induction does not decide it.
 
 Costs one VLM request per image (the ranking judge: one or two per group). An image whose answer is
 unusable after the client's re-asks, or for which no rubric applies, makes its group an abstention

@@ -122,9 +122,8 @@ def exit_after_distributed_run(code: int = 0) -> None:
     then ``os._exit``. Call it after ``cleanup`` once the run's outputs are written. Gloo's C++ worker
     threads can abort the process while the interpreter tears down ("terminate called without an
     active exception", SIGABRT; the abandoned pull request pytorch/pytorch#179291 describes the
-    mechanism). A 2-rank FSDP test
-    run aborted that way in CI under load even after ``cleanup``'s barrier and
-    ``destroy_process_group``, and torchrun then reports a finished run as failed."""
+    mechanism). A 2-rank FSDP test run aborted that way in CI under load even after ``cleanup``'s
+    barrier and ``destroy_process_group``, and torchrun then reports a finished run as failed."""
     import logging
     import sys
 
