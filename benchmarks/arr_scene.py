@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arr_core.data.dataset import load_dataset  # noqa: E402
 from arr_core.judge.judge import judge_many  # noqa: E402
 from arr_core.judge.metrics import accuracy_summary, is_correct, reversed_record  # noqa: E402
+from arr_core.recipes.induce import induce_rubrics  # noqa: E402
 from arr_core.rubrics.config import InduceConfig  # noqa: E402
-from arr_core.rubrics.induction import induce  # noqa: E402
+from arr_core.sim.world.pairs import make_pairs  # noqa: E402
 from arr_core.stats import bootstrap_ci  # noqa: E402
 from arr_core.store import Store  # noqa: E402
 from arr_core.vlm.config import VLMConfig, build_client  # noqa: E402
-from arr_core.world.pairs import make_pairs  # noqa: E402
 
 CONDITIONS = [("no rubrics", False, "single"), ("induced rubrics", True, "single"),
               ("induced rubrics, swap", True, "swap"), ("no rubrics, swap", False, "swap")]
@@ -101,7 +101,7 @@ def main() -> int:
     client = build_client(VLMConfig(), store)
     cfg = InduceConfig()
     t0 = time.perf_counter()
-    rs = induce(seed_ds, cfg, store, client_gen=client, client_ver=client)
+    rs = induce_rubrics(seed_ds, cfg, store, client_gen=client, client_ver=client)
     t_induce = time.perf_counter() - t0
     st = rs.metadata["statistics"]
 

@@ -68,7 +68,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.groups < 1 or args.group_size < 2 or args.num_steps < 1:
         ap.error("need --groups >= 1, --group-size >= 2 and --num-steps >= 1")
-    from arr_core.world.grammar import parse_prompt
+    from arr_core.sim.world.grammar import parse_prompt
 
     spec = parse_prompt(args.prompt)
     if spec is None:
@@ -80,12 +80,12 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from rpo_toy import build_rewarder
 
-    from arr_core.cli.train import checker_score
     from arr_core.judge.checklist import ChecklistRewarder
-    from arr_core.rpo.adapters.toy import ToyPolicy
-    from arr_core.rpo.rewards import CallableRewarder
-    from arr_core.rpo.toy_eval import sample_sde, seeded_noise
-    from arr_core.world import check_spec, detect
+    from arr_core.rewards import CallableRewarder
+    from arr_core.sim.rewards import checker_score
+    from arr_core.sim.toy_eval import sample_sde, seeded_noise
+    from arr_core.sim.toy_policy import ToyPolicy
+    from arr_core.sim.world import check_spec, detect
 
     t0 = time.perf_counter()
     policy = ToyPolicy.load(None if args.policy == "-" else args.policy)

@@ -93,7 +93,7 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="arr-demo-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env["ARR_HOME"] = str(home)
-    arr = [sys.executable, "-m", "arr_core"]
+    arr = [sys.executable, "-m", "arr_cli"]
     if args.config is None:
         cold_cmd = arr + ["demo", "--home", str(home), "--fresh"]
         warm_cmd = arr + ["demo", "--home", str(home)]

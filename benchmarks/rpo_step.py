@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from arr_core.rpo.config import TrainConfig  # noqa: E402
 from arr_core.rpo.policy import Cond  # noqa: E402
-from arr_core.rpo.rewards import FixedLatencyRewarder  # noqa: E402
 from arr_core.rpo.trainer import train  # noqa: E402
+from arr_core.sim.rewards import FixedLatencyRewarder  # noqa: E402
 
 FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
                 num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,

@@ -4,7 +4,7 @@ Steps (all offline, CPU):
 1. Load the toy policy (the shipped base checkpoint unless ``--policy DIR``).
 2. Held-out set: ``heldout_specs(--heldout-per-tag)`` (tag-balanced, seed 12345; 34 per tag = 204
    prompts) × ``--seeds`` noise seeds, sampled with the deterministic ODE (``--eval-steps``) and checked
-   by the scene detector + GenEval-format checker (``arr_core.rpo.toy_eval.geneval_accuracy``).
+   by the scene detector + GenEval-format checker (``arr_core.sim.toy_eval.geneval_accuracy``).
 3. Reward: ``--reward judge`` = the rubric-conditioned offline scene VLM judge
    (``arr_core.judge.reward.JudgeRewarder``, swap order) with rubrics induced by ``induce`` on
    ``--seed-pairs`` scene-world preference pairs; with ``--judge-mode checklist`` the same VLM answers
@@ -59,33 +59,40 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
     """(rewarder, description, facts) for ``checker`` or ``judge`` (rubrics induced here); ``mapping``:
     the ranking judge's rank → reward mapping (None: paper for G = 2, linear for G > 2); ``mode``:
     ``rank`` (JudgeRewarder) or ``checklist`` (ChecklistRewarder, gated by ``hard_themes``; with
-    ``hard_only`` the other rubrics do not order images that pass). Raises
-    ValueError when a hard theme is not in the induced set (the message lists its themes)."""
+    ``hard_only`` the other rubrics do not order images that pass). The judge is built by the RPO
+    recipe (``arr_core.recipes.rpo.build_rewarder``), as in ``arr train``. Raises ValueError when a
+    hard theme is not in the induced set (the message lists its themes)."""
     if kind == "checker":
-        from arr_core.cli.train import checker_score
-        from arr_core.rpo.rewards import CallableRewarder
+        from arr_core.rewards import CallableRewarder
+        from arr_core.sim.rewards import checker_score
 
         return CallableRewarder(checker_score), "scene detector checks (share of clauses passed)", {}
+    from arr_core.recipes.induce import induce_rubrics
+
     from arr_core.data.dataset import load_dataset
-    from arr_core.judge.factory import judge_rewarder
-    from arr_core.rpo.config import RewardConfig
+    from arr_core.recipes import rpo as recipe
+    from arr_core.rpo.config import TrainConfig
     from arr_core.rubrics.config import InduceConfig
-    from arr_core.rubrics.induction import induce
+    from arr_core.sim.world.pairs import make_pairs
     from arr_core.store import Store
     from arr_core.vlm.config import VLMConfig, build_client
-    from arr_core.world.pairs import make_pairs
 
     t0 = time.perf_counter()
     store = Store(work / "home")
     client = build_client(VLMConfig(), store)
     seed_ds = load_dataset(make_pairs("t2i", seed_pairs, seed, work / "seed_pairs"))
-    rs = induce(seed_ds, InduceConfig(), store, client_gen=client, client_ver=client)
+    rs = induce_rubrics(seed_ds, InduceConfig(), store, client_gen=client, client_ver=client)
     facts = {"rubric_set_id": rs.id, "seed_pairs": seed_pairs, "induce_s": round(time.perf_counter() - t0, 1),
              "rubric_block": rs.prompt_block()}
-    reward = RewardConfig(mode=mode, hard_themes=hard_themes or [], hard_only=hard_only, mapping=mapping,
-                          order="swap")
-    rewarder, what = judge_rewarder(client, rs, "t2i", reward, seed=seed, store=store)
-    if mode == "checklist":  # the factory's description, hard themes included
+    reward = ({"mode": "checklist", "hard_themes": hard_themes or []} if mode == "checklist"
+              else {"mode": "rank", "mapping": mapping, "order": "swap"})
+    cfg = TrainConfig.model_validate({"policy": {"kind": "toy"}, "prompts": {"source": "world"}, "seed": seed,
+                                      "reward": reward, "experimental": {"hard_only": hard_only}})
+    try:
+        rewarder, what = recipe.build_rewarder(cfg, rs, client, store=store)
+    except ValueError as e:
+        raise ValueError(getattr(e, "reason", str(e))) from None
+    if mode == "checklist":  # the recipe's description, hard themes included
         return rewarder, "offline scene VLM " + what.replace("rubrics", "induced rubrics", 1), facts
     how = f", {mapping} rank rewards" if mapping else ""
     return rewarder, f"offline scene VLM judge, induced rubrics {rs.id}, swap order{how}", facts
@@ -102,8 +109,8 @@ class RolloutAccuracy:
         self.inner, self.batches, self.empty = inner, [], []
 
     async def score(self, prompts, groups, sources=None):
-        from arr_core.world import check_spec, detect
-        from arr_core.world.grammar import parse_prompt
+        from arr_core.sim.world import check_spec, detect
+        from arr_core.sim.world.grammar import parse_prompt
 
         outs = await self.inner.score(prompts, groups, sources)
         found = [(parse_prompt(p), detect(im)) for p, g in zip(prompts, groups, strict=True) for im in g]
@@ -119,7 +126,6 @@ def train_config(args: argparse.Namespace) -> object:
         "policy": {"kind": "toy", "folder": str(args.policy) if args.policy else None, "device": "cpu",
                    "guidance_scale": args.guidance},
         "prompts": {"source": "world", "count": 2000, "seed": args.train_seed},
-        "reward": {"kind": "checker" if args.reward == "checker" else "judge"},
         "lora": {"rank": args.rank, "alpha": 2.0 * args.rank},
         "seed": args.seed, "steps": args.steps, "num_steps": args.num_steps, "group_size": args.group_size,
         "prompts_per_step": args.prompts_per_step,
@@ -127,17 +133,18 @@ def train_config(args: argparse.Namespace) -> object:
         "accumulate": args.accumulate if args.accumulate == "all" else int(args.accumulate),
         "lr": args.lr, "beta": args.beta, "clip_range": 0.2, "sample_grid_every": 0,
         "checkpoint_every": 0, "a": args.a, "shared_initial_noise": args.shared_noise,
-        **({"trained_steps": "fraction", "trained_fraction": args.trained_fraction}
+        # --trained-fraction f trains the first round(f·(num_steps−1)) steps (at least 1): a window from 0.
+        **({"trained_window": [0, max(1, round(args.trained_fraction * (args.num_steps - 1)))]}
            if args.trained_fraction else {}),
-        **({"trained_steps": "window", "trained_window": args.trained_window} if args.trained_window else {}),
-        "sde_steps": args.sde_steps, "noise_block": args.noise_block,
+        **({"trained_window": args.trained_window} if args.trained_window else {}),
+        "sde_steps": args.sde_steps, "experimental": {"noise_block": args.noise_block},
     })
 
 
 def world_prompts(n: int, seed: int) -> list[str]:
     import numpy as np
 
-    from arr_core.world import sample_spec
+    from arr_core.sim.world import sample_spec
 
     rng = np.random.default_rng(seed)
     return [sample_spec(rng).prompt for _ in range(n)]
@@ -146,7 +153,7 @@ def world_prompts(n: int, seed: int) -> list[str]:
 def evaluate(policy, specs, args) -> tuple[dict, float]:
     """Held-out accuracy with the ODE sampler; with ``--sde-eval`` also with the training SDE sampler
     (under ``"sde"``)."""
-    from arr_core.rpo.toy_eval import geneval_accuracy
+    from arr_core.sim.toy_eval import geneval_accuracy
 
     t0 = time.perf_counter()
     res = geneval_accuracy(policy, specs, seeds=tuple(args.seeds), steps=args.eval_steps)
@@ -157,15 +164,16 @@ def evaluate(policy, specs, args) -> tuple[dict, float]:
 
 
 def run_rpo(rewarder, prompts, cfg, out_dir: Path, args) -> tuple[object, dict]:
-    from arr_core.rpo.adapters.toy import ToyPolicy
-    from arr_core.rpo.trainer import train
+    from arr_core.recipes import rpo as recipe
+    from arr_core.sim.toy_policy import ToyPolicy
 
     policy = ToyPolicy.load(args.policy, guidance_scale=args.guidance)
     tracked = RolloutAccuracy(rewarder)
     inner = getattr(rewarder, "inner", rewarder)  # the checklist judge behind a ShuffledRewarder
     stats_before = dict(getattr(inner, "stats", {}))
     t0 = time.perf_counter()
-    res = train(policy, tracked, prompts, cfg, out_dir, progress=print if args.verbose else None)
+    res = recipe.run(cfg, out_dir, rewarder=tracked, policy=policy, prompts=prompts,
+                     progress=print if args.verbose else None)
     metrics = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines() if ln]
     reward_first, reward_last = quarter_means([m["reward_mean"] for m in metrics])
     pass_first, pass_last = quarter_means(tracked.batches)
@@ -213,7 +221,7 @@ def print_table(title: str, cols: list[str], runs: list[dict], changes: list[dic
 def print_failures(cols: list[str], runs: list[dict]) -> None:
     """Why held-out images fail, per run: the share of all images per ``failure_kind`` (summed over
     tags), so a change in accuracy can be traced to shapes, counts, colours, positions or empty images."""
-    from arr_core.rpo.toy_eval import FAILURE_KINDS
+    from arr_core.sim.toy_eval import FAILURE_KINDS
 
     print("\nfailed images by reason (share of all held-out images; 'missing' = no object of the asked shape)")
     print(f"{'reason':<14} " + " ".join(f"{c:>22}" for c in cols))
@@ -224,7 +232,7 @@ def print_failures(cols: list[str], runs: list[dict]) -> None:
 
 def deltas(base: dict, after: dict | None, control: dict | None, sde: bool) -> dict:
     """``{"rpo"|"control": {"ode": paired_delta, "sde": paired_delta}}`` for the runs that were made."""
-    from arr_core.rpo.toy_eval import paired_delta
+    from arr_core.sim.toy_eval import paired_delta
 
     out = {}
     for name, res in (("rpo", after), ("control", control)):
@@ -317,7 +325,7 @@ def main() -> int:
               "is not the training sampler; skipping it (ODE only)", flush=True)
         args.sde_eval = False
     if args.train_prompts:
-        from arr_core.world.grammar import parse_prompt
+        from arr_core.sim.world.grammar import parse_prompt
 
         bad = [p for p in args.train_prompts if parse_prompt(p) is None]
         if bad:
@@ -326,9 +334,9 @@ def main() -> int:
 
     import torch
 
-    from arr_core.rpo.adapters.toy import ToyPolicy
-    from arr_core.rpo.rewards import ShuffledRewarder
-    from arr_core.rpo.toy_eval import heldout_specs
+    from arr_core.sim.rewards import ShuffledRewarder
+    from arr_core.sim.toy_eval import heldout_specs
+    from arr_core.sim.toy_policy import ToyPolicy
 
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()

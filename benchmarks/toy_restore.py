@@ -2,7 +2,7 @@
 
 For each toy policy given, correct scene-world renders are noised to each level σ_k of the 8-step
 sampling schedule and finished with the Euler ODE from σ_k to 0
-(``arr_core.rpo.toy_eval.restoration_accuracy``); the printed figure is the share of images that still
+(``arr_core.sim.toy_eval.restoration_accuracy``); the printed figure is the share of images that still
 pass the detector's GenEval-format check. k = 0 is ordinary sampling from noise. A policy whose
 denoiser keeps what is visible at σ_k passes about as often as the clean renders (the last row).
 The shipped checkpoint keeps shapes only from σ ≈ 0.25 (docs/toy.md, "Where the toy loses shapes").
@@ -45,10 +45,10 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from arr_core.rpo.adapters.toy import ToyPolicy
-    from arr_core.rpo.toy_eval import restoration_accuracy
-    from arr_core.world import TAGS as WORLD_TAGS
-    from arr_core.world import sample_spec
+    from arr_core.sim.toy_eval import restoration_accuracy
+    from arr_core.sim.toy_policy import ToyPolicy
+    from arr_core.sim.world import TAGS as WORLD_TAGS
+    from arr_core.sim.world import sample_spec
 
     bad = [t for t in args.tags if t not in WORLD_TAGS]
     if bad:

@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arr_core.prompts.templates import build_judge  # noqa: E402
+from arr_core.sim.world import render, sample_spec  # noqa: E402
+from arr_core.sim.world.scene import scene_from_spec  # noqa: E402
 from arr_core.vlm.client import VLMClient  # noqa: E402
 from arr_core.vlm.openai_backend import OpenAIBackend  # noqa: E402
 from arr_core.vlm.server import free_port  # noqa: E402
-from arr_core.world import render, sample_spec  # noqa: E402
-from arr_core.world.scene import scene_from_spec  # noqa: E402
 
 POOL = 32
 
@@ -68,7 +68,7 @@ def make_requests(n: int, first_seed: int = 0) -> list:
 
 
 def start_server(latency_ms: float, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "arr_core", "vlm", "serve", "--backend", "scene", "--port", str(port),
+    cmd = [sys.executable, "-m", "arr_cli", "vlm", "serve", "--backend", "scene", "--port", str(port),
            "--latency-ms", str(latency_ms)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=Path(__file__).resolve().parents[1])

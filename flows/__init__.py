@@ -1,3 +1,5 @@
-"""Prefect flows that only wire tasks; one module per deployable flow (see prefect.yaml)."""
+"""Prefect flows that only wire tasks; one module per deployable flow (see prefect.yaml).
 
-import tasks  # noqa: F401  (offline defaults before prefect/mlflow are imported)
+``flows.config`` holds the pipeline and re-induction configs. Importing this package has no side
+effects; the flows apply the offline defaults (``tasks._env.apply_defaults``) when they start.
+"""

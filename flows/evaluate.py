@@ -7,10 +7,10 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, ConfigDict
 
-from arr_core.pipeline_config import EvaluateStage
 from arr_core.rpo.config import TrainConfig
 from arr_core.vlm.config import VLMConfig
 from flows._wiring import run_task
+from flows.config import EvaluateStage
 from tasks.evaluate import evaluate_policy
 from tasks.induce import prompt_version
 

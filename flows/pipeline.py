@@ -24,13 +24,13 @@ from typing import Any
 from prefect import flow
 
 from arr_core.home import resolve_home
-from arr_core.pipeline_config import PipelineConfig, load_pipeline_config
 from flows._wiring import linked, run_task
+from flows.config import PipelineConfig, load_pipeline_config
 from flows.evaluate import EvaluateFlowParams, evaluate_flow
 from flows.induce import InduceFlowParams, induce_flow
 from flows.train import TrainFlowParams, train_flow
 from tasks._cache import redact
-from tasks._env import results_dir
+from tasks._env import apply_defaults, results_dir
 from tasks.data import make_world_pairs, register_dataset, register_world_dataset
 from tasks.induce import prompt_version
 from tasks.judge import judge_heldout
@@ -41,7 +41,7 @@ from tasks.train import dispatch_training, plan_training
 # Loaded from its entrypoint (`prefect flow-run retry ID --entrypoint …`, a deployment's worker) the
 # flow gets no with_options and Prefect read its settings before `import tasks` filled
 # PREFECT_RESULTS_LOCAL_STORAGE_PATH: default the results (the cache) to $ARR_HOME's, as run_pipeline does.
-@flow(name="arr-pipeline", persist_result=True, result_storage=results_dir(resolve_home()))
+@flow(name="arr-pipeline", persist_result=True, result_storage=results_dir(resolve_home(create=False)))
 def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None = None,
                   home: str | None = None) -> dict[str, Any]:
     """Run every enabled stage; returns the summary (ids, URIs, per-stage cached flags, metrics).
@@ -51,7 +51,7 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
     if (config is None) == (config_path is None):
         raise ValueError("give exactly one of config or config_path")
     t0 = time.perf_counter()
-    home = str(resolve_home(home))
+    home = str(apply_defaults(home))  # the entry point a worker runs: offline defaults here
     cfg = config if config is not None else load_pipeline_config(config_path)
     exp = cfg.mlflow.experiment
     parent = start_pipeline_run(exp, cfg.name, redact(cfg), cfg.digest(), home)

@@ -16,11 +16,11 @@ from typing import Any
 from prefect import flow
 
 from arr_core.home import resolve_home
-from arr_core.pipeline_config import ReinductionConfig, load_pipeline_config
 from flows._wiring import linked, run_task
+from flows.config import ReinductionConfig, load_pipeline_config
 from flows.induce import InduceFlowParams, induce_flow
 from tasks._cache import redact
-from tasks._env import results_dir
+from tasks._env import apply_defaults, results_dir
 from tasks.data import register_dataset
 from tasks.induce import prompt_version, resolve_parent
 from tasks.judge import judge_heldout
@@ -29,7 +29,7 @@ from tasks.lineage import finish_pipeline_run, start_pipeline_run
 
 # Started by its cron deployment's worker the flow gets no with_options: default its results (the
 # cache) to $ARR_HOME's, as run_reinduction does (see pipeline_flow).
-@flow(name="rubric-reinduction", persist_result=True, result_storage=results_dir(resolve_home()))
+@flow(name="rubric-reinduction", persist_result=True, result_storage=results_dir(resolve_home(create=False)))
 def reinduction_flow(config: ReinductionConfig | None = None, config_path: str | None = None,
                      home: str | None = None) -> dict[str, Any]:
     """Give ``config`` or ``config_path`` (a YAML file, read on every scheduled run)."""
@@ -37,7 +37,7 @@ def reinduction_flow(config: ReinductionConfig | None = None, config_path: str |
         raise ValueError("give exactly one of config or config_path")
     cfg = config if config is not None else load_pipeline_config(config_path, ReinductionConfig)
     t0 = time.perf_counter()
-    home = str(resolve_home(home))
+    home = str(apply_defaults(home))  # the entry point a worker runs: offline defaults here
     exp = cfg.mlflow.experiment
     parent_run = start_pipeline_run(exp, cfg.name, redact(cfg), "", home)
     stages: dict[str, Any] = {}

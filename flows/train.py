@@ -13,6 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows._wiring import run_task
+from tasks._env import apply_defaults
 from tasks.train import run_rpo
 
 
@@ -34,6 +35,7 @@ class TrainFlowParams(BaseModel):
 @flow(name="rpo-train", persist_result=False)
 def train_flow(params: TrainFlowParams) -> dict[str, Any]:
     """Returns the training summary: LoRA folder and MLflow artifact URI, metrics, steps, ``cached``."""
+    apply_defaults()  # the entry point a worker runs: offline defaults (ARR_HOME's MLflow, results)
     gpus = params.gpus or int(os.environ.get("ARR_GPUS", "1"))
     result, cached = run_task(run_rpo, params.train_key, params.train_config_uri, params.rubric_set_uri,
                               params.vlm, params.out_dir, params.experiment, params.parent_run_id, gpus)

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 bash scripts/setup.sh
-exec "$PY" -m arr_core demo "$@"
+exec "$PY" -m arr_cli demo "$@"

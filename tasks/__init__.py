@@ -1,9 +1,6 @@
-"""Thin Prefect tasks: unpack config → call arr_core → persist/log → return small values.
+"""Thin Prefect tasks: load → one recipe call → persist/log → return small values.
 
-Importing this package first fills the offline defaults for Prefect and MLflow (see ``_env``), so
-it must be imported before ``prefect`` or ``mlflow``.
+Importing this package has no side effects. Entry points (the ``arr`` CLI, the flows when a worker
+runs them, the tests) call ``tasks._env.apply_defaults(home)`` before the first flow run, so the
+offline defaults for Prefect and MLflow are applied explicitly.
 """
-
-from tasks._env import apply_defaults
-
-apply_defaults()

@@ -6,8 +6,9 @@ and an object hashes by its pickled form. Our keys instead name what a stage's o
 - content digests of the inputs (dataset digest, rubric-set id, prompt-set digest, policy id),
 - the digest of the stage config with secrets removed (an API key never changes a result),
 - the prompt-template version,
-- the code version: a digest of the source of the task function and of the arr_core subpackages it
-  calls (editing a helper must invalidate the cache too; Prefect's TASK_SOURCE only sees the task).
+- the code version: a digest of all of ``arr_core``, the SQL files and the task's own module
+  (editing any helper or builder must invalidate the cache too; Prefect's TASK_SOURCE only sees the
+  task function).
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from arr_core.digest import digest_obj
-
-_ROOT = Path(__file__).resolve().parent.parent
 
 # Keys whose values are secrets: dropped from cache keys, MLflow params/tags/artifacts and logs.
 SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "authorization", "credential")
@@ -54,21 +53,30 @@ def _is_secret_value(v: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def code_version(*packages: str) -> str:
-    """Digest of every ``.py`` file under the given arr_core subpackages (e.g. ``"rubrics"``) plus the
-    SQL folder when ``"sql"`` is named. Sorted, content-only: equal trees give equal versions."""
+def code_version(*modules: str) -> str:
+    """Digest of every project module a stage can run: all ``.py`` files of ``arr_core`` (recipes,
+    components, prompt templates, the simulator), the SQL files (``sql/`` in a checkout,
+    ``arr_core/_sql`` in a wheel), plus the named extra source files (a task's own module). Sorted,
+    content-only: equal trees give equal versions; editing any builder or helper changes it.
+
+    Hashing the whole package (~0.5 MB) instead of a hand-kept list of subpackages is deliberate: a
+    list goes stale the day a stage starts calling a module it does not name."""
+    import arr_core
+    from arr_core.store.sqlfiles import sql_root
+
     h = hashlib.sha256()
-    for pkg in sorted(set(packages)):
-        if pkg == "sql":
-            base = _ROOT / "sql"
-        elif pkg.endswith(".py"):
-            base = _ROOT / "arr_core" / pkg
-        else:
-            base = _ROOT / "arr_core" / pkg.replace(".", "/")
-        files = [base] if base.is_file() else sorted(base.rglob("*.py" if pkg != "sql" else "*.sql"))
-        for f in files:
-            h.update(str(f.relative_to(_ROOT)).encode())
+    root = Path(arr_core.__file__).resolve().parent
+    trees = [(root, "arr_core", "*.py"), (sql_root(), "sql", "*.sql")]
+    for base, label, pattern in trees:
+        for f in sorted(base.rglob(pattern)):
+            if "__pycache__" in f.parts:
+                continue
+            h.update(f"{label}/{f.relative_to(base).as_posix()}".encode())
             h.update(f.read_bytes())
+    for m in sorted(set(modules) - {""}):
+        f = Path(m).resolve()
+        h.update(f"extra/{f.name}".encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -79,15 +87,13 @@ def _source_digest(fn: Callable[..., Any]) -> str:
         return "nosource"
 
 
-def keyed_by(*params: str, code: Iterable[str] = ()) -> Callable[[Any, dict[str, Any]], str]:
+def keyed_by(*params: str) -> Callable[[Any, dict[str, Any]], str]:
     """A Prefect ``cache_key_fn`` over the named task parameters (redacted, canonical JSON) plus the
-    task's own source and the code version of the ``code`` subpackages.
+    code version: all of ``arr_core``, the SQL files and the task's own module (``code_version``).
 
     Parameters must already be content digests or small configs: the key is built from their
     values, so pass a dataset *digest*, never a path whose file could change under the same name.
     """
-    packages = tuple(code)
-
     def key(context: Any, parameters: dict[str, Any]) -> str:
         missing = [p for p in params if p not in parameters]
         if missing:  # an internal wiring error, not user input
@@ -97,10 +103,17 @@ def keyed_by(*params: str, code: Iterable[str] = ()) -> Callable[[Any, dict[str,
             "task": task.name,
             "inputs": {p: redact(parameters[p]) for p in params},
             "task_source": _source_digest(task.fn),
-            "code": code_version(*packages) if packages else "",
+            "code": code_version(_module_file(task.fn)),
         }, 40)
 
     return key
+
+
+def _module_file(fn: Callable[..., Any]) -> str:
+    try:
+        return inspect.getsourcefile(fn) or ""
+    except TypeError:
+        return ""
 
 
 def was_cached(state: Any) -> bool:

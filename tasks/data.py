@@ -12,20 +12,20 @@ from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store
 
 
-@task(cache_key_fn=keyed_by("world", code=("world",)), persist_result=True, result_serializer="json")
+@task(cache_key_fn=keyed_by("world"), persist_result=True, result_serializer="json")
 def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
     """Scene-world preference pairs (ARR reference JSON + PNGs) under ``ARR_HOME/data``.
 
     Keyed by the generator settings and the world's code version: equal settings give equal bytes.
     """
     from arr_core.digest import digest_obj
-    from arr_core.world.pairs import make_pairs
+    from arr_core.sim.world.pairs import make_pairs
     from tasks._cache import code_version
 
     out = home_path(home) / "data" / f"world-{world['task']}-{digest_obj(world, 12)}"
     path = make_pairs(world["task"], int(world["n"]), int(world["seed"]), out, size=int(world["size"]))
     # Equal settings and world code give equal bytes: this key stands for the file's content.
-    return {"pairs_uri": str(path), "content_key": digest_obj({"world": world, "code": code_version("world")}, 24)}
+    return {"pairs_uri": str(path), "content_key": digest_obj({"world": world, "code": code_version(__file__)}, 24)}
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)

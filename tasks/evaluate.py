@@ -2,7 +2,7 @@
 win rate of trained vs base under the rubric judge and under the independent detector checker, an
 HTML report, and the ``evaluate`` child run in MLflow.
 
-The generation benchmark logic lives in ``arr_core`` (``arr_core.rpo.toy_eval``, ``arr_core.bench``);
+The generation benchmark logic lives in ``arr_core`` (``arr_core.sim.toy_eval``, ``arr_core.bench``);
 this task only loads inputs, calls it and logs. Per-image results stay in the report, not in Prefect.
 """
 
@@ -20,10 +20,8 @@ from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store
 
-EVAL_CODE = ("rpo", "bench", "judge", "prompts", "vlm", "world")
 
-
-@task(cache_key_fn=keyed_by("train_key", "eval_cfg", "rubric_set_id", "vlm", "prompt_version", code=EVAL_CODE),
+@task(cache_key_fn=keyed_by("train_key", "eval_cfg", "rubric_set_id", "vlm", "prompt_version"),
       persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=5)
 def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: Any, eval_cfg: dict[str, Any],
                     rubric_set_id: str, rubric_set_json: str, vlm: Any, prompt_version: str, experiment: str,
@@ -32,12 +30,12 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     from arr_core.bench.generation import load_lora
     from arr_core.bench.report import GridRow, ImageGrid, Report, Section, Table, interval, write_html
     from arr_core.bench.results import EvalResult, save_eval_result
-    from arr_core.cli.train import build_policy, resolve_device
     from arr_core.judge.judge import JudgeItem, judge_many
-    from arr_core.rpo.toy_eval import geneval_accuracy
+    from arr_core.recipes.rpo import build_policy, resolve_device
     from arr_core.rubrics.rubric_set import RubricSet
+    from arr_core.sim.toy_eval import geneval_accuracy
+    from arr_core.sim.world.pairs import make_prompts
     from arr_core.vlm.config import build_client
-    from arr_core.world.pairs import make_prompts
 
     fail_point("evaluate")
     if train_cfg.policy.kind != "toy":

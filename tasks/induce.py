@@ -10,7 +10,6 @@ finished pairs and VLM answers are read back from the store.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store
 
-INDUCE_CODE = ("rubrics", "judge", "prompts", "vlm", "world")
-
 
 def prompt_version() -> str:
     """The current prompt-template version (read at call time so tests can change it)."""
@@ -32,18 +29,7 @@ def prompt_version() -> str:
     return templates.PROMPT_VERSION
 
 
-def _clients(induce_cfg: Any, store: Any) -> tuple[Any, Any]:
-    from arr_core.rubrics.config import with_retries
-    from arr_core.vlm.config import build_client
-
-    gen = build_client(with_retries(induce_cfg.generator, induce_cfg.retries), store)
-    ver = (gen if induce_cfg.verifier is None
-           else build_client(with_retries(induce_cfg.verifier_config(), induce_cfg.retries), store))
-    return gen, ver
-
-
-@task(cache_key_fn=keyed_by("dataset_digest", "split_digest", "parent_id", "induce_cfg", "prompt_version",
-                            code=INDUCE_CODE),
+@task(cache_key_fn=keyed_by("dataset_digest", "split_digest", "parent_id", "induce_cfg", "prompt_version"),
       persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
 def generate_and_verify_pairs(dataset_id: str, dataset_digest: str, split_digest: str, pair_ids: list[str],
                               induce_cfg: Any, prompt_version: str, home: str,
@@ -53,67 +39,61 @@ def generate_and_verify_pairs(dataset_id: str, dataset_digest: str, split_digest
     With ``parent_id`` the parent's per-pair results are reused and only new pairs are asked.
     Returns the ``[pair_id, induction_key]`` list and the run statistics (calls, tokens, passed).
     """
-    from arr_core.rubrics.induction import generate_and_verify, parent_outcomes
+    from arr_core.recipes import induce as recipe
 
     fail_point("induce")
     store = open_store(home)
     wanted = set(pair_ids)
     records = [r for r in store.get_dataset_records(dataset_id) if r.pair_id in wanted]
-    prior: list[Any] = []
-    if parent_id is not None:
-        parent = store.get_rubric_set(parent_id)
-        reuse, parent_pairs = parent_outcomes(store, parent)
-        known = set(parent_pairs)
-        prior = [reuse[k] for _, k in parent.metadata["induction_pairs"]]
-        records = [r for r in records if r.pair_id not in known]
-    gen, ver = _clients(induce_cfg, store)
+    task_kind = records[0].task if records else "t2i"
+    reuse = recipe.reuse_parent(store, parent_id, task_kind)
+    gen, ver = recipe.build_clients(induce_cfg, store)
     t0 = time.perf_counter()
-    result = asyncio.run(generate_and_verify(records, gen, ver, induce_cfg, store, dataset_id=dataset_id))
-    per_pair = prior + result.per_pair
-    stats = dict(result.stats, new_pairs=len(records), reused_pairs=len(prior),
+    per_pair, result, n_new = recipe.run_pairs(records, induce_cfg, store, (gen, ver), dataset_id=dataset_id,
+                                               reuse=reuse)
+    stats = dict(recipe.run_statistics(per_pair, result, n_new, len(reuse.prior),
+                                       len(recipe.pooled_criteria(per_pair))),
                  wall_s=round(time.perf_counter() - t0, 3))
     return {"pairs": [[p.pair_id, p.induction_key] for p in per_pair], "stats": stats,
             "generator_model": f"{gen.backend.name}:{gen.backend.model}",
             "verifier_model": f"{ver.backend.name}:{ver.backend.model}"}
 
 
-@task(cache_key_fn=keyed_by("pairs", "max_rubrics", "selection_seed", "dedup_threshold", code=("rubrics",)),
+@task(cache_key_fn=keyed_by("pairs", "max_rubrics", "selection_seed", "dedup_threshold"),
       persist_result=True, result_serializer="json")
 def select_criteria(pairs: list[list[str]], max_rubrics: int, selection_seed: int, dedup_threshold: float,
                     home: str) -> list[str]:
     """Stage 4a: pool the passing pairs' criteria (read back from the store by induction key),
     de-duplicate, select a diverse subset deterministically."""
+    from arr_core.recipes import induce as recipe
     from arr_core.rubrics.aggregate import select_criteria as select
-    from arr_core.rubrics.induction import load_finished
 
-    outcomes = load_finished(open_store(home), [k for _, k in pairs])
-    pool = [c for _, k in pairs if k in outcomes and outcomes[k].status == "passed"
-            for c in outcomes[k].criteria]
+    pool = recipe.pooled_criteria(recipe.finished_outcomes(open_store(home), [k for _, k in pairs]))
     return select(pool, max_rubrics=max_rubrics, seed=selection_seed, dedup_threshold=dedup_threshold)
 
 
 @task(cache_key_fn=keyed_by("criteria", "categories_number", "generator", "retries", "task_kind",
-                            "prompt_version", code=("rubrics", "prompts", "vlm", "world")),
+                            "prompt_version"),
       persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
 def categorize_criteria(criteria: list[str], categories_number: int, generator: Any, retries: int | None,
                         task_kind: str, prompt_version: str, home: str) -> dict[str, Any]:
     """Stage 4b: group the selected criteria into at most ``categories_number`` themes with tips
     (a flat list when the VLM's answer is unusable)."""
-    from arr_core.rubrics.categorize import categorize_criteria as categorize
+    from types import SimpleNamespace
+
+    from arr_core.recipes import induce as recipe
     from arr_core.rubrics.config import with_retries
     from arr_core.vlm.config import build_client
 
     client = build_client(with_retries(generator, retries), open_store(home))
-    themes, fallback = asyncio.run(categorize(list(criteria), client, categories_number=categories_number,
-                                              task=task_kind))
-    st = client.stats()
-    return {"themes": [t.model_dump() for t in themes], "fallback": fallback,
-            "vlm_calls": int(st.get("calls", 0)), "prompt_tokens": int(st.get("prompt_tokens", 0)),
-            "completion_tokens": int(st.get("completion_tokens", 0))}
+    themes, fallback, spent = recipe.categorize(list(criteria), client,
+                                                SimpleNamespace(categories_number=categories_number), task_kind)
+    return {"themes": [t.model_dump() for t in themes], "fallback": fallback, "vlm_calls": spent["calls"],
+            "prompt_tokens": spent["prompt_tokens"], "completion_tokens": spent["completion_tokens"]}
 
 
 @task(cache_key_fn=keyed_by("task_kind", "criteria", "categories", "generation", "induce_params",
-                            "dataset_digest", "parent_id", code=("rubrics", "store", "sql")),
+                            "dataset_digest", "parent_id"),
       persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=2)
 def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, Any],
                      generation: dict[str, Any], induce_params: dict[str, Any], dataset_digest: str,
@@ -124,31 +104,20 @@ def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, 
 
     With a parent whose criteria are unchanged, no new version is made: the parent id comes back.
     """
-    from arr_core.rubrics.induction import build_rubric_set, load_finished
+    from arr_core.recipes import induce as recipe
     from arr_core.rubrics.rubric_set import Theme
 
     store = open_store(home)
-    keys = [k for _, k in generation["pairs"]]
-    outcomes = load_finished(store, keys)
-    per_pair = [outcomes[k] for k in keys if k in outcomes]
-    stats = dict(generation["stats"], criteria_selected=len(criteria),
-                 categorize_fallback=categories["fallback"])
-    stats["vlm_calls"] = stats.get("vlm_calls", 0) + categories["vlm_calls"]
-    for k in ("prompt_tokens", "completion_tokens"):
-        stats[k] = stats.get(k, 0) + categories[k]
-    unchanged = False
-    if parent_id is not None:
-        parent = store.get_rubric_set(parent_id)
-        unchanged = list(parent.criteria) == list(criteria)
-    if unchanged:
-        rs = parent
-    else:
-        rs = build_rubric_set(task_kind, [Theme(**t) for t in categories["themes"]], list(criteria),
-                              generator_model=generation["generator_model"],
-                              verifier_model=generation["verifier_model"], parameters=induce_params,
-                              dataset_digest=dataset_digest, parent_id=parent_id, statistics=stats,
-                              pairs=per_pair)
-        store.put_rubric_set(rs)
+    per_pair = recipe.finished_outcomes(store, [k for _, k in generation["pairs"]])
+    parent = store.get_rubric_set(parent_id) if parent_id is not None else None
+    spent = {"calls": categories["vlm_calls"], "prompt_tokens": categories["prompt_tokens"],
+             "completion_tokens": categories["completion_tokens"]}
+    rs, unchanged = recipe.finish(
+        store, task=task_kind, criteria=list(criteria), themes=[Theme(**t) for t in categories["themes"]],
+        fallback=categories["fallback"], per_pair=per_pair, stats=generation["stats"], categorize_spent=spent,
+        generator_model=generation["generator_model"], verifier_model=generation["verifier_model"],
+        parameters=induce_params, dataset_digest=dataset_digest, parent=parent)
+    stats = recipe.merged_statistics(generation["stats"], criteria, categories["fallback"], spent)
     out = home_path(home) / "rubric_sets"
     out.mkdir(parents=True, exist_ok=True)
     json_path, text_path = out / f"{rs.id}.json", out / f"{rs.id}.txt"

@@ -20,7 +20,7 @@ from tasks.common import fail_point, home_path, open_store
 
 
 @task(cache_key_fn=keyed_by("dataset_digest", "pair_ids", "rubric_set_id", "judge_cfg", "vlm",
-                            "prompt_version", code=("judge", "prompts", "vlm", "world", "stats.py")),
+                            "prompt_version"),
       persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
 def judge_heldout(dataset_id: str, dataset_digest: str, pair_ids: list[str], rubric_set_id: str,
                   judge_cfg: dict[str, Any], vlm: Any, prompt_version: str, experiment: str,

@@ -21,51 +21,7 @@ from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path
 
-TRAIN_CODE = ("rpo", "judge", "prompts", "vlm", "world")
 RESULT_FILE = "train_result.json"
-
-
-def policy_fingerprint(policy: dict[str, Any]) -> str:
-    """A cheap identity of the base policy: its config plus, for a weights folder, the names and sizes
-    of its top-level weight/config files (hashing tens of GB of weights per run would be too slow);
-    for the shipped toy checkpoint, the hash of its files."""
-    from arr_core.digest import digest_obj, sha256_file
-
-    ident: dict[str, Any] = {k: policy.get(k) for k in ("kind", "folder", "dtype")}
-    folder = policy.get("folder")
-    if folder:
-        root = Path(folder)
-        ident["files"] = sorted([str(p.relative_to(root)), p.stat().st_size]
-                                for p in root.rglob("*") if p.is_file()
-                                and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"))
-    elif policy.get("kind") == "toy":
-        import arr_core.rpo
-
-        assets = Path(arr_core.rpo.__file__).parent / "assets" / "toy_policy"
-        ident["files"] = sorted([p.name, sha256_file(p)] for p in assets.glob("*") if p.is_file())
-    return "pol-" + digest_obj(ident, 16)
-
-
-def build_rewarder(cfg: Any, rubric_set: Any, vlm: Any) -> Any:
-    """The group rewarder ``cfg.reward`` names. Unlike ``arr train``'s, the judge's VLM client gets no
-    store (the training side must not open the DuckDB file): it caches in memory only. The judge VLM
-    is ``reward.vlm`` when set, else the pipeline's ``vlm`` (``vlm`` here, key from the environment)."""
-    from arr_core.cli.train import checker_score
-    from arr_core.rpo.rewards import CallableRewarder, FixedLatencyRewarder, ShuffledRewarder
-
-    rc = cfg.reward
-    if rc.kind == "fixed":
-        rewarder: Any = FixedLatencyRewarder(rc.latency_s, cfg.seed)
-    elif rc.kind == "checker":
-        rewarder = CallableRewarder(checker_score)
-    else:
-        from arr_core.judge.factory import judge_rewarder
-        from arr_core.vlm.config import VLMConfig, build_client
-
-        vcfg = VLMConfig.model_validate(rc.vlm) if rc.vlm else vlm
-        task_kind = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
-        rewarder, _ = judge_rewarder(build_client(vcfg, None), rubric_set, task_kind, rc, seed=cfg.seed)
-    return ShuffledRewarder(rewarder, cfg.seed) if rc.shuffled else rewarder
 
 
 def _vlm_from_env(vlm: dict[str, Any]) -> Any:
@@ -84,6 +40,7 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     ``train_key`` is the content key the caller computed (config digest, rubric-set id, policy
     fingerprint, code version): an equal key is a cache hit with 0 training steps.
     """
+    from arr_core.recipes import rpo as recipe
     from arr_core.rpo.config import TrainConfig
     from arr_core.rubrics.rubric_set import RubricSet
 
@@ -91,7 +48,7 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     rs = RubricSet.from_json(Path(rubric_set_uri).read_text(encoding="utf-8")) if rubric_set_uri else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    policy_id = policy_fingerprint(cfg.policy.model_dump(mode="json"))
+    policy_id = recipe.policy_fingerprint(cfg.policy.model_dump(mode="json"))
     tags = {"arr.rubric_set_id": rs.id if rs else None, "arr.policy_id": policy_id,
             "arr.train_key": train_key, "arr.dispatch_gpus": gpus}
     t0 = time.perf_counter()
@@ -101,7 +58,9 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
         if gpus > 1:
             result = _torchrun(gpus, train_config_uri, rubric_set_uri, vlm, out)
         else:
-            result = train_local(cfg, rs, _vlm_from_env(vlm), out)
+            res = recipe.run(cfg, out, rubric_set=rs, vlm=_vlm_from_env(vlm), progress=_progress)
+            result = {"lora_dir": str(res.lora_dir), "metrics_uri": str(res.metrics_path), "steps": res.steps,
+                      "samples_dir": str(out / "samples")}
         history = [json.loads(line) for line in Path(result["metrics_uri"]).read_text().splitlines()
                    if line.strip()] if Path(result["metrics_uri"]).exists() else []
         mlf.log_metric_history(run_id, history)
@@ -123,20 +82,6 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     return summary
 
 
-def train_local(cfg: Any, rubric_set: Any, vlm: Any, out: Path, dist_ctx: Any = None) -> dict[str, Any]:
-    """One process's training (also what each torchrun rank runs)."""
-    from arr_core.cli.train import build_policy, load_prompts, resolve_device
-    from arr_core.rpo.trainer import train
-
-    device = resolve_device(cfg.policy.device, dist_ctx.local_rank if dist_ctx is not None else 0)
-    policy = build_policy(cfg, device)
-    rewarder = build_rewarder(cfg, rubric_set, vlm)
-    prompts, sources = load_prompts(cfg)
-    res = train(policy, rewarder, prompts, cfg, out, sources=sources, progress=_progress, dist_ctx=dist_ctx)
-    return {"lora_dir": str(res.lora_dir), "metrics_uri": str(res.metrics_path), "steps": res.steps,
-            "samples_dir": str(out / "samples")}
-
-
 def _progress(line: str) -> None:
     try:
         from prefect.logging import get_run_logger
@@ -148,18 +93,15 @@ def _progress(line: str) -> None:
 
 def _torchrun(gpus: int, train_config_uri: str, rubric_set_uri: str | None, vlm: dict[str, Any],
               out: Path) -> dict[str, Any]:
-    """Run ``tasks.train_entry`` under ``torchrun --nproc-per-node GPUS`` (one process per GPU, DDP);
+    """Run the recipe's torchrun entry (``python -m arr_core.recipes.rpo``, one process per GPU);
     rank 0 writes the result file this reads back."""
     import subprocess
-    import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-           "-m", "tasks.train_entry", "--config", train_config_uri, "--out", str(out),
-           "--vlm", json.dumps(vlm)]
-    if rubric_set_uri:
-        cmd += ["--rubrics", rubric_set_uri]
+    from arr_core.recipes import rpo as recipe
+
+    cmd = recipe.torchrun_command(gpus, train_config_uri, out, rubrics_json=rubric_set_uri, vlm=vlm)
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy())
-    return json.loads((out / "rank0_result.json").read_text(encoding="utf-8"))
+    return json.loads((out / recipe.RESULT_FILE).read_text(encoding="utf-8"))
 
 
 @task(cache_policy=NO_CACHE)
@@ -170,6 +112,7 @@ def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str)
     set id, base-policy fingerprint, the VLM config without secrets, and the training code version.
     """
     from arr_core.digest import digest_obj
+    from arr_core.recipes.rpo import policy_fingerprint
     from arr_core.rubrics.rubric_set import RubricSet
     from tasks._cache import code_version, redact
 
@@ -178,7 +121,7 @@ def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str)
     policy_id = policy_fingerprint(train_cfg.policy.model_dump(mode="json"))
     vlm_safe = redact(vlm)
     train_key = "tr-" + digest_obj({"config": cfg_json, "rubric_set_id": rs.id, "policy_id": policy_id,
-                                    "vlm": vlm_safe, "code": code_version(*TRAIN_CODE)}, 24)
+                                    "vlm": vlm_safe, "code": code_version(__file__)}, 24)
     folder = Path(exchange) / train_key
     folder.mkdir(parents=True, exist_ok=True)
     cfg_path, rs_path = folder / "train_config.json", folder / "rubric_set.json"

@@ -1,7 +1,7 @@
 """Checkers: does an image satisfy its prompt? One protocol, two implementations.
 
 - ``SceneChecker``: the scene world's numpy detector plus GenEval's clause logic
-  (``arr_core.world.check_spec``); only for scene-world images.
+  (``arr_core.sim.world.check_spec``); only for scene-world images.
 - ``VLMChecker``: asks the VLM the item's yes/no questions (GenEval clauses turned into questions,
   TIIF-Bench question lists, UniGenBench checkpoints) with ``build_check``; an image passes when
   every answer equals the expected one. The caption is not shown, so the VLM cannot answer from the
@@ -38,7 +38,7 @@ class Checker(Protocol):
 
 def scene_spec(item: PromptItem) -> Any:
     """The scene-world ``PromptSpec`` of an item: from its GenEval metadata, else parsed from the prompt."""
-    from arr_core.world import PromptSpec, parse_prompt
+    from arr_core.sim.world import PromptSpec, parse_prompt
 
     rec = item.meta.get("geneval")
     if rec:
@@ -56,7 +56,7 @@ class SceneChecker:
     name = "scene-detector"
 
     def check(self, jobs: Sequence[tuple[PromptItem, Image.Image]]) -> list[CheckResult]:
-        from arr_core.world import check_spec, detect
+        from arr_core.sim.world import check_spec, detect
 
         out = []
         for item, image in jobs:

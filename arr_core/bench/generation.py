@@ -50,7 +50,7 @@ def sample_images(policy: Any, items: Sequence[PromptItem], out_dir: str | Path,
     """
     import torch
 
-    from arr_core.rpo.toy_eval import sample_ode, seeded_noise
+    from arr_core.sim.toy_eval import sample_ode, seeded_noise
 
     if n_per_prompt < 1 or steps < 1 or batch_size < 1:
         raise ValueError("n_per_prompt, steps and batch_size must be >= 1")
@@ -78,7 +78,7 @@ def _safe(name: str) -> str:
 def load_policy(spec: str, lora: str | Path | None = None) -> tuple[Any, Any, str]:
     """(policy, peft model or None, policy id) from ``toy`` / a toy policy folder / a YAML with a
     ``policy:`` section (``arr_core.rpo.config.PolicyConfig``), plus an optional LoRA folder."""
-    from arr_core.rpo.adapters.toy import ToyPolicy
+    from arr_core.sim.toy_policy import ToyPolicy
 
     p = Path(spec)
     if spec == "toy":

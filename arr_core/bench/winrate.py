@@ -14,7 +14,7 @@ gap = judge win rate − checker win rate; a gap above ``hack_threshold`` (defau
 possible reward hacking. Intervals: bootstrap over prompts.
 
 Editing: ``run_edit_checks`` reads scene-world edits with the detector (instruction followed, rest
-preserved; ``arr_core.world.check_edit``); ``run_edit_winrate`` is the judge-based win rate for real
+preserved; ``arr_core.sim.world.check_edit``); ``run_edit_winrate`` is the judge-based win rate for real
 edits (instruction + source image + two edited images).
 """
 
@@ -154,7 +154,7 @@ def run_edit_checks(cases: Sequence[EditCase], *, n_boot: int = 2000, seed: int 
     """Scene-world edits read by the detector: instruction followed, rest preserved, both; per variant."""
     from PIL import Image
 
-    from arr_core.world import check_edit, detect
+    from arr_core.sim.world import check_edit, detect
 
     if not cases:
         raise ValueError("no edit cases to evaluate")
@@ -174,7 +174,7 @@ def run_edit_checks(cases: Sequence[EditCase], *, n_boot: int = 2000, seed: int 
         summary.update({f"edit/{v}/follows": fol["point"], f"edit/{v}/preserved": pre["point"],
                         f"edit/{v}/both": both["point"]})
     t = Table("Edit checks (scene detector)", ["variant", "follows instruction", "rest preserved", "both", "n"], rows,
-              note="Detector-read scene-world edits (arr_core.world.check_edit); bootstrap 95% intervals.")
+              note="Detector-read scene-world edits (arr_core.sim.world.check_edit); bootstrap 95% intervals.")
     plot = Plot("Edit success by variant", "bar",
                 [Series(name, variants, [r[i]["point"] for r in rows], [r[i]["lo"] for r in rows],
                         [r[i]["hi"] for r in rows]) for i, name in ((1, "follows"), (2, "preserved"), (3, "both"))],

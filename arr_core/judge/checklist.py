@@ -6,7 +6,7 @@ whichever partial criteria differ, and that order becomes an advantage. The chec
 the VLM about each image on its own: for every rubric (the tips of the rubric set), does the image
 satisfy it — "yes", "no" or "n/a" (does not apply, cannot be judged)? An image's score is the share
 of "yes" among its applicable rubrics; images with equal scores tie, and a group whose scores are
-all equal gets no advantage (``arr_core.rpo.rewards.outcome_from_scores``). This is the
+all equal gets no advantage (``arr_core.rewards.outcome_from_scores``). This is the
 checklist reward of DSG / TIFA-style question checklists and of rubric rewards for language models
 (RaR, "Rubrics as Rewards"), applied to ARR's induced rubrics.
 
@@ -36,7 +36,7 @@ from PIL import Image
 
 from arr_core.judge.reward import check_judge_batch
 from arr_core.prompts.templates import build_checklist, normalize_verdict
-from arr_core.rpo.rewards import GroupOutcome, outcome_from_scores
+from arr_core.rewards import GroupOutcome, outcome_from_scores
 from arr_core.rubrics.rubric_set import RubricSet
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The rubric-conditioned VLM judge as an RPO group rewarder (``arr_core.rpo.rewards.GroupRewarder``).
+"""The rubric-conditioned VLM judge as an RPO group rewarder (``arr_core.rewards.GroupRewarder``).
 
 RPO (Rubric Policy Optimization, from the ARR paper) ranks each group of G images sampled for one
 prompt with the rubric-conditioned judge and turns the rank into rewards: for G = 2 the winner gets
@@ -15,7 +15,7 @@ from PIL import Image
 
 from arr_core.digest import digest_obj, sha256_bytes
 from arr_core.judge.judge import ORDER_MODES, REWARD_MAPPINGS, JudgeItem, Judgment, judge_many
-from arr_core.rpo.rewards import GroupOutcome
+from arr_core.rewards import GroupOutcome
 from arr_core.rubrics.rubric_set import RubricSet
 
 

@@ -8,14 +8,10 @@ Every field is read by the trainer or the CLI; unknown fields are errors (``extr
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from arr_core.errors import InputError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Strict(BaseModel):
@@ -62,47 +58,16 @@ class PromptsConfig(_Strict):
         return self
 
 
-class RewardConfig(_Strict):
-    kind: Literal["judge", "checker", "fixed"] = Field(
-        "judge", description="'judge': rubric-conditioned VLM judge; 'checker': the scene detector's "
-        "prompt checks (toy world only); 'fixed': fixed-latency random winner (benchmarks).")
+class _JudgeReward(_Strict):
     rubrics: str | None = Field(None, description="Rubric set id in the store or a rubric text file; "
                                 "'none' judges without rubrics. The CLI's --rubrics wins.")
-    vlm: dict[str, Any] = Field(default_factory=dict, description="VLMConfig fields for kind 'judge' "
-                                "(backend scene|openai, base_url, model, concurrency, timeout_s, ...). "
-                                "The API key comes from OPENAI_API_KEY, never from this file.")
-    order: Literal["single", "swap", "random"] = Field("swap", description="Judge image-order handling.")
-    mapping: Literal["paper", "linear"] | None = Field(None, description="Rank → reward; None = paper "
-                                                       "(1.0/−0.1) for G = 2, linear for G > 2.")
-    mode: Literal["rank", "checklist"] = Field("rank", description="Judge mode: 'rank' (the paper's: the "
-                                               "VLM ranks each group) or 'checklist' (yes/no/n.a. per "
-                                               "rubric for each image; equal scores tie; "
-                                               "arr_core.judge.checklist).")
-    hard_themes: list[str] = Field(default_factory=list, description="Checklist mode: rubric themes an "
-                                   "image must satisfy for any credit (an image failing one scores 0).")
-    hard_only: bool = Field(False, description="Checklist mode with hard_themes: every image that "
-                            "passes the hard themes scores 1, so the other rubrics do not order passing "
-                            "images (by default they do: 1 + their share of 'yes'). Rewards come from "
-                            "ranks, so this is the only choice there is about their weight.")
-    latency_s: float = Field(0.0, ge=0, description="Per-batch latency of kind 'fixed'.")
-    shuffled: bool = Field(False, description="Control run: permute rewards within and among groups.")
+    vlm: dict[str, Any] = Field(default_factory=dict, description="VLMConfig fields of the judge "
+                                "(backend scene|openai, base_url, model, concurrency, timeout_s, ...); "
+                                "empty = the stage's default VLM. The API key comes from "
+                                "OPENAI_API_KEY, never from this file.")
 
     @model_validator(mode="after")
-    def _vlm(self) -> RewardConfig:
-        if self.kind != "judge" and self.vlm:
-            raise ValueError("reward.vlm is only read when reward.kind is 'judge'")
-        if self.kind != "judge" and self.mode != "rank":
-            raise ValueError(f"reward.mode '{self.mode}' is a judge mode; reward.kind is '{self.kind}'")
-        if self.mode == "checklist" and self.mapping is not None:
-            raise ValueError("reward.mapping is a rank-mode field; checklist scores map to rank rewards "
-                             "on their own (equal scores share)")
-        if self.hard_themes and self.mode != "checklist":
-            raise ValueError("reward.hard_themes is only read when reward.mode is 'checklist'")
-        if self.hard_only and not self.hard_themes:
-            raise ValueError("reward.hard_only needs reward.mode: checklist and reward.hard_themes "
-                             "(it scores images by the hard themes alone)")
-        if any(not t.strip() for t in self.hard_themes):
-            raise ValueError("reward.hard_themes: theme names must be non-empty")
+    def _vlm(self) -> _JudgeReward:
         if "api_key" in self.vlm:
             raise ValueError("reward.vlm.api_key: keep secrets out of config files; set OPENAI_API_KEY")
         if self.vlm:
@@ -110,6 +75,55 @@ class RewardConfig(_Strict):
 
             VLMConfig.model_validate(self.vlm)  # fail at load time, naming the field
         return self
+
+
+class RankJudgeReward(_JudgeReward):
+    """The paper's judge: the VLM ranks each group (pairwise for G = 2, listwise above)."""
+
+    mode: Literal["rank"] = "rank"
+    order: Literal["single", "swap", "random"] = Field("swap", description="Judge image-order handling.")
+    mapping: Literal["paper", "linear"] | None = Field(None, description="Rank → reward; None = paper "
+                                                       "(1.0/−0.1) for G = 2, linear for G > 2.")
+
+
+class ChecklistJudgeReward(_JudgeReward):
+    """Yes/no/n.a. per rubric for each image (``arr_core.judge.checklist``); equal scores tie."""
+
+    mode: Literal["checklist"]
+    hard_themes: list[str] = Field(default_factory=list, description="Rubric themes an image must "
+                                   "satisfy for any credit (an image failing one scores 0).")
+
+    @model_validator(mode="after")
+    def _themes(self) -> ChecklistJudgeReward:
+        if any(not t.strip() for t in self.hard_themes):
+            raise ValueError("reward.hard_themes: theme names must be non-empty")
+        return self
+
+
+# The reward is one of the judge modes, told apart by ``mode`` (default ``rank``). Rule-based and
+# benchmark rewards (the scene checker, a fixed-latency stand-in, the shuffled control) are not
+# configuration: the benchmarks build them (``arr_core.sim.rewards``) and hand them to the recipe.
+def _reward_mode(v: Any) -> str:
+    return (v.get("mode") if isinstance(v, dict) else getattr(v, "mode", None)) or "rank"
+
+
+RewardConfig = Annotated[Union[Annotated[RankJudgeReward, Tag("rank")],
+                               Annotated[ChecklistJudgeReward, Tag("checklist")]],
+                         Discriminator(_reward_mode)]
+
+
+class ExperimentalConfig(_Strict):
+    """Options validated only in the scene-world simulator (docs/experiments/), off by default."""
+
+    noise_block: int = Field(1, ge=1, description="Step noise on noise_block × noise_block tiles of "
+                             "image-shaped latents (1 = per element, the references). > 1 explores only "
+                             "coarse directions, with the score correction projected to keep the "
+                             "marginals (arr_core/rpo/sde.py); toy and sd3 latents only. Evidence: the "
+                             "64 px toy benchmark (docs/experiments/), nothing on real models.")
+    hard_only: bool = Field(False, description="Checklist judge with hard_themes: every image that "
+                            "passes the hard themes scores 1, so the other rubrics do not order passing "
+                            "images. Evidence: the 64 px toy benchmark only, where the hard theme's "
+                            "verdict is the simulator's ground truth.")
 
 
 class LoraConfigModel(_Strict):
@@ -126,7 +140,7 @@ class TrainConfig(_Strict):
 
     policy: PolicyConfig
     prompts: PromptsConfig
-    reward: RewardConfig = RewardConfig()
+    reward: RewardConfig = RankJudgeReward()
     lora: LoraConfigModel = LoraConfigModel()
     output_dir: Path | None = Field(None, description="Run folder; the CLI may override it.")
 
@@ -144,10 +158,6 @@ class TrainConfig(_Strict):
     noise: Literal["flow_grpo", "dance_grpo"] = "flow_grpo"
     a: float = Field(0.7, ge=0, description="Flow-GRPO noise level (0.7 SD3.5, 0.9 FLUX in its code).")
     eta: float = Field(0.3, ge=0, description="DanceGRPO noise level.")
-    noise_block: int = Field(1, ge=1, description="Step noise on noise_block × noise_block tiles of image-"
-                             "shaped latents (1 = per element, the references). > 1 explores only coarse "
-                             "directions, with the score correction projected to keep the marginals "
-                             "(arr_core/rpo/sde.py); toy and sd3 latents only.")
     shared_initial_noise: bool = Field(False, description="The G images of a prompt start from the same noise.")
 
     # Objective
@@ -155,10 +165,8 @@ class TrainConfig(_Strict):
     clip_range: float = Field(0.2, gt=0, description="PPO ε (ARR's code 0.2; Flow-GRPO 1e-4).")
     advantage: Literal["centered", "raw"] = Field("centered", description="'raw' = the paper's code.")
     adv_clip: float = Field(5.0, gt=0)
-    trained_steps: Literal["all_but_last", "fraction", "window"] = "all_but_last"
-    trained_fraction: float | None = Field(None, gt=0, le=1, description="'fraction': train the first "
-                                           "round(f·(num_steps−1)) steps (at least 1).")
-    trained_window: tuple[int, int] | None = Field(None, description="'window': steps [start, end).")
+    trained_window: tuple[int, int] | None = Field(None, description="Denoising steps [start, end) that "
+                                                   "get a loss term; None = all but the last (the paper).")
     sde_steps: Literal["all", "trained"] = Field("all", description="Where rollouts inject SDE noise. "
                                                  "'all' (Flow-GRPO): every step. 'trained' (MixGRPO): only the "
                                                  "trained steps; the others take the deterministic Euler (ODE) "
@@ -183,6 +191,8 @@ class TrainConfig(_Strict):
                                    "steps (0 = never).")
     checkpoint_every: int = Field(50, ge=0, description="Save a resumable checkpoint every N steps "
                                   "(0 = only at the end).")
+    experimental: ExperimentalConfig = Field(default_factory=ExperimentalConfig, description="Options "
+                                             "validated only in the simulator; off by default.")
     distributed: Literal["none", "ddp", "fsdp"] = Field("none", description="Under torchrun: 'ddp' = all-"
                                                         "reduce LoRA grads; 'fsdp' = shard the base model.")
 
@@ -191,28 +201,22 @@ class TrainConfig(_Strict):
         if self.prompts_per_step % self.rollout_batch_size:
             raise ValueError(f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
                              f"rollout_batch_size ({self.rollout_batch_size})")
-        if self.trained_steps == "fraction" and self.trained_fraction is None:
-            raise ValueError("trained_fraction is required when trained_steps is 'fraction'")
-        if self.trained_steps != "fraction" and self.trained_fraction is not None:
-            raise ValueError("trained_fraction is only read when trained_steps is 'fraction'")
-        if self.trained_steps == "window":
-            if self.trained_window is None:
-                raise ValueError("trained_window [start, end) is required when trained_steps is 'window'")
-            s, e = self.trained_window
-            if not 0 <= s < e <= self.num_steps:
+        if self.trained_window is not None:
+            st, e = self.trained_window
+            if not 0 <= st < e <= self.num_steps:
                 raise ValueError(f"trained_window {list(self.trained_window)} must satisfy "
                                  f"0 <= start < end <= num_steps ({self.num_steps})")
-        elif self.trained_window is not None:
-            raise ValueError("trained_window is only read when trained_steps is 'window'")
         if isinstance(self.accumulate, int) and self.accumulate < 1:
             raise ValueError(f"accumulate must be 'all' or >= 1, got {self.accumulate}")
         if self.policy.kind == "toy" and self.resolution is not None:
             raise ValueError("resolution must be empty for the toy policy (its size is fixed by the checkpoint)")
-        if self.noise_block > 1 and self.policy.kind in ("flux", "qwen_edit"):
-            raise ValueError(f"noise_block {self.noise_block} needs image-shaped latents (batch, c, h, w); "
+        nb = self.experimental.noise_block
+        if nb > 1 and self.policy.kind in ("flux", "qwen_edit"):
+            raise ValueError(f"experimental.noise_block {nb} needs image-shaped latents (batch, c, h, w); "
                              f"policy.kind {self.policy.kind!r} packs its latents into sequences")
-        if self.reward.kind == "checker" and self.policy.kind != "toy":
-            raise ValueError("reward.kind 'checker' (the scene detector) only applies to policy.kind 'toy'")
+        if self.experimental.hard_only and not (self.reward.mode == "checklist" and self.reward.hard_themes):
+            raise ValueError("experimental.hard_only needs reward.mode: checklist and reward.hard_themes "
+                             "(it scores images by the hard themes alone)")
         if self.policy.kind == "qwen_edit" and self.prompts.source == "world":
             raise ValueError("policy.kind 'qwen_edit' needs edit instructions with source images "
                              "(prompts.source 'file')")
@@ -228,62 +232,14 @@ class TrainConfig(_Strict):
     def trained_step_indices(self) -> list[int]:
         """Integer indices of the denoising steps that get a loss term."""
         n = self.num_steps
-        if self.trained_steps == "all_but_last":
+        if self.trained_window is None:
             return list(range(n - 1))
-        if self.trained_steps == "fraction":
-            assert self.trained_fraction is not None
-            return list(range(max(1, round(self.trained_fraction * (n - 1)))))
-        assert self.trained_window is not None
         return list(range(*self.trained_window))
 
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand_env(value: Any, path: str, file: str) -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in string values; an unset VAR without default raises."""
-    if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
-    if isinstance(value, str):
-        def sub(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in os.environ:
-                return os.environ[var]
-            if default is not None:
-                return default
-            raise InputError(f"environment variable {var} is not set (use ${{{var}:-default}} for a "
-                             "default)", file=file, field=path)
-        return _ENV.sub(sub, value)
-    return value
-
-
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML file into a ``TrainConfig``; ``overrides`` (dotted keys, e.g. ``"reward.rubrics"``)
-    are applied before validation. Errors name the file and the field."""
-    import yaml
+    """Read a YAML file into a ``TrainConfig`` (``arr_core.config_io``); ``overrides`` (dotted keys,
+    e.g. ``"reward.rubrics"``) are applied before validation. Errors name the file and the field."""
+    from arr_core.config_io import load_config
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("config file not found", file=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"not valid YAML: {e}", file=str(path)) from None
-    if not isinstance(raw, dict):
-        raise InputError("the top level must be a mapping of config fields", file=str(path))
-    raw = _expand_env(raw, "", str(path))
-    for key, val in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = val
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or None
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise InputError(f"{err['msg']}{more}", file=str(path), field=field) from None
+    return load_config(path, TrainConfig, overrides=overrides)

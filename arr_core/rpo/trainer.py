@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import math
 import threading
@@ -43,8 +42,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from arr_core.rewards import GroupOutcome, GroupRewarder
 from arr_core.rpo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, save_lora
-from arr_core.rpo.config import RewardConfig, TrainConfig
 from arr_core.rpo.distributed import (
     DistContext,
     all_reduce_grads,
@@ -55,7 +54,6 @@ from arr_core.rpo.distributed import (
 )
 from arr_core.rpo.lora import add_lora
 from arr_core.rpo.policy import Cond, Policy, index_cond
-from arr_core.rpo.rewards import GroupOutcome, GroupRewarder
 from arr_core.rpo.sde import analytic_kl, sde_mean_std, sde_step, step_log_prob
 
 
@@ -246,30 +244,57 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
     return grid
 
 
-_LATER_DEFAULTS: dict[str, Any] = {n: TrainConfig.model_fields[n].default for n in ("sde_steps", "noise_block")}
-_LATER_REWARD_DEFAULTS: dict[str, Any] = {n: RewardConfig().model_dump(mode="json")[n]
-                                          for n in ("mode", "hard_themes", "hard_only")}
+@dataclass(frozen=True)
+class RPOArgs:
+    """The trainer's plain hyperparameters (no policy, prompt or reward settings: those are built by
+    ``arr_core.recipes.rpo``, which also makes this from a ``TrainConfig``). Field meanings are the
+    config's (``arr_core.rpo.config.TrainConfig``); ``trained_steps`` are the integer indices of the
+    denoising steps that get a loss term, ``sde_mask`` says per step whether rollouts take an SDE step.
+    ``config_digest`` identifies the trajectory (checkpoints of another digest are refused on resume);
+    ``config_json`` is written to the run folder as ``config.json``."""
+
+    steps: int
+    group_size: int
+    num_steps: int
+    trained_steps: tuple[int, ...]
+    sde_mask: tuple[bool, ...]
+    prompts_per_step: int
+    rollout_batch_size: int
+    config_digest: str
+    seed: int = 0
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] | None = None
+    noise: str = "flow_grpo"
+    a: float = 0.7
+    eta: float = 0.3
+    noise_block: int = 1
+    shared_initial_noise: bool = False
+    beta: float = 0.01
+    clip_range: float = 0.2
+    advantage: str = "centered"
+    adv_clip: float = 5.0
+    accumulate: int | str = "all"
+    lr: float = 5e-5
+    weight_decay: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    bf16_autocast: bool = False
+    gradient_checkpointing: bool = False
+    max_inflight_judge_batches: int = 2
+    sample_grid_every: int = 10
+    checkpoint_every: int = 50
+    distributed: str = "none"
+    config_json: str = "{}"
 
 
-def config_digest(cfg: TrainConfig) -> str:
-    """Digest of the fields that change the training trajectory (not output/checkpoint cadence)."""
-    d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every",
-                                            "steps"})
-    # Options added later leave the digest of a run that keeps their defaults unchanged, so its older
-    # checkpoints still resume.
-    for name, default in _LATER_DEFAULTS.items():
-        if d.get(name) == default:
-            d.pop(name)
-    for name, default in _LATER_REWARD_DEFAULTS.items():
-        if d["reward"].get(name) == default:
-            d["reward"].pop(name)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: TrainConfig, out_dir: str | Path,
+def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPOArgs, out_dir: str | Path,
           *, sources: list[Image.Image] | None = None, resume: str | Path | None = None,
           progress: Callable[[str], None] | None = print, dist_ctx: DistContext | None = None) -> TrainResult:
-    """Run RPO for ``cfg.steps`` steps (from a checkpoint when ``resume`` is given) and save the LoRA.
+    """Run RPO for ``args.steps`` steps (from a checkpoint when ``resume`` is given) and save the LoRA.
 
     ``prompts`` (and ``sources`` for editing, same length) are the training prompts; under torchrun
     each rank draws its own shard. Writes ``out_dir/metrics.jsonl``, ``out_dir/lora/``,
@@ -281,23 +306,23 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
         raise ValueError("prompts is empty: nothing to train on")
     if sources is not None and len(sources) != len(prompts):
         raise ValueError(f"got {len(prompts)} prompts but {len(sources)} sources")
-    fsdp = cfg.distributed == "fsdp"
+    fsdp = args.distributed == "fsdp"
     if fsdp and not ctx.active:
         raise ValueError("distributed 'fsdp' needs torchrun with more than one process (dist_ctx)")
     say = progress or (lambda _s: None)
-    G, n_steps = cfg.group_size, cfg.num_steps
-    trained = cfg.trained_step_indices()
-    sde_mask = cfg.sde_step_mask()
-    digest = config_digest(cfg)
+    G, n_steps = args.group_size, args.num_steps
+    trained = list(args.trained_steps)
+    sde_mask = list(args.sde_mask)
+    digest = args.config_digest
 
     # --- model, LoRA, optimiser -------------------------------------------------------------
-    torch.manual_seed(cfg.seed)  # LoRA A init: equal on every rank (and broadcast below anyway)
-    targets = list(cfg.lora.targets) if cfg.lora.targets else list(policy.lora_targets)
-    peft_model = add_lora(policy.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=targets,
-                          dropout=cfg.lora.dropout)
+    torch.manual_seed(args.seed)  # LoRA A init: equal on every rank (and broadcast below anyway)
+    targets = list(args.lora_targets) if args.lora_targets else list(policy.lora_targets)
+    peft_model = add_lora(policy.transformer, rank=args.lora_rank, alpha=args.lora_alpha, targets=targets,
+                          dropout=args.lora_dropout)
     set_eval_mode(policy)
     peft_model.eval()
-    if cfg.gradient_checkpointing:
+    if args.gradient_checkpointing:
         if not hasattr(policy.transformer, "enable_gradient_checkpointing"):
             raise ValueError(f"gradient_checkpointing: {type(policy.transformer).__name__} does not support it")
         policy.transformer.enable_gradient_checkpointing()
@@ -307,12 +332,12 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
         shard_fsdp(policy.transformer)
         params = [p for p in peft_model.parameters() if p.requires_grad]
     device = params[0].device
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)
-    warm = cfg.warmup_steps
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, eps=args.adam_eps,
+                                  weight_decay=args.weight_decay)
+    warm = args.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warm + 1)) if warm else 1.0)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + ctx.rank)
-    stream = PromptStream(len(prompts), cfg.seed, ctx.rank, ctx.world_size)
+    generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + ctx.rank)
+    stream = PromptStream(len(prompts), args.seed, ctx.rank, ctx.world_size)
     sigmas = policy.sigmas(n_steps).to(device=device, dtype=torch.float32)
     if sigmas.shape != (n_steps + 1,) or float(sigmas[0]) != 1.0 or float(sigmas[-1]) != 0.0:
         raise ValueError(f"policy.sigmas({n_steps}) must be ({n_steps + 1},) from 1 to 0, got {sigmas.tolist()}")
@@ -328,36 +353,36 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
         say(f"resumed from {ckpt} at step {start}")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+        (out_dir / "config.json").write_text(args.config_json)
         # Keep the metrics of the steps before the resume point, drop any later ones.
         kept = []
         if metrics_path.exists() and start > 0:
             kept = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
 
-    n_batches = cfg.prompts_per_step // cfg.rollout_batch_size
+    n_batches = args.prompts_per_step // args.rollout_batch_size
     units = [(bi, i) for bi in range(n_batches) for i in trained]
-    chunk = len(units) if cfg.accumulate == "all" else cfg.accumulate
+    chunk = len(units) if args.accumulate == "all" else args.accumulate
     judge = _JudgeLoop()
     last: dict[str, Any] = {}
     ckpt_dir: Path | None = None
     try:
-        for step in range(start, cfg.steps):
+        for step in range(start, args.steps):
             t_step = time.perf_counter()
             # --- 1. rollouts, judged asynchronously (bounded) -------------------------------
             t_roll = t_judge = 0.0
             batches: list[Rollout] = []
             pending: list[Rollout] = []
             for _ in range(n_batches):
-                idx = stream.take(cfg.rollout_batch_size)
+                idx = stream.take(args.rollout_batch_size)
                 t0 = time.perf_counter()
                 ro = rollout(policy, [prompts[j] for j in idx], [sources[j] for j in idx] if sources else None,
-                             group_size=G, sigmas=sigmas, generator=generator, noise=cfg.noise, a=cfg.a,
-                             eta=cfg.eta, shared_initial_noise=cfg.shared_initial_noise, bf16=cfg.bf16_autocast,
-                             sde_mask=sde_mask, noise_block=cfg.noise_block)
+                             group_size=G, sigmas=sigmas, generator=generator, noise=args.noise, a=args.a,
+                             eta=args.eta, shared_initial_noise=args.shared_initial_noise, bf16=args.bf16_autocast,
+                             sde_mask=sde_mask, noise_block=args.noise_block)
                 t_roll += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                while len(pending) >= cfg.max_inflight_judge_batches:
+                while len(pending) >= args.max_inflight_judge_batches:
                     pending.pop(0).outcomes.result()
                 t_judge += time.perf_counter() - t0
                 groups = [ro.images[k * G:(k + 1) * G] for k in range(len(ro.prompts))]
@@ -370,7 +395,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                 outs = ro.outcomes.result()
                 if len(outs) != len(ro.prompts):
                     raise ValueError(f"rewarder returned {len(outs)} outcomes for {len(ro.prompts)} prompts")
-                ro.advantages = group_advantages(outs, G, cfg.advantage, cfg.adv_clip).to(device)
+                ro.advantages = group_advantages(outs, G, args.advantage, args.adv_clip).to(device)
                 outcomes_all.extend(outs)
             t_judge += time.perf_counter() - t0
 
@@ -383,26 +408,26 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
                 ro = batches[bi]
                 first = (u // chunk) * chunk
                 size = min(first + chunk, len(units)) - first  # units in this optimizer step
-                log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=cfg.noise, a=cfg.a,
-                                          eta=cfg.eta, bf16=cfg.bf16_autocast, need_ref=cfg.beta > 0,
-                                          noise_block=cfg.noise_block)
+                log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=args.noise, a=args.a,
+                                          eta=args.eta, bf16=args.bf16_autocast, need_ref=args.beta > 0,
+                                          noise_block=args.noise_block)
                 ratio = torch.exp(log_prob - ro.log_probs[i])
                 adv = ro.advantages
                 pg = torch.maximum(-adv * ratio,
-                                   -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)).mean()
-                loss = pg + cfg.beta * kl.mean()
+                                   -adv * ratio.clamp(1 - args.clip_range, 1 + args.clip_range)).mean()
+                loss = pg + args.beta * kl.mean()
                 (loss / size).backward()
                 with torch.no_grad():
                     sums["loss"] += float(loss)
                     sums["pg"] += float(pg)
                     sums["kl"] += float(kl.mean())
                     sums["ratio"] += float(ratio.mean())
-                    sums["clip"] += float(((ratio - 1).abs() > cfg.clip_range).float().mean())
+                    sums["clip"] += float(((ratio - 1).abs() > args.clip_range).float().mean())
                     ratio_max = max(ratio_max, float(ratio.max()))
                 if (u + 1) % chunk == 0 or u + 1 == len(units):  # the last unit always steps
                     if not fsdp:
                         all_reduce_grads(params, ctx)
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
+                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, args.grad_clip)))
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -425,7 +450,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
             }
             m = all_reduce_mean(m, ctx)
             m["time_step_s"] = time.perf_counter() - t_step
-            m["images_per_s"] = cfg.prompts_per_step * G * ctx.world_size / m["time_step_s"]
+            m["images_per_s"] = args.prompts_per_step * G * ctx.world_size / m["time_step_s"]
             m["lr"] = scheduler.get_last_lr()[0]
             m["step"] = step + 1
             last = m
@@ -433,15 +458,15 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
             if ctx.is_main:
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(m) + "\n")
-                say(f"step {done}/{cfg.steps} reward {m['reward_mean']:+.3f} win {m['win_rate']:.2f} "
+                say(f"step {done}/{args.steps} reward {m['reward_mean']:+.3f} win {m['win_rate']:.2f} "
                     f"tie {m['tie_rate']:.2f} kl {m['kl']:.2e} ratio {m['ratio_mean']:.4f}/{m['ratio_max']:.4f} "
                     f"clip {m['clip_frac']:.3f} |g| {m['grad_norm']:.2e} loss {m['loss']:+.4f} "
                     f"t roll/judge/train {t_roll:.2f}/{t_judge:.2f}/{t_train:.2f}s {m['images_per_s']:.2f} img/s")
-                if cfg.sample_grid_every and done % cfg.sample_grid_every == 0:
+                if args.sample_grid_every and done % args.sample_grid_every == 0:
                     (out_dir / "samples").mkdir(exist_ok=True)
                     make_grid([im for ro in batches for im in ro.images], G).save(
                         out_dir / "samples" / f"step_{done:06d}.png")
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            if (args.checkpoint_every and done % args.checkpoint_every == 0) or done == args.steps:
                 ckpt_dir = out_dir / "checkpoints" / f"step_{done:06d}"
                 barrier(ctx)
                 save_checkpoint(ckpt_dir, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler,
@@ -455,4 +480,4 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], cfg: Trai
     if ctx.is_main:
         say(f"LoRA saved to {lora_dir}")
     barrier(ctx)
-    return TrainResult(lora_dir, metrics_path, cfg.steps, ckpt_dir, last, peft_model)
+    return TrainResult(lora_dir, metrics_path, args.steps, ckpt_dir, last, peft_model)

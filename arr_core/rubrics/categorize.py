@@ -47,8 +47,3 @@ async def categorize_criteria(criteria: list[str], client: Any, *, categories_nu
     if themes is None:
         return [], True
     return themes, False
-
-
-async def categorize(criteria: list[str], client: Any, cfg: Any, *, task: str) -> tuple[list[Theme], bool]:
-    """Stage API: :func:`categorize_criteria` with ``cfg.categories_number`` (``cfg``: InduceConfig)."""
-    return await categorize_criteria(criteria, client, categories_number=cfg.categories_number, task=task)

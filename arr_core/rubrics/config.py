@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from arr_core.errors import InputError
 from arr_core.vlm.config import VLMConfig
 
 
@@ -83,20 +81,9 @@ def with_retries(cfg: VLMConfig, retries: int | None) -> VLMConfig:
 
 
 def load_config(path: str | Path, model: type[BaseModel]) -> Any:
-    """Read a YAML file into ``model``; bad YAML or fields raise InputError naming the file and field."""
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise InputError("config file not found", file=str(p)) from None
-    except yaml.YAMLError as e:
-        raise InputError(f"invalid YAML: {e}", file=str(p)) from None
-    if not isinstance(raw, dict):
-        raise InputError(f"expected a mapping of {model.__name__} fields, got {type(raw).__name__}",
-                         file=str(p))
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or None
-        raise InputError(err["msg"], file=str(p), field=field) from None
+    """Read a YAML file into ``model`` (``arr_core.config_io``: ``${VAR:-default}`` expanded except in
+    the VLM sections, which expand their own fields); errors name the file and field."""
+    from arr_core.config_io import load_config as _load
+
+    return _load(path, model, skip_env=("generator.", "verifier.", "vlm."),
+                 what=f"{model.__name__} fields")

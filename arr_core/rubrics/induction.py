@@ -48,8 +48,7 @@ from arr_core.judge.judge import (
     presentation_orders,
 )
 from arr_core.prompts.templates import PROMPT_VERSION, build_generate, build_revise
-from arr_core.rubrics.aggregate import normalize_criterion, select_criteria
-from arr_core.rubrics.categorize import categorize
+from arr_core.rubrics.aggregate import normalize_criterion
 from arr_core.rubrics.rubric_set import RubricSet, Theme
 
 VERIFY_ORDERS: dict[str, str] = {"both": "swap", "single": "single"}
@@ -282,20 +281,22 @@ def _client_counts(clients: Sequence[Any]) -> dict[str, int]:
     return dict(out)
 
 
-def pair_keys(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any, cfg: Any) -> list[str]:
-    params = attempt_parameters(cfg.generate_number, cfg.max_epochs, cfg.verify_orders,
+def pair_keys(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any, *, generate_number: int,
+              max_epochs: int, verify_orders: str) -> list[str]:
+    params = attempt_parameters(generate_number, max_epochs, verify_orders,
                                 (client_gen.max_reasks, client_ver.max_reasks))
     gen, ver = client_model_id(client_gen), client_model_id(client_ver)
     return [induction_key(r.pair_id, gen, ver, params) for r in records]
 
 
-async def generate_and_verify(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any,
-                              cfg: Any, store: Any = None, progress: Progress | None = None, *,
+async def generate_and_verify(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any, *,
+                              generate_number: int, max_epochs: int, verify_orders: str, concurrency: int,
+                              store: Any = None, progress: Progress | None = None,
                               dataset_id: str | None = None,
                               reuse: dict[str, PairOutcome] | None = None) -> InductionResult:
     """Stage API: run (or read back) every pair's generate → verify → revise loop.
 
-    cfg: an ``InduceConfig`` (generate_number, max_epochs, verify_orders, concurrency are read).
+    generate_number, max_epochs, verify_orders, concurrency: as in ``InduceConfig``.
     store: where attempts go and finished pairs are read back from (None: memory only, no resume).
     progress(done, total, outcome) is called after each pair; an exception it raises stops the run
     (pairs finished so far stay in the store). reuse: outcomes by induction key to take as they are
@@ -305,12 +306,14 @@ async def generate_and_verify(records: Sequence[PreferenceRecord], client_gen: A
     # reads and writes the cache and its attempts several times. (The store holds the writer lock
     # while the stage runs.)
     with store.connect() if store is not None else nullcontext():
-        return await _generate_and_verify(records, client_gen, client_ver, cfg, store, progress,
+        return await _generate_and_verify(records, client_gen, client_ver, generate_number, max_epochs,
+                                          verify_orders, concurrency, store, progress,
                                           dataset_id=dataset_id, reuse=reuse)
 
 
 async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any,
-                               cfg: Any, store: Any, progress: Progress | None, *, dataset_id: str | None,
+                               generate_number: int, max_epochs: int, verify_orders: str, concurrency: int,
+                               store: Any, progress: Progress | None, *, dataset_id: str | None,
                                reuse: dict[str, PairOutcome] | None) -> InductionResult:
     for r in records:
         check_seed_record(r)
@@ -320,7 +323,8 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
             raise InputError(f"duplicate seed pair (same content as record {seen[r.pair_id]})",
                              record=r.idx)
         seen[r.pair_id] = r.idx
-    keys = pair_keys(records, client_gen, client_ver, cfg)
+    keys = pair_keys(records, client_gen, client_ver, generate_number=generate_number, max_epochs=max_epochs,
+                     verify_orders=verify_orders)
     finished = dict(reuse or {})
     if store is not None:
         finished.update(load_finished(store, [k for k in keys if k not in finished]))
@@ -328,7 +332,7 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
     outcomes: dict[str, PairOutcome] = {k: finished[k] for k in keys if k in finished}
     todo = [(r, k) for r, k in zip(records, keys, strict=True) if k not in finished]
     total, done = len(records), len(outcomes)
-    sem = asyncio.Semaphore(cfg.concurrency)
+    sem = asyncio.Semaphore(concurrency)
     stopping = [False]
 
     async def run(record: PreferenceRecord, key: str) -> None:
@@ -339,8 +343,8 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
                 return
             try:
                 out = await induce_pair(record, key, client_gen, client_ver,
-                                        generate_number=cfg.generate_number, max_epochs=cfg.max_epochs,
-                                        verify_orders=cfg.verify_orders, store=store, dataset_id=dataset_id)
+                                        generate_number=generate_number, max_epochs=max_epochs,
+                                        verify_orders=verify_orders, store=store, dataset_id=dataset_id)
                 for c in {id(client_gen): client_gen, id(client_ver): client_ver}.values():
                     c.flush()  # the pair's answers reach the cache before it counts as done
                 outcomes[key] = out
@@ -392,12 +396,6 @@ def induction_stats(per_pair: Sequence[PairOutcome], vlm: dict[str, int]) -> dic
 
 # ---- stages 2–4 ----------------------------------------------------------------------------------
 
-def aggregate_and_select(criteria: Sequence[str], cfg: Any) -> list[str]:
-    """Stage API: de-duplicate and select up to ``cfg.max_rubrics`` (seeded by ``cfg.selection_seed``)."""
-    return select_criteria(criteria, max_rubrics=cfg.max_rubrics, seed=cfg.selection_seed,
-                           dedup_threshold=cfg.dedup_threshold)
-
-
 def build_rubric_set(task: str, themes: list[Theme], criteria: list[str], *, generator_model: str,
                      verifier_model: str, parameters: dict[str, Any], dataset_digest: str | None,
                      parent_id: str | None, statistics: dict[str, Any],
@@ -428,76 +426,3 @@ def parent_outcomes(store: Any, parent: RubricSet) -> tuple[dict[str, PairOutcom
         raise InputError(f"the store lacks {len(missing)} of rubric set {parent.id}'s per-pair records "
                          f"(first: {missing[0]}); was it imported from another store?", field="parent")
     return found, [p for p, _ in pairs]
-
-
-async def induce_async(records: Sequence[PreferenceRecord], cfg: Any, store: Any, *, task: str,
-                       client_gen: Any, client_ver: Any, dataset_digest: str | None = None,
-                       dataset_id: str | None = None, parent_id: str | None = None,
-                       progress: Progress | None = None) -> RubricSet:
-    """All stages: generate_and_verify → aggregate_and_select → categorize → build_rubric_set → store.
-
-    With ``parent_id`` the parent's pairs are reused and only records whose pair is new are
-    processed; when the selected criteria equal the parent's, the parent itself is returned (no new
-    version). Otherwise the new set is written with ``store.put_rubric_set``.
-    """
-    parent: RubricSet | None = None
-    reuse: dict[str, PairOutcome] = {}
-    prior: list[PairOutcome] = []
-    new_records = list(records)
-    if parent_id is not None:
-        parent = store.get_rubric_set(parent_id)
-        if parent.task != task:
-            raise InputError(f"parent {parent.id} is a {parent.task} rubric set but the pairs are {task}",
-                             field="parent")
-        reuse, parent_pairs = parent_outcomes(store, parent)
-        known = set(parent_pairs)
-        prior = [reuse[k] for _, k in parent.metadata["induction_pairs"]]
-        new_records = [r for r in records if r.pair_id not in known]
-    result = await generate_and_verify(new_records, client_gen, client_ver, cfg, store, progress,
-                                       dataset_id=dataset_id)
-    all_pairs = prior + result.per_pair
-    pool = [c for p in all_pairs if p.status == "passed" for c in p.criteria]
-    selected = aggregate_and_select(pool, cfg)
-    stats = dict(induction_stats(all_pairs, {}), **{k: v for k, v in result.stats.items()
-                                                   if k.startswith("vlm_") or k.endswith("_tokens")})
-    stats.update(new_pairs=len(new_records), criteria_pooled=len(pool), criteria_selected=len(selected))
-    if parent is not None and selected == list(parent.criteria):
-        return parent
-    before = _client_counts([client_gen])
-    themes, fallback = await categorize(selected, client_gen, cfg, task=task)
-    after = _client_counts([client_gen])
-    stats["vlm_calls"] += after.get("calls", 0) - before.get("calls", 0)
-    for k in ("prompt_tokens", "completion_tokens"):
-        stats[k] += after.get(k, 0) - before.get(k, 0)
-    stats["categorize_fallback"] = fallback
-    rs = build_rubric_set(task, themes, selected, generator_model=client_model_id(client_gen),
-                          verifier_model=client_model_id(client_ver), parameters=cfg.parameters(),
-                          dataset_digest=dataset_digest, parent_id=parent.id if parent else None,
-                          statistics=stats, pairs=all_pairs)
-    store.put_rubric_set(rs)
-    return rs
-
-
-def induce(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None = None, client_gen: Any = None,
-           client_ver: Any = None, progress: Progress | None = None) -> RubricSet:
-    """Induce a rubric set from every record of ``dataset`` (an ``arr_core.data.dataset.Dataset``).
-
-    Clients default to the ones ``cfg.generator`` / ``cfg.verifier_config()`` describe, caching in
-    ``store``. The dataset is recorded in the store (idempotent) so lineage can name it.
-    """
-    from arr_core.rubrics.config import with_retries
-    from arr_core.vlm.config import build_client
-
-    if not dataset.records:
-        raise InputError("the dataset has no records", file=dataset.source_uri)
-    task = dataset.task
-    if client_gen is None:
-        client_gen = build_client(with_retries(cfg.generator, cfg.retries), store)
-    if client_ver is None:
-        client_ver = (client_gen if cfg.verifier is None
-                      else build_client(with_retries(cfg.verifier_config(), cfg.retries), store))
-    dataset_id = store.put_dataset(dataset)
-    with store.connect():  # one connection for the run (see generate_and_verify)
-        return asyncio.run(induce_async(dataset.records, cfg, store, task=task, client_gen=client_gen,
-                                        client_ver=client_ver, dataset_digest=dataset.digest,
-                                        dataset_id=dataset_id, parent_id=parent_id, progress=progress))

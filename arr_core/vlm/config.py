@@ -85,7 +85,7 @@ class VLMConfig(BaseModel):
 def build_backend(cfg: VLMConfig) -> Any:
     """The backend a config names (imports the scene world only when it is used)."""
     if cfg.backend == "scene":
-        from arr_core.vlm.scene import SceneVLM
+        from arr_core.sim.scene_vlm import SceneVLM
 
         return SceneVLM(seed=cfg.seed, model=cfg.model or SCENE_MODEL)
     from arr_core.vlm.openai_backend import OpenAIBackend

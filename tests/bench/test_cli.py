@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from arr_core.cli import main
+from arr_cli import main
 from arr_core.rubrics.rubric_set import RubricSet
+from arr_core.sim.world import make_pairs
 from arr_core.store.store import Store
-from arr_core.world import make_pairs
 
 # A 1-layer, 32-wide toy policy: same classes as the shipped one, a fraction of the cost.
 TINY = {"layers": 1, "width": 32, "head_dim": 16, "text_layers": 1, "text_width": 32}
@@ -68,7 +68,7 @@ def test_eval_cardinality_and_transfer(world, capsys) -> None:
 
 
 def test_eval_generate_geneval_with_a_tiny_toy_policy(world, capsys) -> None:
-    from arr_core.rpo.adapters.toy import ToyPolicy
+    from arr_core.sim.toy_policy import ToyPolicy
 
     folder = ToyPolicy.random(seed=0, **TINY).save(world["root"] / "toy")
     rc = main(["eval", "generate", "--policy", str(folder), "--benchmark", "geneval", "--prompts",

@@ -15,8 +15,8 @@ from arr_core.bench.checkers import SceneChecker, VLMChecker
 from arr_core.bench.prompt_sets import PromptItem
 from arr_core.bench.report import render_html
 from arr_core.bench.winrate import EditCase, run_edit_checks, run_edit_winrate, run_winrate
+from arr_core.sim.world import BACKGROUND, make_prompts, render, sample_edit, scene_from_spec
 from arr_core.vlm.client import VLMClient
-from arr_core.world import BACKGROUND, make_prompts, render, sample_edit, scene_from_spec
 
 from .scripted import CheckBackend, FirstBackend, RedBackend
 from .test_cli import TINY
@@ -28,7 +28,7 @@ def _items(n: int = 6, seed: int = 3) -> list[PromptItem]:
 
 
 def _render_correct(item: PromptItem, path: Path, seed: int) -> str:
-    from arr_core.world import PromptSpec
+    from arr_core.sim.world import PromptSpec
 
     spec = PromptSpec.from_geneval(item.meta["geneval"])
     render(scene_from_spec(spec, np.random.default_rng(seed)), 64).save(path)
@@ -181,7 +181,7 @@ def test_ode_sampling_reaches_the_exact_target(tmp_path: Path) -> None:
 
 
 def test_sampling_is_seeded_per_prompt_not_per_batch(tmp_path: Path) -> None:
-    from arr_core.rpo.adapters.toy import ToyPolicy
+    from arr_core.sim.toy_policy import ToyPolicy
 
     policy = ToyPolicy.random(seed=0, **TINY)
     items = _items(3)
@@ -193,9 +193,9 @@ def test_sampling_is_seeded_per_prompt_not_per_batch(tmp_path: Path) -> None:
 
 
 def test_lora_round_trip(tmp_path: Path) -> None:
-    from arr_core.rpo.adapters.toy import LORA_TARGETS, ToyPolicy
     from arr_core.rpo.checkpoint import save_lora
     from arr_core.rpo.lora import add_lora
+    from arr_core.sim.toy_policy import LORA_TARGETS, ToyPolicy
 
     trained = ToyPolicy.random(seed=0, **TINY)
     peft_model = add_lora(trained.transformer, rank=4, alpha=8, targets=LORA_TARGETS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arr_core.cli import main
+from arr_cli import main
 from arr_core.rubrics import RubricSet, Theme
 from arr_core.store import Store
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arr_core.cli import main
+from arr_cli import main
 from arr_core.data import load_dataset
 from arr_core.errors import InputError
 

@@ -29,7 +29,7 @@ def prefect_api():
 
 @pytest.fixture(scope="session")
 def toy_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from arr_core.rpo.adapters.toy import ToyPolicy
+    from arr_core.sim.toy_policy import ToyPolicy
 
     folder = tmp_path_factory.mktemp("toy") / "policy"
     ToyPolicy.random(seed=0).save(folder)
@@ -48,7 +48,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def tiny_config(policy_dir: Path | None, **overrides: Any) -> Any:
     """A pipeline small enough for a test: 24 world pairs, 2 training steps, 6 evaluation prompts."""
-    from arr_core.pipeline_config import pipeline_config_from_dict
+    from flows.config import pipeline_config_from_dict
 
     raw: dict[str, Any] = {
         "name": "arr-test",
@@ -63,7 +63,7 @@ def tiny_config(policy_dir: Path | None, **overrides: Any) -> Any:
                 "policy": {"kind": "toy", "folder": str(policy_dir) if policy_dir else None,
                            "dtype": "float32", "device": "cpu"},
                 "prompts": {"source": "world", "count": 8, "seed": 1},
-                "reward": {"kind": "judge", "order": "single"},
+                "reward": {"mode": "rank", "order": "single"},
                 "steps": 2, "num_steps": 3, "prompts_per_step": 2,
                 "rollout_batch_size": 2, "sample_grid_every": 1, "checkpoint_every": 0, "lr": 1e-3,
             },

@@ -87,7 +87,7 @@ def test_dispatch_training_to_gpu_pool(tmp_path: Path, toy_policy_dir: Path) -> 
                                              "evaluate.enabled": False})
         cfg_file = tmp_path / "pipeline.yaml"
         cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"vlm": {"api_key"}})))
-        arr = [sys.executable, "-m", "arr_core", "pipeline", "run", "--config", str(cfg_file), "--home", str(home)]
+        arr = [sys.executable, "-m", "arr_cli", "pipeline", "run", "--config", str(cfg_file), "--home", str(home)]
 
         no_worker = subprocess.run(arr, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert no_worker.returncode != 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from arr_core.errors import InputError
-from arr_core.pipeline_config import (
+from flows.config import (
     ReinductionConfig,
     demo_config,
     load_pipeline_config,

@@ -14,9 +14,9 @@ def _subset(src: Path, n: int, name: str) -> Path:
 
 
 def test_reinduction_induces_only_new_pairs(prefect_api, home: Path, tmp_path: Path) -> None:
-    from arr_core.pipeline_config import ReinductionConfig
+    from arr_core.sim.world.pairs import make_pairs
     from arr_core.store.store import Store
-    from arr_core.world.pairs import make_pairs
+    from flows.config import ReinductionConfig
     from flows.reinduction import run_reinduction
 
     full = make_pairs("t2i", 20, 0, tmp_path / "world", size=32)

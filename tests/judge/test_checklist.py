@@ -12,11 +12,11 @@ from test_judge import FixedAnswers  # tests/judge is on sys.path (pytest prepen
 from arr_core.judge.checklist import ChecklistRewarder, checklist_rubrics, checklist_score
 from arr_core.prompts.templates import PROMPT_VERSION, PROMPT_VERSIONS, build_checklist, verdicts_validator
 from arr_core.rubrics.rubric_set import RubricSet
+from arr_core.sim.scene_vlm import SceneVLM, checklist_holds
+from arr_core.sim.world.grammar import sample_spec
+from arr_core.sim.world.render import render
+from arr_core.sim.world.scene import apply_defects, scene_from_spec
 from arr_core.vlm.client import VLMClient
-from arr_core.vlm.scene import SceneVLM, checklist_holds
-from arr_core.world.grammar import sample_spec
-from arr_core.world.render import render
-from arr_core.world.scene import apply_defects, scene_from_spec
 
 RUBRICS = RubricSet.from_text(
     "Rubric 1:\nTheme: Faithfulness\n- Tip: The image satisfies every requirement of the caption at once.\n\n"
@@ -196,8 +196,8 @@ def test_theme_without_tips_and_all_not_applicable_image_abstains():
 
 
 def test_checklist_rewarder_on_edits():
-    from arr_core.world.edit import sample_edit
-    from arr_core.world.render import render as draw
+    from arr_core.sim.world.edit import sample_edit
+    from arr_core.sim.world.render import render as draw
 
     rng = np.random.default_rng(7)
     task = sample_edit(rng, "recolour")

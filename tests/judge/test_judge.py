@@ -19,10 +19,10 @@ from arr_core.judge.judge import (
     unpermute,
 )
 from arr_core.judge.metrics import accuracy_summary, order_summary, reversed_record
+from arr_core.sim.scene_vlm import SceneVLM
+from arr_core.sim.world.pairs import make_pairs
 from arr_core.store import Store
 from arr_core.vlm.client import VLMClient
-from arr_core.vlm.scene import SceneVLM
-from arr_core.world.pairs import make_pairs
 
 
 @pytest.fixture(scope="module")

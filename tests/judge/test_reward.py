@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 
 from arr_core.judge.reward import JudgeRewarder, group_key
-from arr_core.rpo.rewards import GroupOutcome
+from arr_core.rewards import GroupOutcome
 from arr_core.rubrics.rubric_set import RubricSet
+from arr_core.sim.scene_vlm import SceneVLM
+from arr_core.sim.world.grammar import sample_spec
+from arr_core.sim.world.render import render
+from arr_core.sim.world.scene import apply_defects, scene_from_spec
 from arr_core.vlm.client import VLMClient
-from arr_core.vlm.scene import SceneVLM
-from arr_core.world.grammar import sample_spec
-from arr_core.world.render import render
-from arr_core.world.scene import apply_defects, scene_from_spec
 
 
 def _group(seed: int, defects_b: list[str]) -> tuple[str, list[Image.Image]]:

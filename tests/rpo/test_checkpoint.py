@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
+from arr_core.rewards import CallableRewarder
 from arr_core.rpo.checkpoint import LORA_WEIGHT_NAME, find_checkpoint
 from arr_core.rpo.config import TrainConfig
-from arr_core.rpo.rewards import CallableRewarder
-from arr_core.rpo.trainer import train
+from rpo_train_helper import train
 
 _TIMING = {"time_rollout_s", "time_judge_s", "time_train_s", "time_step_s", "images_per_s", "judge_latency_s"}
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw: Any) -> TrainConfig:
-    base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"},
+    base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"},
                                 num_steps=4, group_size=2, prompts_per_step=4, rollout_batch_size=2,
                                 lr=1e-2, sample_grid_every=0, checkpoint_every=0, lora={"rank": 4, "alpha": 8})
     base.update(kw)
@@ -108,7 +108,7 @@ def test_trainer_and_lora_export_with_sd3_and_qwen_edit_adapters(kind: str, tmp_
     adapters train on-policy (ratio 1, KL 0 at init) and their pipelines load the exported LoRA."""
     from PIL import Image
 
-    from arr_core.rpo.rewards import FixedLatencyRewarder
+    from arr_core.sim.rewards import FixedLatencyRewarder
 
     if kind == "sd3_cfg":
         from arr_core.rpo.adapters.sd3 import SD3Policy

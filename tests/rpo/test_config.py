@@ -25,22 +25,24 @@ def test_paper_defaults() -> None:
 @pytest.mark.parametrize("extra,match", [
     ({"lr_rate": 1.0}, "Extra inputs are not permitted"),
     ({"prompts_per_step": 3, "rollout_batch_size": 2}, "multiple of rollout_batch_size"),
-    ({"trained_steps": "fraction"}, "trained_fraction is required"),
-    ({"trained_steps": "window", "trained_window": [3, 9]}, "0 <= start < end <= num_steps"),
-    ({"trained_window": [0, 2]}, "only read when trained_steps is 'window'"),
-    ({"noise_block": 4, "policy": {"kind": "flux", "folder": "x"}}, "noise_block 4 needs image-shaped latents"),
+    ({"trained_window": [3, 9]}, "0 <= start < end <= num_steps"),
+    ({"trained_steps": "window"}, "Extra inputs are not permitted"),  # one field now: trained_window
+    ({"noise_block": 4}, "Extra inputs are not permitted"),  # moved to experimental
+    ({"experimental": {"noise_block": 4}, "policy": {"kind": "flux", "folder": "x"}},
+     "experimental.noise_block 4 needs image-shaped latents"),
     ({"policy": {"kind": "flux"}}, "policy.folder is required"),
-    ({"policy": {"kind": "flux", "folder": "/x"}, "reward": {"kind": "checker"}}, "only applies to policy.kind 'toy'"),
     ({"resolution": 64}, "resolution must be empty for the toy policy"),
-    ({"reward": {"kind": "fixed", "vlm": {"backend": "scene"}}}, "only read when reward.kind is 'judge'"),
+    ({"reward": {"kind": "checker"}}, "Extra inputs are not permitted"),  # benchmark rewards are not config
+    ({"reward": {"shuffled": True}}, "Extra inputs are not permitted"),
     ({"reward": {"vlm": {"backend": "openai", "model": "m", "api_key": "sk-x"}}}, "keep secrets out"),
     ({"reward": {"vlm": {"backend": "nope"}}}, "backend"),
-    ({"reward": {"kind": "checker", "mode": "checklist"}}, "is a judge mode; reward.kind is 'checker'"),
-    ({"reward": {"hard_themes": ["Faithfulness"]}}, "only read when reward.mode is 'checklist'"),
+    ({"reward": {"mode": "zzz"}}, "does not match any of the expected tags"),
+    ({"reward": {"hard_themes": ["Faithfulness"]}}, "Extra inputs are not permitted"),  # a checklist field
     ({"reward": {"mode": "checklist", "hard_themes": [" "]}}, "theme names must be non-empty"),
-    ({"reward": {"mode": "checklist", "hard_only": True}}, "hard_only needs reward.mode: checklist and reward.hard_themes"),
-    ({"reward": {"hard_only": True}}, "hard_only needs reward.mode: checklist"),
-    ({"reward": {"mode": "checklist", "mapping": "paper"}}, "reward.mapping is a rank-mode field"),
+    ({"reward": {"mode": "checklist"}, "experimental": {"hard_only": True}},
+     "hard_only needs reward.mode: checklist and reward.hard_themes"),
+    ({"experimental": {"hard_only": True}}, "hard_only needs reward.mode: checklist"),
+    ({"reward": {"mode": "checklist", "mapping": "paper"}}, "Extra inputs are not permitted"),  # a rank field
     ({"noise": "ode"}, "noise"),
     ({"policy": {"kind": "flux", "folder": "/x", "guidance_scale": 3.0}}, "applies to kinds 'toy' and 'sd3'"),
     ({"policy": {"kind": "toy", "guidance_scale": 0.5}}, "greater than or equal to 1"),
@@ -50,14 +52,20 @@ def test_cross_field_checks(extra: dict, match: str) -> None:
         TrainConfig.model_validate({**MIN, **extra})
 
 
+def test_reward_union_defaults_to_the_rank_judge() -> None:
+    c = TrainConfig.model_validate(MIN)
+    assert c.reward.mode == "rank" and c.reward.order == "swap" and c.reward.mapping is None
+    c = TrainConfig.model_validate({**MIN, "reward": {"mode": "checklist", "hard_themes": ["A"]},
+                                    "experimental": {"hard_only": True}})
+    assert c.reward.mode == "checklist" and c.reward.hard_themes == ["A"] and c.experimental.hard_only
+    assert TrainConfig.model_validate_json(c.model_dump_json()) == c  # round trip (exported to training hosts)
+
+
 def test_trained_step_selection() -> None:
-    c = TrainConfig.model_validate({**MIN, "trained_steps": "fraction", "trained_fraction": 0.5})
-    assert c.trained_step_indices() == [0, 1, 2, 3]  # round(0.5 · 7) = 4 (Python rounds half to even: 3.5 → 4)
-    c = TrainConfig.model_validate({**MIN, "trained_steps": "window", "trained_window": [2, 5]})
+    c = TrainConfig.model_validate({**MIN, "trained_window": [2, 5]})
     assert c.trained_step_indices() == [2, 3, 4]
     assert c.sde_step_mask() == [True] * 8  # default 'all': Flow-GRPO's SDE on every step
-    c = TrainConfig.model_validate({**MIN, "trained_steps": "window", "trained_window": [0, 2],
-                                    "sde_steps": "trained"})
+    c = TrainConfig.model_validate({**MIN, "trained_window": [0, 2], "sde_steps": "trained"})
     assert c.sde_step_mask() == [True, True] + [False] * 6
     with pytest.raises(ValueError, match="sde_steps"):
         TrainConfig.model_validate({**MIN, "sde_steps": "some"})

@@ -26,11 +26,12 @@ def _worker(out: Path, mode: str) -> None:
     sys.path.insert(0, str(HERE))
     from conftest import PROMPTS, TinyFluxPolicy, redness
 
+    from arr_core.rewards import CallableRewarder
     from arr_core.rpo.checkpoint import _full
     from arr_core.rpo.config import TrainConfig
     from arr_core.rpo.distributed import DistContext, cleanup, init_from_env
-    from arr_core.rpo.rewards import CallableRewarder
-    from arr_core.rpo.trainer import PromptStream, train
+    from arr_core.rpo.trainer import PromptStream
+    from rpo_train_helper import train
 
     torch.set_num_threads(1)
     ctx = init_from_env("gloo")
@@ -38,7 +39,7 @@ def _worker(out: Path, mode: str) -> None:
 
     def cfg(steps: int) -> TrainConfig:
         return TrainConfig.model_validate(dict(
-            policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"}, num_steps=3,
+            policy={"kind": "toy"}, prompts={"source": "world"}, num_steps=3,
             group_size=2, prompts_per_step=2, rollout_batch_size=2, lr=1e-2, steps=steps, sample_grid_every=0,
             checkpoint_every=1, lora={"rank": 4, "alpha": 8}, accumulate=2,
             distributed="fsdp" if mode == "fsdp" else "ddp"))

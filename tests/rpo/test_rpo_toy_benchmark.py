@@ -88,10 +88,10 @@ def test_rollout_tracker_counts_passing_and_empty_images():
     import numpy as np
     from PIL import Image
 
-    from arr_core.rpo.rewards import FixedLatencyRewarder
-    from arr_core.world import render
-    from arr_core.world.grammar import parse_prompt
-    from arr_core.world.scene import scene_from_spec
+    from arr_core.sim.rewards import FixedLatencyRewarder
+    from arr_core.sim.world import render
+    from arr_core.sim.world.grammar import parse_prompt
+    from arr_core.sim.world.scene import scene_from_spec
 
     mod = _bench_module()
     prompt = "a photo of a circle"

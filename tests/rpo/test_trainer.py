@@ -12,23 +12,24 @@ from typing import Any
 import pytest
 import torch
 
+from arr_core.rewards import CallableRewarder, GroupOutcome
 from arr_core.rpo.config import TrainConfig
 from arr_core.rpo.lora import add_lora, base_parameters, lora_parameters
-from arr_core.rpo.rewards import CallableRewarder, GroupOutcome, ShuffledRewarder
 from arr_core.rpo.trainer import (
     PromptStream,
     group_advantages,
     rollout,
     set_eval_mode,
     step_terms,
-    train,
 )
+from rpo_train_helper import train
+from arr_core.sim.rewards import ShuffledRewarder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(**kw: Any) -> TrainConfig:
-    base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"}, reward={"kind": "checker"},
+    base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"},
                                 num_steps=4, group_size=2, prompts_per_step=4, rollout_batch_size=2,
                                 lr=1e-2, sample_grid_every=0, checkpoint_every=0, lora={"rank": 4, "alpha": 8})
     base.update(kw)
@@ -60,7 +61,7 @@ def test_on_policy_ratio_exactly_one_and_kl_zero_at_init(tiny_policy: Any, promp
 def test_sde_only_on_trained_steps(tiny_policy: Any, make_policy: Any, prompts: list[str], redness_fn: Any,
                                    tmp_path: Path) -> None:
     # MixGRPO-style rollouts: noise on the trained window [0, 2) only, Euler on steps 2 and 3.
-    cfg = tiny_cfg(trained_steps="window", trained_window=[0, 2], sde_steps="trained", steps=2)
+    cfg = tiny_cfg(trained_window=[0, 2], sde_steps="trained", steps=2)
     mask = cfg.sde_step_mask()
     assert mask == [True, True, False, False]
     peft_model = add_lora(tiny_policy.transformer, rank=4, alpha=8, targets=tiny_policy.lora_targets)
@@ -96,8 +97,8 @@ def test_sde_only_on_trained_steps(tiny_policy: Any, make_policy: Any, prompts: 
 
 
 def test_block_noise_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
-    from arr_core.rpo.adapters.toy import ToyPolicy
     from arr_core.rpo.sde import block_project
+    from arr_core.sim.toy_policy import ToyPolicy
 
     policy = ToyPolicy.random(seed=0)  # (batch, 3, 32, 32) pixel latents
     peft_model = add_lora(policy.transformer, rank=4, alpha=8, targets=policy.lora_targets)
@@ -116,31 +117,29 @@ def test_block_noise_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[s
     assert d.abs().max() > 0.1
 
 
-def test_config_digest_ignores_later_options_at_their_defaults() -> None:
+def test_config_digest_covers_the_trajectory_fields_and_only_them() -> None:
     import hashlib
 
-    from arr_core.rpo.trainer import config_digest
+    from arr_core.recipes.rpo import config_digest
 
     cfg = tiny_cfg()
-    d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every", "steps",
-                                             "sde_steps", "noise_block"})
-    d["reward"] = {k: v for k, v in d["reward"].items() if k not in ("mode", "hard_themes", "hard_only")}
-    before = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-    assert config_digest(cfg) == before  # checkpoints written before these options existed still resume
-    assert config_digest(tiny_cfg(noise_block=2)) != before
-    digests = {config_digest(tiny_cfg(reward=r)) for r in (
-        {"kind": "judge"}, {"kind": "judge", "mode": "checklist"},
-        {"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"]},
-        {"kind": "judge", "mode": "checklist", "hard_themes": ["Faithfulness"], "hard_only": True})}
+    d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every", "steps"})
+    assert config_digest(cfg) == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    # Cadence and step count do not change the trajectory (a longer run resumes a shorter one's checkpoints).
+    assert config_digest(tiny_cfg(steps=7, checkpoint_every=3, sample_grid_every=2)) == config_digest(cfg)
+    assert config_digest(tiny_cfg(experimental={"noise_block": 2})) != config_digest(cfg)
+    digests = {config_digest(tiny_cfg(reward=r, **kw)) for r, kw in (
+        ({}, {}), ({"mode": "checklist"}, {}), ({"mode": "checklist", "hard_themes": ["Faithfulness"]}, {}),
+        ({"mode": "checklist", "hard_themes": ["Faithfulness"]}, {"experimental": {"hard_only": True}}))}
     assert len(digests) == 4  # judge mode, hard themes and hard_only change the trajectory, hence the digest
-    assert config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2], sde_steps="trained")) != \
-        config_digest(tiny_cfg(trained_steps="window", trained_window=[0, 2]))
+    assert config_digest(tiny_cfg(trained_window=[0, 2], sde_steps="trained")) != \
+        config_digest(tiny_cfg(trained_window=[0, 2]))
 
 
 def test_guided_toy_policy_keeps_ratio_exactly_one_and_kl_zero_at_init(prompts: list[str]) -> None:
     """With classifier-free guidance both branches run under the LoRA (and both without it for the
     reference); on-policy the ratio is still exactly 1 and the KL 0 at init."""
-    from arr_core.rpo.adapters.toy import ToyPolicy
+    from arr_core.sim.toy_policy import ToyPolicy
 
     policy = ToyPolicy.random(seed=0, guidance_scale=2.5, width=32, layers=1, text_layers=1)
     cfg = tiny_cfg()

@@ -12,19 +12,29 @@ from arr_core.rubrics.config import InduceConfig
 from arr_core.rubrics.induction import (
     Attempt,
     generate_and_verify,
-    induce,
     induce_pair,
     induction_key,
     load_finished,
     pair_keys,
     save_attempt,
 )
+from arr_core.recipes.induce import induce_rubrics
 from arr_core.rubrics.rubric_set import RubricSet
+from arr_core.sim.scene_vlm import SceneVLM
+from arr_core.sim.world.pairs import make_pairs
 from arr_core.store import Store
 from arr_core.vlm.client import VLMClient
 from arr_core.vlm.messages import data_url_digest, split_user_content
-from arr_core.vlm.scene import SceneVLM
-from arr_core.world.pairs import make_pairs
+
+
+def _params(cfg: InduceConfig) -> dict:
+    return {"generate_number": cfg.generate_number, "max_epochs": cfg.max_epochs,
+            "verify_orders": cfg.verify_orders}
+
+
+def gv(records, gen, ver, cfg: InduceConfig, store=None, **kw):
+    """``generate_and_verify`` with the plain values of ``cfg`` (as the induction recipe passes them)."""
+    return generate_and_verify(records, gen, ver, **_params(cfg), concurrency=cfg.concurrency, store=store, **kw)
 
 
 class Recording:
@@ -96,7 +106,7 @@ def test_blind_verification_never_sends_labels(pairs):
     # end to end with the scene VLM generating: no judge request carries a preference
     rec = Recording(SceneVLM(seed=0))
     client = VLMClient(rec, cache_mode="off")
-    asyncio.run(generate_and_verify(pairs.records[:4], client, client, small_cfg()))
+    asyncio.run(gv(pairs.records[:4], client, client, small_cfg()))
     judge_texts = rec.texts("judge")
     assert judge_texts and len(rec.texts("generate")) >= 4
     assert all("prefer" not in t.lower() and "label" not in t.lower() for t in judge_texts)
@@ -134,7 +144,7 @@ def test_resume_after_interruption_repeats_no_calls(pairs, tmp_path):
     ref_store = Store(home=tmp_path / "ref")
     ref_backend = Recording(SceneVLM(seed=0))
     ref_client = VLMClient(ref_backend, store=ref_store)
-    ref = asyncio.run(generate_and_verify(records, ref_client, ref_client, cfg, ref_store))
+    ref = asyncio.run(gv(records, ref_client, ref_client, cfg, ref_store))
     # interrupted after 3 pairs, then resumed with a new client on the same store
     store = Store(home=tmp_path / "run")
     backend = Recording(SceneVLM(seed=0))
@@ -147,18 +157,18 @@ def test_resume_after_interruption_repeats_no_calls(pairs, tmp_path):
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        asyncio.run(generate_and_verify(records, VLMClient(backend, store=store),
-                                        VLMClient(backend, store=store), cfg, store, stop_after_3))
+        asyncio.run(gv(records, VLMClient(backend, store=store),
+                 VLMClient(backend, store=store), cfg, store, progress=stop_after_3))
     first_calls = len(backend.sent)
     assert 0 < first_calls < len(ref_backend.sent)
     client = VLMClient(backend, store=store)
-    res = asyncio.run(generate_and_verify(records, client, client, cfg, store))
+    res = asyncio.run(gv(records, client, client, cfg, store))
     assert len(backend.sent) == len(ref_backend.sent)  # nothing asked twice
     assert [p.reused for p in res.per_pair] == [True] * 3 + [False] * 3
     assert [(p.status, p.criteria, p.epochs) for p in res.per_pair] == \
         [(p.status, p.criteria, p.epochs) for p in ref.per_pair]
     # a third run asks nothing at all
-    again = asyncio.run(generate_and_verify(records, client, client, cfg, store))
+    again = asyncio.run(gv(records, client, client, cfg, store))
     assert len(backend.sent) == len(ref_backend.sent) and all(p.reused for p in again.per_pair)
     assert again.stats["vlm_calls"] == 0
 
@@ -167,7 +177,7 @@ def test_every_attempt_is_stored_and_discarded_pairs_keep_history(pairs, tmp_pat
     store = Store(home=tmp_path)
     client = VLMClient(SceneVLM(seed=0), store=store)
     cfg = small_cfg()
-    res = asyncio.run(generate_and_verify(pairs.records, client, client, cfg, store))
+    res = asyncio.run(gv(pairs.records, client, client, cfg, store))
     keys = [p.induction_key for p in res.per_pair]
     rows = store.fetchall("induction_records_by_keys", {"keys": keys})
     assert len(rows) == sum(p.epochs for p in res.per_pair)
@@ -188,11 +198,11 @@ def test_unfinished_pair_rows_are_replaced_on_rerun(pairs, tmp_path):
     client = VLMClient(SceneVLM(seed=0), store=store)
     cfg = small_cfg()
     rec = pairs.records[0]
-    [key] = pair_keys([rec], client, client, cfg)
+    [key] = pair_keys([rec], client, client, **_params(cfg))
     save_attempt(store, key, rec.pair_id, None, Attempt(epoch=2, kind="revise", criteria=["stale"],
                                                         orders=[], passed=False))
     assert load_finished(store, [key]) == {}  # unfinished: not reused
-    res = asyncio.run(generate_and_verify([rec], client, client, cfg, store))
+    res = asyncio.run(gv([rec], client, client, cfg, store))
     rows = store.fetchall("induction_records_by_keys", {"keys": [key]})
     assert len(rows) == res.per_pair[0].epochs
     assert all("stale" not in r["criteria"] and r["final_status"] == res.per_pair[0].status for r in rows)
@@ -203,7 +213,7 @@ def test_induce_is_deterministic_and_incremental(pairs, more_pairs, tmp_path):
     store = Store(home=tmp_path / "a")
     backend = Recording(SceneVLM(seed=0))
     client = VLMClient(backend, store=store)
-    rs = induce(pairs, cfg, store, client_gen=client, client_ver=client)
+    rs = induce_rubrics(pairs, cfg, store, client_gen=client, client_ver=client)
     assert store.get_rubric_set(rs.id).id == rs.id
     stats = rs.metadata["statistics"]
     assert stats["pairs_used"] == 10 and stats["criteria_selected"] == len(rs.criteria) <= cfg.max_rubrics
@@ -212,14 +222,14 @@ def test_induce_is_deterministic_and_incremental(pairs, more_pairs, tmp_path):
     # equal inputs in a fresh store give the same version id
     other = Store(home=tmp_path / "b")
     c2 = VLMClient(SceneVLM(seed=0), store=other)
-    assert induce(pairs, cfg, other, client_gen=c2, client_ver=c2).id == rs.id
+    assert induce_rubrics(pairs, cfg, other, client_gen=c2, client_ver=c2).id == rs.id
     # the same pairs again on top of the parent: nothing new, no calls, the parent is returned
     n = len(backend.sent)
-    assert induce(pairs, cfg, store, parent_id=rs.id, client_gen=client, client_ver=client).id == rs.id
+    assert induce_rubrics(pairs, cfg, store, parent_id=rs.id, client_gen=client, client_ver=client).id == rs.id
     assert len(backend.sent) == n
     # new pairs: only they are processed
     union = Dataset(records=pairs.records + more_pairs.records, name="union", source_uri="mem", task="t2i")
-    child = induce(union, cfg, store, parent_id=rs.id, client_gen=client, client_ver=client)
+    child = induce_rubrics(union, cfg, store, parent_id=rs.id, client_gen=client, client_ver=client)
     def digests(records):
         return {data_url_digest(im.data_url()) for r in records for im in r.images}
 
@@ -241,7 +251,7 @@ def test_edit_pairs_keep_the_source_first_in_both_orders(tmp_path):
     edit = load_dataset(make_pairs("edit", 3, 5, tmp_path))
     rec = Recording(SceneVLM(seed=0))
     client = VLMClient(rec, cache_mode="off")
-    res = asyncio.run(generate_and_verify(edit.records, client, client, small_cfg()))
+    res = asyncio.run(gv(edit.records, client, client, small_cfg()))
     assert res.stats["pairs_used"] == 3
     judge_msgs = [m for m in rec.sent if '"rank"' in split_user_content(m).text]
     assert judge_msgs
@@ -256,9 +266,9 @@ def test_seed_records_are_checked(pairs):
     client = VLMClient(SceneVLM(seed=0), cache_mode="off")
     bad = dataclasses.replace(pairs.records[0], label_rank=None)
     with pytest.raises(ValueError, match="label_rank"):
-        asyncio.run(generate_and_verify([bad], client, client, small_cfg()))
+        asyncio.run(gv([bad], client, client, small_cfg()))
     with pytest.raises(ValueError, match="duplicate"):
-        asyncio.run(generate_and_verify([pairs.records[0], pairs.records[0]], client, client, small_cfg()))
+        asyncio.run(gv([pairs.records[0], pairs.records[0]], client, client, small_cfg()))
     assert induction_key("p", "a", "b", {"x": 1}) != induction_key("p", "a", "c", {"x": 1})
 
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from arr_core.cli import main
-from arr_core.world.pairs import make_pairs
+from arr_cli import main
+from arr_core.sim.world.pairs import make_pairs
 
 
 @pytest.fixture(scope="module")

@@ -47,20 +47,62 @@ def test_key_names_missing_parameters() -> None:
         _cache.keyed_by("prompt_version")(_ctx(stage_a), {"config": {}})
 
 
-def test_code_version_follows_file_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pkg = tmp_path / "arr_core" / "demo"
-    pkg.mkdir(parents=True)
-    (pkg / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(_cache, "_ROOT", tmp_path)
+def _code_version_in(root: Path) -> str:
+    """``tasks._cache.code_version()`` computed by a fresh interpreter over the tree at ``root``."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "from tasks._cache import code_version; print(code_version())"],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
+def _copy_tree(dst: Path, *, wheel: bool) -> Path:
+    """A copy of the project: a checkout (``sql/`` at the top) or a wheel install (``arr_core/_sql``)."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[2]
+    ignore = shutil.ignore_patterns("__pycache__", "assets")
+    shutil.copytree(repo / "arr_core", dst / "arr_core", ignore=ignore)
+    shutil.copytree(repo / "tasks", dst / "tasks", ignore=ignore)
+    shutil.copytree(repo / "sql", dst / ("arr_core/_sql" if wheel else "sql"))
+    return dst
+
+
+@pytest.mark.slow
+def test_code_version_covers_every_builder_and_the_sql(tmp_path: Path) -> None:
+    """The stage cache key's code version changes when any project module a stage runs changes (here
+    the recipe's policy builder, which the old hand-kept package list missed) and when a SQL file
+    changes, in a checkout and in a wheel install; it does not change for an edit outside them."""
+    checkout = _copy_tree(tmp_path / "checkout", wheel=False)
+    v0 = _code_version_in(checkout)
+    recipe = checkout / "arr_core" / "recipes" / "rpo.py"
+    recipe.write_text(recipe.read_text().replace('side = cfg.resolution or 512', 'side = cfg.resolution or 1024'))
+    v1 = _code_version_in(checkout)
+    query = next((checkout / "sql" / "queries").glob("*.sql"))
+    query.write_text(query.read_text() + "\n-- edited\n")
+    v2 = _code_version_in(checkout)
+    (checkout / "notes.txt").write_text("not code")
+    assert len({v0, v1, v2}) == 3 and _code_version_in(checkout) == v2
+
+    wheel = _copy_tree(tmp_path / "wheel", wheel=True)
+    w0 = _code_version_in(wheel)
+    query = next((wheel / "arr_core" / "_sql" / "queries").glob("*.sql"))
+    query.write_text(query.read_text() + "\n-- edited\n")
+    assert _code_version_in(wheel) != w0
+
+
+def test_code_version_includes_the_named_task_module(tmp_path: Path) -> None:
+    mod = tmp_path / "stage.py"
+    mod.write_text("x = 1\n")
     _cache.code_version.cache_clear()
-    v1 = _cache.code_version("demo")
-    (pkg / "a.py").write_text("x = 2\n")
+    v1 = _cache.code_version(str(mod))
+    mod.write_text("x = 2\n")
     _cache.code_version.cache_clear()
-    v2 = _cache.code_version("demo")
-    (pkg / "a.py").write_text("x = 1\n")
+    v2 = _cache.code_version(str(mod))
     _cache.code_version.cache_clear()
-    assert v1 != v2 and _cache.code_version("demo") == v1
-    _cache.code_version.cache_clear()
+    assert v1 != v2 and v1 != _cache.code_version()
 
 
 def test_was_cached_reads_prefect_state_names() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from arr_core.cli import main
+from arr_cli import main
 from arr_core.prompts import templates as T
 from arr_core.prompts.templates import build_judge
 from arr_core.vlm.client import VLMClient
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_serve_answers_models_and_chat_over_http():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "arr_core", "vlm", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "arr_cli", "vlm", "serve", "--port", str(port),
                              "--seed", "1", "--model", "scene-test"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -55,8 +55,8 @@ def test_bad_options_exit_2_with_a_message(capsys):
 
 
 def test_cache_stats_on_an_empty_and_a_used_home(tmp_path, capsys):
+    from arr_core.sim.scene_vlm import SceneVLM
     from arr_core.store.store import Store
-    from arr_core.vlm.scene import SceneVLM
 
     assert main(["vlm", "cache-stats", "--home", str(tmp_path)]) == 0
     assert "empty" in capsys.readouterr().out

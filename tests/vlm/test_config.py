@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from arr_core.sim.scene_vlm import SceneVLM
 from arr_core.vlm.config import VLMConfig, build_client
 from arr_core.vlm.openai_backend import OpenAIBackend
-from arr_core.vlm.scene import SceneVLM
 
 
 def test_env_expansion_and_openai_fallbacks(monkeypatch):

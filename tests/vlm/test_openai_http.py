@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from arr_core.prompts.templates import build_judge
+from arr_core.sim.scene_vlm import SceneVLM
+from arr_core.sim.world import render, sample_spec
+from arr_core.sim.world.scene import scene_from_spec
 from arr_core.store.store import Store
 from arr_core.vlm.client import VLMClient
 from arr_core.vlm.openai_backend import OpenAIBackend
-from arr_core.vlm.scene import SceneVLM
 from arr_core.vlm.server import FaultConfig, ServedVLM
-from arr_core.world import render, sample_spec
-from arr_core.world.scene import scene_from_spec
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789"
 

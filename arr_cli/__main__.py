@@ -1,0 +1,3 @@
+from arr_cli import entry
+
+entry()

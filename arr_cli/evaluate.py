@@ -1,0 +1,268 @@
+"""`arr eval …` and `arr report …`: benchmark the judge and policies, render HTML reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table as RichTable
+
+from arr_cli.common import Home, console, home_dir
+from arr_core.errors import InputError
+
+eval_app = typer.Typer(help="Benchmarks: judge preference accuracy (with/without rubrics, position bias, "
+                       "ablations) and generation benchmarks of a policy (GenEval-format, checkpoints, "
+                       "win rate).", no_args_is_help=True)
+
+Backend = Annotated[str, typer.Option("--backend", help="VLM backend: scene (offline simulator) | openai.")]
+Model = Annotated[Optional[str], typer.Option("--model", help="Served model name (openai backend).")]
+BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint; default "
+                                                "OPENAI_BASE_URL.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of bootstrap, random order and the scene VLM.")]
+NBoot = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for the 95% intervals.")]
+ReportOut = Annotated[Optional[Path], typer.Option("--report", help="Also write the HTML report here.")]
+
+
+def _vlm_client(backend: str, model: str | None, base_url: str | None, seed: int, store):
+    from arr_core.vlm.config import SCENE_MODEL, VLMConfig, build_client
+
+    if backend == "scene" and model is None and seed != 0:
+        # The response cache keys on backend name + model, not on the simulator's seed: name the model
+        # after the seed so scene judges with different seeds do not share cached answers.
+        model = f"{SCENE_MODEL}@seed{seed}"
+    try:
+        cfg = VLMConfig(backend=backend, model=model, base_url=base_url, seed=seed)
+    except ValueError as e:
+        raise InputError(str(e), field="backend") from None
+    return build_client(cfg, store), f"{cfg.backend}:{cfg.model}" + (f"(seed {seed})" if backend == "scene" else "")
+
+
+def _judge_spec(spec: str, default_backend: str, base_url: str | None, seed: int, store):
+    """'scene' | 'scene:SEED' | 'openai:MODEL' → (name, client)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "scene":
+        s = int(arg) if arg else seed
+        client, name = _vlm_client("scene", None, None, s, store)
+        return name, client
+    if kind == "openai":
+        if not arg:
+            raise InputError("--judge openai:MODEL needs a model name", field="judge")
+        client, name = _vlm_client("openai", arg, base_url, seed, store)
+        return name, client
+    raise InputError(f"--judge must be 'scene', 'scene:SEED' or 'openai:MODEL', got {spec!r}", field="judge")
+
+
+def _finish(store, result, report: Path | None) -> str:
+    from arr_core.bench.report import write_html
+    from arr_core.bench.results import save_eval_result
+
+    eid = save_eval_result(store, result, str(report.resolve()) if report else None)
+    for t in result.tables:
+        _print_table(t)
+    if report:
+        write_html(result.report, report)
+        console.print(f"report: {report}")
+    console.print(f"evaluation [bold]{eid}[/] ({result.kind})")
+    console.print(eid)
+    return eid
+
+
+def _cell(v) -> str:
+    if isinstance(v, dict) and {"point", "lo", "hi"} <= set(v):
+        return "–" if v["point"] is None else f"{v['point']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "–" if v is None else str(v)
+
+
+def _print_table(t) -> None:
+    rt = RichTable(title=t.title)
+    for c in t.columns:
+        rt.add_column(c)
+    for r in t.rows:
+        rt.add_row(*[_cell(v) for v in r])
+    console.print(rt)
+
+
+@eval_app.command("preference")
+def preference(
+    pairs: Annotated[Path, typer.Option("--pairs", help="Preference pairs file (any format `arr data` reads).")],
+    rubrics: Annotated[Optional[list[str]], typer.Option("--rubrics", help="Rubric set id or prefix in the store "
+                                                         "(repeat for --ablation transfer).")] = None,
+    ablation: Annotated[Optional[str], typer.Option("--ablation", help="cardinality | transfer")] = None,
+    modes: Annotated[str, typer.Option("--modes", help="Order modes, comma-separated.")] = "single,swap,random",
+    ks: Annotated[str, typer.Option("--ks", help="Criteria counts for the cardinality ablation.")] = "1,5,10,20",
+    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Transfer judges: scene | scene:SEED | "
+                                                       "openai:MODEL (repeat).")] = None,
+    split: Annotated[str, typer.Option("--split", help="all | seed | validation | test (deterministic split "
+                                       "by pair digest, default fractions).")] = "all",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")] = None,
+    backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+) -> int:
+    """Judge accuracy against human labels without/with rubrics, per order mode, forward and reversed
+    (position bias), with bootstrap 95% intervals; or a rubric-count / cross-model ablation."""
+    from arr_core.bench import preference as pf
+    from arr_core.data.dataset import load_dataset
+    from arr_core.store import Store
+
+    store = Store(home_dir(home))
+    ds = load_dataset(pairs)
+    records = ds.records if split == "all" else ds.split().get(split)
+    if records is None:
+        raise InputError(f"--split must be all, seed, validation or test, got {split!r}", field="split")
+    records = records[:limit] if limit else records
+    sets = [store.get_rubric_set(r) for r in (rubrics or [])]
+    simulated = backend == "scene"
+    if ablation is None:
+        if len(sets) > 1:
+            raise InputError("give one --rubrics for the plain preference benchmark (several are for transfer)",
+                             field="rubrics")
+        mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+        client, name = _vlm_client(backend, model, base_url, seed, store)
+        result = pf.run_preference(client, records, sets[0] if sets else None, modes=mode_list, n_boot=n_boot,
+                                   seed=seed, judge_name=name, simulated=simulated)
+    elif ablation == "cardinality":
+        if len(sets) != 1:
+            raise InputError("--ablation cardinality needs exactly one --rubrics (a large induced set)", field="rubrics")
+        try:
+            k_list = [int(k) for k in ks.split(",") if k.strip()]
+        except ValueError:
+            raise InputError(f"--ks must be comma-separated integers, got {ks!r}", field="ks") from None
+        client, name = _vlm_client(backend, model, base_url, seed, store)
+        result = pf.run_cardinality(client, records, sets[0], ks=k_list, n_boot=n_boot, seed=seed, judge_name=name,
+                                    simulated=simulated)
+    elif ablation == "transfer":
+        if not sets:
+            raise InputError("--ablation transfer needs one or more --rubrics", field="rubrics")
+        specs = judge or ["scene", f"scene:{seed + 1}"]
+        judges = dict(_judge_spec(s, backend, base_url, seed, store) for s in specs)
+        sources = {}
+        for rs in sets:
+            label = str(rs.metadata.get("generator_model") or rs.id)
+            sources[label if label not in sources else f"{label} ({rs.id})"] = rs
+        result = pf.run_transfer(judges, sources, records, n_boot=n_boot, seed=seed,
+                                 simulated=all(s.startswith("scene") for s in specs))
+    else:
+        raise InputError(f"--ablation must be cardinality or transfer, got {ablation!r}", field="ablation")
+    _finish(store, result, report)
+    return 0
+
+
+@eval_app.command("generate")
+def generate(
+    policy: Annotated[str, typer.Option("--policy", help="'toy', a toy policy folder, or a YAML config with a "
+                                        "policy section.")],
+    benchmark: Annotated[str, typer.Option("--benchmark", help="geneval | checkpoints | winrate")],
+    prompts: Annotated[Path, typer.Option("--prompts", help="Prompt set file or folder (GenEval metadata, TIIF, "
+                                          "UniGenBench CSV, items JSONL, plain text, …).")],
+    lora: Annotated[Optional[Path], typer.Option("--lora", help="LoRA folder saved by the RPO trainer.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Prompt-set format (default: detected).")] = None,
+    checker: Annotated[str, typer.Option("--checker", help="scene (detector; scene world) | vlm (yes/no "
+                                         "questions).")] = "scene",
+    rubrics: Annotated[Optional[str], typer.Option("--rubrics", help="Rubric set of the training judge "
+                                                   "(winrate).")] = None,
+    n_per_prompt: Annotated[int, typer.Option("--n-per-prompt", help="Images per prompt.")] = 4,
+    steps: Annotated[int, typer.Option("--steps", help="ODE sampling steps.")] = 20,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N prompts.")] = None,
+    backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+) -> int:
+    """Sample a policy (base, or base + LoRA) on a prompt set and score it."""
+    from arr_core.bench import generation as gen
+    from arr_core.bench.checkers import SceneChecker, VLMChecker
+    from arr_core.bench.prompt_sets import load_prompt_set
+    from arr_core.bench.report import Section, find_training_metrics, training_curves
+    from arr_core.digest import digest_obj
+    from arr_core.store import Store
+
+    if benchmark not in ("geneval", "checkpoints", "winrate"):
+        raise InputError(f"--benchmark must be geneval, checkpoints or winrate, got {benchmark!r}", field="benchmark")
+    if checker not in ("scene", "vlm"):
+        raise InputError(f"--checker must be scene or vlm, got {checker!r}", field="checker")
+    if benchmark == "winrate" and lora is None:
+        raise InputError("--benchmark winrate compares base and trained: pass --lora", field="lora")
+    store = Store(home_dir(home))
+    items = load_prompt_set(prompts, fmt)
+    items = items[:limit] if limit else items
+    if not items:
+        raise InputError("the prompt set is empty", file=str(prompts))
+    try:
+        pol, peft_model, policy_id = gen.load_policy(policy, lora)
+    except (ValueError, FileNotFoundError) as e:
+        raise InputError(str(e), field="policy") from None
+    check = SceneChecker() if checker == "scene" else VLMChecker(_vlm_client(backend, model, base_url, seed, store)[0])
+    cfg = {"policy": pol.describe(), "policy_id": policy_id, "prompts": str(prompts), "n_per_prompt": n_per_prompt,
+           "steps": steps, "limit": limit}
+    run_dir = home_dir(home) / "evals" / ("gen-" + digest_obj({**cfg, "benchmark": benchmark, "seed": seed}, 12))
+    simulated = checker == "scene" or backend == "scene"
+    kw = dict(n_per_prompt=n_per_prompt, steps=steps, seed=seed)
+    if benchmark == "winrate":
+        base = gen.sample_images(pol, items, run_dir / "base", context=lambda: gen.adapter_off(peft_model), **kw)
+        trained = gen.sample_images(pol, items, run_dir / "trained", **kw)
+        from arr_core.bench.winrate import run_winrate
+
+        judge_client, _ = _vlm_client(backend, model, base_url, seed, store)
+        rs = store.get_rubric_set(rubrics) if rubrics else None
+        result = run_winrate(items, base, trained, judge_client=judge_client, rubric_set=rs, checker=check,
+                             n_boot=n_boot, seed=seed, policy_id=policy_id, config=cfg, simulated=simulated)
+    else:
+        images = gen.sample_images(pol, items, run_dir / ("trained" if peft_model is not None else "base"), **kw)
+        run = gen.run_geneval if benchmark == "geneval" else gen.run_checkpoints
+        try:
+            result = run(items, images, check, n_boot=n_boot, seed=seed, policy_id=policy_id, config=cfg,
+                         simulated=simulated)
+        except ValueError as e:
+            raise InputError(str(e), file=str(prompts)) from None
+    metrics = find_training_metrics(lora)
+    if metrics is not None:
+        curves = training_curves(metrics)
+        if curves:
+            result.report.sections.append(Section("training", "Training curves", text=f"From {metrics}.",
+                                                  plots=curves))
+    _finish(store, result, report)
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+
+    @app.command("report")
+    def report_cmd(
+        eval_id: Annotated[Optional[str], typer.Argument(help="Evaluation id or unique prefix.")] = None,
+        out: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write.")] = None,
+        screenshot: Annotated[Optional[Path], typer.Option("--screenshot", help="Also save a PNG screenshot "
+                                                           "(headless Chromium).")] = None,
+        list_: Annotated[bool, typer.Option("--list", help="List stored evaluations.")] = False,
+        home: Home = None,
+    ) -> int:
+        """Render the stored report of an evaluation as one self-contained HTML file."""
+        from arr_core.bench.report import write_html
+        from arr_core.bench.results import load_eval_row, report_from_row
+        from arr_core.store import Store
+
+        store = Store(home_dir(home))
+        if list_:
+            rt = RichTable(title="evaluations")
+            for c in ("eval_id", "kind", "rubric_set_id", "policy_id", "created_at", "report_uri"):
+                rt.add_column(c)
+            for r in store.fetchall("eval_results_list"):
+                rt.add_row(*[str(r[c] or "") for c in ("eval_id", "kind", "rubric_set_id", "policy_id",
+                                                        "created_at", "report_uri")])
+            console.print(rt)
+            return 0
+        if not eval_id or out is None:
+            raise InputError("usage: arr report ID --out FILE.html (or arr report --list)", field="out")
+        row = load_eval_row(store, eval_id)
+        path = write_html(report_from_row(row), out)
+        store.execute("eval_result_set_report_uri", [str(path.resolve()), row["eval_id"]])
+        console.print(f"wrote {path}")
+        if screenshot:
+            from arr_core.bench.browser import screenshot as shoot
+
+            console.print(f"screenshot {shoot(path, screenshot)}")
+        return 0
+
+
+__all__ = ["register", "eval_app"]

@@ -1,0 +1,207 @@
+"""``arr pipeline run``, ``arr demo``, ``arr runs compare``, ``arr ui``: the orchestrated DAG.
+
+Prefect and MLflow are imported inside the commands, after the offline defaults are set for the
+chosen ``--home`` (``tasks._env.apply_defaults``); a user's PREFECT_API_URL / MLFLOW_TRACKING_URI win.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from arr_cli.common import Home, console, home_dir
+from arr_core.errors import InputError
+
+
+def _prepare(home: Optional[Path], *, flows: bool = False) -> Path:
+    """Resolve the state folder and fill the offline defaults for it before prefect/mlflow load;
+    with ``flows``, start Prefect's temporary local API now, so it comes up while the flows import."""
+    import os
+
+    h = home_dir(home)
+    os.environ["ARR_HOME"] = str(h)  # read by `import tasks`, which applies the defaults
+    from tasks._env import apply_defaults, start_local_api_early
+
+    h = apply_defaults(h)
+    if flows:
+        start_local_api_early()
+    return h
+
+
+def _wide(width: int) -> Any:
+    """The shared console on a terminal; a wide one when output goes to a file or pipe (Rich would
+    squeeze tables into 80 columns there)."""
+    from rich.console import Console
+
+    return console if console.is_terminal else Console(width=width, highlight=False)
+
+
+def _print_summary(summary: dict[str, Any], wall_s: float) -> None:
+    from rich.table import Table
+
+    st = summary["stages"]
+    t = Table(title=f"{summary['name']}: done in {wall_s:.1f} s", show_lines=False)
+    t.add_column("stage")
+    t.add_column("cached")
+    t.add_column("result")
+    if "data" in st:
+        d = st["data"]
+        t.add_row("data", "-", f"{d['n_records']} pairs ({d['splits']}) digest {d['digest'][:12]}")
+    if "induce" in st:
+        s = st["induce"]
+        t.add_row("induce", str(s["cached"]), f"rubric set {s['rubric_set_id']} "
+                  f"({s['metrics'].get('n_themes', 0)} themes, {s['metrics'].get('n_criteria', 0)} criteria)")
+    if "judge" in st:
+        m = st["judge"]["metrics"]
+        t.add_row("judge", str(st["judge"]["cached"]),
+                  f"accuracy {m.get('rubrics.accuracy', float('nan')):.3f} with rubrics vs "
+                  f"{m.get('no_rubrics.accuracy', float('nan')):.3f} without")
+    if "train" in st:
+        s = st["train"]
+        t.add_row("train", str(s["cached"]), f"{s.get('steps', 0)} steps, LoRA {s.get('lora_uri')}")
+    if "evaluate" in st:
+        m = st["evaluate"]["metrics"]
+        t.add_row("evaluate", str(st["evaluate"]["cached"]),
+                  f"GenEval-format {m.get('geneval.base', 0):.3f} → {m.get('geneval.trained', 0):.3f}; "
+                  f"win rate judge {m.get('winrate.judge', float('nan')):.2f} / checker "
+                  f"{m.get('winrate.checker', float('nan')):.2f}")
+    _wide(140).print(t)
+    m = summary["metrics"]
+    console.print(f"VLM calls this run: {m['vlm_calls_this_run']}   training steps this run: "
+                  f"{m['train_steps_this_run']}")
+    if "induce" in st:
+        a = st["induce"]["artifacts"]
+        console.print(f"rubric set:  {a['rubric_set_json']}\n             {a['rubric_set_text']}")
+    if "train" in st:
+        console.print(f"LoRA:        {st['train'].get('lora_uri')}\n             (MLflow: "
+                      f"{st['train'].get('lora_artifact_uri')})")
+    if "evaluate" in st:
+        console.print(f"report:      {st['evaluate']['artifacts']['report']}")
+    import os
+
+    console.print(f"MLflow:      experiment '{summary['mlflow_experiment']}', parent run "
+                  f"{summary['mlflow_run_id']} at {os.environ.get('MLFLOW_TRACKING_URI')}")
+    console.print(f"state:       {summary['home']}   (compare runs: arr runs compare; UIs: arr ui)")
+
+
+def register(app: typer.Typer) -> None:
+    pipeline = typer.Typer(name="pipeline", help="Run the whole DAG as a Prefect flow.", no_args_is_help=True)
+    runs = typer.Typer(name="runs", help="Pipeline runs recorded in MLflow.", no_args_is_help=True)
+
+    @pipeline.command("run")
+    def run_cmd(
+        config: Annotated[Path, typer.Option("--config", help="pipeline YAML (see configs/pipeline_demo.yaml)")],
+        home: Home = None,
+    ) -> int:
+        """Run data → induce → judge → train → evaluate. Rerunning the same config after a failure
+        re-executes only the failed stage and the ones after it."""
+        from flows.config import load_pipeline_config
+
+        cfg = load_pipeline_config(config)  # bad input fails before anything starts
+        h = _prepare(home, flows=True)
+        from flows.pipeline import run_pipeline
+
+        t0 = time.perf_counter()
+        summary = run_pipeline(cfg, h)
+        _print_summary(summary, time.perf_counter() - t0)
+        return 0
+
+    @app.command("demo")
+    def demo_cmd(
+        home: Home = None,
+        fresh: Annotated[bool, typer.Option("--fresh", help="delete the state folder first (cold run)")] = False,
+    ) -> int:
+        """The whole DAG on the embedded defaults: scene-world pairs made on the fly, the offline
+        scene VLM (a simulator: its figures say nothing about real VLMs), the shipped toy policy
+        trained in-process, MLflow and the store under the state folder."""
+        target = home_dir(home)
+        if fresh and target.exists():
+            if not (target / "store").exists() and any(target.iterdir()):
+                raise InputError("refusing to delete a folder that does not look like an arr state folder "
+                                 "(no store/ inside)", field="--home")
+            shutil.rmtree(target)
+        h = _prepare(target, flows=True)
+        console.print(f"arr demo: state folder {h} (first run: a few minutes on a laptop CPU)")
+        from flows.config import demo_config
+        from flows.pipeline import run_pipeline
+
+        t0 = time.perf_counter()
+        summary = run_pipeline(demo_config(), h)
+        _print_summary(summary, time.perf_counter() - t0)
+        return 0
+
+    @runs.command("compare")
+    def compare_cmd(
+        experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment (default: all arr ones)")] = None,
+        limit: Annotated[int, typer.Option(help="newest runs to show")] = 20,
+        home: Home = None,
+    ) -> int:
+        """A table of pipeline runs: rubric set, judge model, accuracy, win rate, GenEval-format score,
+        VLM calls and tokens, wall time."""
+        _prepare(home)
+        from rich.table import Table
+
+        from tasks._mlflow import client
+
+        c = client()
+        exps = ([c.get_experiment_by_name(experiment)] if experiment else c.search_experiments())
+        exps = [e for e in exps if e is not None]
+        if not exps:
+            raise InputError(f"no MLflow experiment {experiment!r}" if experiment else "no MLflow runs yet "
+                             "(run `arr demo` first)", field="--experiment" if experiment else None)
+        rows = c.search_runs([e.experiment_id for e in exps], filter_string="tags.`arr.kind` = 'pipeline'",
+                             order_by=["attributes.start_time DESC"], max_results=limit)
+        t = Table(title=f"pipeline runs ({', '.join(e.name for e in exps)})")
+        for col in ("run", "status", "rubric set", "judge model", "acc (rubrics)", "acc (none)",
+                    "win rate", "GenEval base→trained", "VLM calls", "tokens", "wall s", "cached"):
+            t.add_column(col)
+
+        def f(v: Any, fmt: str = "{:.3f}") -> str:
+            return "-" if v is None else fmt.format(v)
+
+        for r in rows:
+            m, tg = r.data.metrics, r.data.tags
+            tokens = (m.get("induce.prompt_tokens") or 0) + (m.get("induce.completion_tokens") or 0)
+            gen = (f"{m['geneval.base']:.3f}→{m['geneval.trained']:.3f}"
+                   if "geneval.base" in m and "geneval.trained" in m else "-")
+            t.add_row(f"{r.info.run_name} {r.info.run_id[:8]}", r.info.status, tg.get("arr.rubric_set_id", "-"),
+                      tg.get("arr.judge_model", "-"), f(m.get("judge.rubrics.accuracy")),
+                      f(m.get("judge.no_rubrics.accuracy")), f(m.get("winrate.judge"), "{:.2f}"), gen,
+                      f(m.get("vlm_calls_this_run"), "{:.0f}"), f(tokens or None, "{:.0f}"),
+                      f(m.get("wall_s"), "{:.1f}"), f(m.get("stages_cached"), "{:.0f}"))
+        _wide(220).print(t)
+        return 0
+
+    @app.command("ui")
+    def ui_cmd(home: Home = None) -> int:
+        """How to open the Prefect and MLflow UIs on 127.0.0.1 for this state folder."""
+        import os
+
+        h = _prepare(home)
+        from tasks._env import prefect_home
+
+        tracking = os.environ["MLFLOW_TRACKING_URI"]
+        api = os.environ.get("PREFECT_API_URL")
+        console.print("Prefect UI")
+        if api:
+            console.print(f"  your server: {api.removesuffix('/api')}")
+        else:
+            console.print(f"  PREFECT_HOME={prefect_home(h)} prefect server start --host 127.0.0.1 --port 4200\n"
+                          "  then open http://127.0.0.1:4200 (the runs of `arr demo` / `arr pipeline run` are in "
+                          "that PREFECT_HOME's database)\n"
+                          "  to run flows against it: export PREFECT_API_URL=http://127.0.0.1:4200/api")
+        console.print("MLflow UI")
+        if tracking.startswith("sqlite:"):
+            console.print(f"  mlflow ui --backend-store-uri {tracking} --host 127.0.0.1 --port 5000 --workers 1\n"
+                          "  then open http://127.0.0.1:5000 (the UI needs the full `mlflow` package; "
+                          "mlflow-skinny, which arr depends on, has no UI)")
+        else:
+            console.print(f"  your tracking server: {tracking}")
+        return 0
+
+    app.add_typer(pipeline)
+    app.add_typer(runs)

@@ -1,3 +1,0 @@
-from arr_core.cli import entry
-
-entry()

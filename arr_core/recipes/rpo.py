@@ -1,0 +1,310 @@
+"""The RPO recipe: the one place that composes a training run from a ``TrainConfig``.
+
+``arr train``, the pipeline's training task (``tasks/train.py``, also under torchrun through
+``tasks/train_entry.py``) and the benchmark scripts all call :func:`run`; none of them builds a
+policy, a rewarder or a prompt list itself. Below this module, components take plain values: the
+trainer gets :class:`arr_core.rpo.trainer.RPOArgs` (from :func:`trainer_args`), the judge gets a
+client and a rubric set, the adapters get a folder, a device and a dtype.
+
+Rule-based and benchmark rewards (the scene checker, a fixed-latency stand-in, the shuffled control)
+are not configuration: a benchmark builds its rewarder and passes it as ``rewarder=``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from arr_core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from arr_core.rpo.config import TrainConfig
+    from arr_core.rpo.distributed import DistContext
+    from arr_core.rpo.trainer import RPOArgs, TrainResult
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is present, else ``cpu``; otherwise the named device."""
+    import torch
+
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def build_policy(cfg: TrainConfig, device: torch.device) -> Any:
+    """The policy the config names, from its local folder (adapters imported lazily)."""
+    import torch
+
+    p = cfg.policy
+    dtype = getattr(torch, p.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    side = cfg.resolution or 512
+    if p.folder is not None and not p.folder.exists():
+        raise InputError("folder does not exist", file=str(p.folder), field="policy.folder")
+    if p.kind == "toy":
+        from arr_core.sim.toy_policy import ToyPolicy
+
+        return ToyPolicy.load(p.folder, device=device, guidance_scale=p.guidance_scale)
+    if p.kind == "flux":
+        from arr_core.rpo.adapters.flux import FluxPolicy
+
+        return FluxPolicy.from_pretrained(p.folder, device=device, dtype=dtype, height=side, width=side)
+    if p.kind == "sd3":
+        from arr_core.rpo.adapters.sd3 import SD3Policy
+
+        return SD3Policy.from_pretrained(p.folder, device=device, dtype=dtype, height=side, width=side,
+                                         guidance_scale=p.guidance_scale or 1.0)
+    try:
+        from arr_core.rpo.adapters.qwen_edit import QwenEditPolicy
+    except ModuleNotFoundError as e:
+        raise InputError(f"the Qwen-Image-Edit adapter is not available ({e})", field="policy.kind") from None
+    return QwenEditPolicy.from_pretrained(p.folder, device=device, dtype=dtype, height=side, width=side)
+
+
+def policy_fingerprint(policy: dict[str, Any]) -> str:
+    """A cheap identity of the base policy: its config plus, for a weights folder, the names and sizes
+    of its weight/config files (hashing tens of GB of weights per run would be too slow); for the
+    shipped toy checkpoint, the hash of all its files."""
+    from arr_core.digest import digest_obj, sha256_file
+
+    ident: dict[str, Any] = {k: policy.get(k) for k in ("kind", "folder", "dtype")}
+    folder = policy.get("folder")
+    if folder:
+        root = Path(folder)
+        ident["files"] = sorted([str(p.relative_to(root)), p.stat().st_size]
+                                for p in root.rglob("*") if p.is_file()
+                                and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"))
+    elif policy.get("kind") == "toy":
+        from arr_core.sim.toy_policy import shipped_checkpoint_dir
+
+        assets = shipped_checkpoint_dir()
+        ident["files"] = sorted([str(p.relative_to(assets)), sha256_file(p)]
+                                for p in assets.rglob("*") if p.is_file())
+    return "pol-" + digest_obj(ident, 16)
+
+
+def load_prompts(cfg: TrainConfig) -> tuple[list[str], list[Image.Image] | None]:
+    """Training prompts (and edit sources): a .txt file (one per line), a .jsonl file with 'prompt'
+    (and 'image', a path relative to the file, for editing), or the scene-world sampler."""
+    from PIL import Image
+
+    pc = cfg.prompts
+    if pc.source == "world":
+        import numpy as np
+
+        from arr_core.sim.world.grammar import sample_spec
+
+        rng = np.random.default_rng(pc.seed)
+        return [sample_spec(rng).prompt for _ in range(pc.count)], None
+    assert pc.path is not None
+    path = pc.path
+    if not path.is_file():
+        raise InputError("prompt file not found", file=str(path), field="prompts.path")
+    if path.suffix != ".jsonl":
+        prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not prompts:
+            raise InputError("no prompts in the file", file=str(path))
+        if cfg.policy.kind == "qwen_edit":
+            raise InputError("editing needs a .jsonl file with 'prompt' and 'image' per line", file=str(path))
+        return prompts, None
+    prompts, sources = [], []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not JSON: {e}", file=str(path), record=i) from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
+            raise InputError("needs a non-empty string", file=str(path), record=i, field="prompt")
+        prompts.append(rec["prompt"])
+        if cfg.policy.kind == "qwen_edit":
+            if not isinstance(rec.get("image"), str):
+                raise InputError("editing needs the source image path", file=str(path), record=i, field="image")
+            img_path = (path.parent / rec["image"]).resolve()
+            if not img_path.is_file():
+                raise InputError(f"image not found: {img_path}", file=str(path), record=i, field="image")
+            sources.append(Image.open(img_path).convert("RGB"))
+    if not prompts:
+        raise InputError("no prompts in the file", file=str(path))
+    return prompts, (sources if cfg.policy.kind == "qwen_edit" else None)
+
+
+def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any = None) -> tuple[Any, str]:
+    """(group rewarder, description) for ``cfg.reward``: the rank judge (``JudgeRewarder``; judgments
+    go to ``store`` when given) or the checklist judge (``ChecklistRewarder``, hard themes)."""
+    rc = cfg.reward
+    task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
+    if rc.mode == "checklist":
+        from arr_core.judge.checklist import ChecklistRewarder
+
+        if rubric_set is None:
+            raise InputError("reward.mode 'checklist' checks rubrics; give a rubric set, not 'none'",
+                             field="--rubrics")
+        hard_only = cfg.experimental.hard_only
+        try:
+            rewarder = ChecklistRewarder(client, rubric_set, task, hard_themes=rc.hard_themes, hard_only=hard_only)
+        except ValueError as e:  # a hard theme the rubric set does not have; a set for another task
+            field = "reward.hard_themes" if "hard theme" in str(e) else "--rubrics"
+            raise InputError(str(e), field=field) from None
+        hard = f", hard themes {rc.hard_themes}" if rc.hard_themes else ""
+        hard += " only" if hard_only else ""
+        return rewarder, f"checklist judge, rubrics {rubric_set.id}{hard}"
+    from arr_core.judge.reward import JudgeRewarder
+
+    try:
+        rewarder = JudgeRewarder(client, rubric_set, task, rc.order, mapping=rc.mapping, seed=cfg.seed,
+                                 store=store)
+    except ValueError as e:
+        raise InputError(str(e), field="--rubrics") from None
+    return rewarder, f"judge, rubrics {rubric_set.id if rubric_set else 'none'}, order {rc.order}"
+
+
+def judge_vlm(cfg: TrainConfig, default: Any = None) -> Any:
+    """The judge's ``VLMConfig``: ``reward.vlm`` when set, else ``default`` (the pipeline's ``vlm``),
+    else the embedded default (the offline scene VLM)."""
+    from arr_core.vlm.config import VLMConfig
+
+    if cfg.reward.vlm:
+        return VLMConfig.model_validate(cfg.reward.vlm)
+    return default if default is not None else VLMConfig()
+
+
+def config_digest(cfg: TrainConfig) -> str:
+    """Digest of the fields that change the training trajectory (not output/checkpoint cadence or the
+    step count, so a longer run resumes a shorter one's checkpoints)."""
+    d = cfg.model_dump(mode="json", exclude={"output_dir", "checkpoint_every", "sample_grid_every", "steps"})
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def trainer_args(cfg: TrainConfig) -> RPOArgs:
+    """The trainer's plain hyperparameters from the stage config."""
+    from arr_core.rpo.trainer import RPOArgs
+
+    return RPOArgs(
+        steps=cfg.steps, group_size=cfg.group_size, num_steps=cfg.num_steps,
+        trained_steps=tuple(cfg.trained_step_indices()), sde_mask=tuple(cfg.sde_step_mask()),
+        prompts_per_step=cfg.prompts_per_step, rollout_batch_size=cfg.rollout_batch_size,
+        config_digest=config_digest(cfg), seed=cfg.seed, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout, lora_targets=tuple(cfg.lora.targets) if cfg.lora.targets else None,
+        noise=cfg.noise, a=cfg.a, eta=cfg.eta, noise_block=cfg.experimental.noise_block,
+        shared_initial_noise=cfg.shared_initial_noise, beta=cfg.beta, clip_range=cfg.clip_range,
+        advantage=cfg.advantage, adv_clip=cfg.adv_clip, accumulate=cfg.accumulate, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, adam_betas=tuple(cfg.adam_betas), adam_eps=cfg.adam_eps,
+        warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, bf16_autocast=cfg.bf16_autocast,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_inflight_judge_batches=cfg.max_inflight_judge_batches, sample_grid_every=cfg.sample_grid_every,
+        checkpoint_every=cfg.checkpoint_every, distributed=cfg.distributed,
+        config_json=cfg.model_dump_json(indent=2))
+
+
+def run(cfg: TrainConfig, out: str | Path, *, rubric_set: Any = None, vlm: Any = None, store: Any = None,
+        rewarder: Any = None, reward_desc: str | None = None, policy: Any = None, prompts: list[str] | None = None,
+        resume: str | Path | None = None, progress: Callable[[str], None] | None = print,
+        dist_ctx: DistContext | None = None) -> TrainResult:
+    """Build the policy, the rewarder and the prompts from ``cfg`` and train.
+
+    ``rubric_set``: the judge's rubrics (None judges without); ``vlm``: the judge's ``VLMConfig``
+    when ``reward.vlm`` is empty; ``store``: where the judge's VLM cache and judgments go (None: memory
+    only, as on a training host that must not open the DuckDB file). A benchmark passes its own
+    ``rewarder`` (and ``reward_desc``), ``policy`` or ``prompts`` instead of the built ones.
+    """
+    from arr_core.rpo.distributed import DistContext
+    from arr_core.rpo.trainer import train
+
+    ctx = dist_ctx or DistContext()
+    device = resolve_device(cfg.policy.device, ctx.local_rank)
+    sources = None
+    if prompts is None:
+        prompts, sources = load_prompts(cfg)
+    if rewarder is None:
+        from arr_core.vlm.config import build_client
+
+        vcfg = judge_vlm(cfg, vlm)
+        rewarder, what = build_rewarder(cfg, rubric_set, build_client(vcfg, store), store=store)
+        reward_desc = what.replace("judge", f"judge {vcfg.backend}:{vcfg.model}", 1)
+    if policy is None:
+        policy = build_policy(cfg, device)
+    say = progress or (lambda _s: None)
+    if ctx.is_main:
+        say(f"policy {cfg.policy.kind} on {device}; reward: {reward_desc or type(rewarder).__name__}; "
+            f"{len(prompts)} prompts; {cfg.steps} steps × {cfg.prompts_per_step} prompts × G={cfg.group_size}"
+            + (f" × {ctx.world_size} ranks" if ctx.active else ""))
+    return train(policy, rewarder, prompts, trainer_args(cfg), out, sources=sources, resume=resume,
+                 progress=progress, dist_ctx=ctx)
+
+
+RESULT_FILE = "rank0_result.json"
+
+
+def torchrun_command(gpus: int, config_json: str | Path, out: str | Path, *, rubrics_json: str | Path | None = None,
+                     vlm: dict[str, Any] | None = None, resume: str | Path | None = None) -> list[str]:
+    """The one multi-GPU launch: ``torchrun --standalone --nproc-per-node GPUS -m arr_core.recipes.rpo``
+    over exported inputs (a ``TrainConfig`` JSON, a rubric set JSON, the judge VLM without its key)."""
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+           "-m", "arr_core.recipes.rpo", "--config", str(config_json), "--out", str(out),
+           "--vlm", json.dumps(vlm or {})]
+    if rubrics_json:
+        cmd += ["--rubrics", str(rubrics_json)]
+    if resume:
+        cmd += ["--resume", str(resume)]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One training process under ``torchrun`` (the only distributed entry point).
+
+    Every rank loads the same exported inputs and trains its own prompt shard (DDP all-reduce or FSDP,
+    ``arr_core.rpo.distributed``); rank 0 writes ``rank0_result.json`` in the run folder. The group is
+    torn down with a barrier only after success, and the process then ends early (see
+    ``exit_after_distributed_run``); after a failure the error propagates and torchrun stops the job.
+    """
+    import argparse
+
+    from arr_core.rpo.config import TrainConfig
+    from arr_core.rpo.distributed import cleanup, exit_after_distributed_run, init_from_env
+    from arr_core.rubrics.rubric_set import RubricSet
+    from arr_core.vlm.config import VLMConfig
+
+    ap = argparse.ArgumentParser(prog="python -m arr_core.recipes.rpo", description=main.__doc__)
+    ap.add_argument("--config", required=True, help="TrainConfig as JSON (or YAML)")
+    ap.add_argument("--out", required=True, help="run folder")
+    ap.add_argument("--vlm", default="{}", help="the judge's VLMConfig as JSON, without the key (from env)")
+    ap.add_argument("--rubrics", default=None, help="rubric set JSON (absent: judge without rubrics)")
+    ap.add_argument("--resume", default=None, help="run or checkpoint folder to resume from")
+    args = ap.parse_args(argv)
+    cfg_path = Path(args.config)
+    if cfg_path.suffix == ".json":
+        cfg = TrainConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
+    else:
+        from arr_core.rpo.config import load_train_config
+
+        cfg = load_train_config(cfg_path)
+    rs = RubricSet.from_json(Path(args.rubrics).read_text(encoding="utf-8")) if args.rubrics else None
+    vlm = {k: v for k, v in json.loads(args.vlm).items() if k != "api_key"}
+    ctx = init_from_env()
+    finished = False
+    try:
+        res = run(cfg, args.out, rubric_set=rs, vlm=VLMConfig.model_validate(vlm) if vlm else None,
+                  resume=args.resume, dist_ctx=ctx)
+        if ctx.is_main:
+            result = {"lora_dir": str(res.lora_dir), "metrics_uri": str(res.metrics_path), "steps": res.steps,
+                      "samples_dir": str(Path(args.out) / "samples")}
+            (Path(args.out) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
+        finished = True
+    finally:
+        cleanup(ctx, synchronize=finished)  # no barrier after a failure: torchrun stops the job
+    if ctx.active:  # outputs written and the group torn down: end before finalization can abort gloo
+        exit_after_distributed_run(0)
+
+
+if __name__ == "__main__":
+    main()

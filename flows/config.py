@@ -1,0 +1,294 @@
+"""The whole-pipeline config: one typed pydantic model composed of the stage configs.
+
+``PipelineConfig`` = data (where the preference pairs come from) + ``vlm`` (``VLMConfig``) +
+``induce`` (``InduceConfig``) + judge check + ``training`` (``TrainConfig`` plus how it is
+dispatched) + evaluation + MLflow. It is what ``arr pipeline run --config FILE`` reads and what the
+Prefect ``pipeline`` flow takes as its parameter. Stage configs keep their own defaults (paper
+values); model and dataset locations have no default: ``data.pairs`` (or an explicit scene-world
+generator) and ``training.config.policy.folder`` (for real models) must be given.
+
+``demo_config()`` is the embedded default behind ``arr demo``: scene-world pairs made on the fly,
+the offline scene VLM, the shipped toy policy, training in-process.
+
+Secrets never live here: an API key comes from the environment (``OPENAI_API_KEY``) or a
+``${VAR}`` reference; it is removed before anything is logged, cached or sent to a deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from arr_core.digest import digest_obj
+from arr_core.errors import InputError
+from arr_core.rpo.config import TrainConfig
+from arr_core.vlm.config import VLMConfig
+
+try:  # the induction stage's config; until it lands, induction settings are a free mapping
+    from arr_core.rubrics.config import InduceConfig
+except ModuleNotFoundError as _exc:  # pragma: no cover - removed once arr_core.rubrics.config exists
+    if _exc.name != "arr_core.rubrics.config":
+        raise
+
+    class InduceConfig(BaseModel):  # type: ignore[no-redef]
+        model_config = ConfigDict(extra="allow")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# How pydantic (and so Prefect, when it stores flow-run parameters) writes a SecretStr.
+SECRET_MASK = "**********"
+
+
+def unmask(vlm: VLMConfig | None) -> VLMConfig | None:
+    """A config read back from stored parameters has the mask for its key: drop it so the VLM config
+    takes the key from the environment again (``OPENAI_API_KEY``), as a retried flow run must."""
+    if vlm is None or vlm.api_key is None or vlm.api_key.get_secret_value() != SECRET_MASK:
+        return vlm
+    return VLMConfig.model_validate(vlm.model_dump(exclude={"api_key"}))
+
+
+def _induce_uses_vlm(induce: Any, vlm: VLMConfig) -> Any:
+    """``vlm`` is every stage's default VLM: induction uses it unless ``induce.generator`` is set."""
+    if "generator" not in getattr(induce, "model_fields_set", set()):
+        induce = induce.model_copy(update={"generator": vlm})
+    if isinstance(getattr(induce, "generator", None), VLMConfig):
+        induce = induce.model_copy(update={"generator": unmask(induce.generator),
+                                           "verifier": unmask(induce.verifier)})
+    return induce
+
+
+class WorldPairs(_Strict):
+    """Scene-world preference pairs generated on the fly (the demo's data source)."""
+
+    task: Literal["t2i", "edit"] = "t2i"
+    n: int = Field(96, ge=4, description="number of pairs")
+    seed: int = 0
+    size: int = Field(64, ge=16, description="image side in pixels")
+
+
+class DataStage(_Strict):
+    """Where the preference pairs come from: a file (``pairs``) or the scene world (``world``)."""
+
+    pairs: Path | None = Field(None, description="ARR reference JSON/JSONL/YAML or the project's "
+                               "JSONL/Parquet; no default")
+    world: WorldPairs | None = Field(None, description="generate scene-world pairs instead of a file")
+    task: Literal["t2i", "edit"] | None = Field(None, description="force the task (default: detected)")
+    seed_fraction: float = Field(0.6, gt=0, lt=1, description="share of pairs used for induction")
+    validation_fraction: float = Field(0.2, ge=0, lt=1, description="share held out for the judge check")
+    split_salt: str = Field("", description="changes the deterministic split")
+    max_seed_pairs: int | None = Field(None, ge=1, description="cap on induction pairs (first by id)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataStage:
+        if (self.pairs is None) == (self.world is None):
+            raise ValueError("give exactly one of data.pairs (a file) or data.world (scene-world pairs)")
+        if self.seed_fraction + self.validation_fraction > 1:
+            raise ValueError(f"data.seed_fraction + data.validation_fraction must be <= 1, got "
+                             f"{self.seed_fraction} + {self.validation_fraction}")
+        return self
+
+    def split_kw(self) -> dict[str, Any]:
+        return {"seed_fraction": self.seed_fraction, "validation_fraction": self.validation_fraction,
+                "salt": self.split_salt}
+
+
+class JudgeStage(_Strict):
+    """Check the induced rubrics: judge held-out pairs with and without them."""
+
+    enabled: bool = True
+    split: Literal["validation", "test"] = "validation"
+    order: Literal["single", "swap", "random"] = Field("swap", description="image-order handling")
+    max_pairs: int | None = Field(200, ge=1, description="cap on judged pairs (first by id)")
+    compare_no_rubrics: bool = Field(True, description="also judge without rubrics (the baseline)")
+
+
+class TrainingStage(_Strict):
+    """RPO training and where it runs."""
+
+    enabled: bool = True
+    config: TrainConfig
+    dispatch: Literal["in-process", "work-pool"] = Field(
+        "in-process", description="'work-pool': run_deployment onto the rpo-train deployment")
+    deployment: str = Field("rpo-train/rpo-train", description="FLOW_NAME/DEPLOYMENT_NAME for work-pool")
+    worker_wait_s: float = Field(120.0, gt=0, description="fail when no worker picked the run up by then")
+    timeout_s: float = Field(24 * 3600.0, gt=0, description="give up waiting for the training run")
+    gpus: int | None = Field(None, ge=1, description="processes per node under torchrun; None: the work "
+                             "pool's ARR_GPUS job variable (1 in-process)")
+    shared_dir: Path | None = Field(None, description="folder both sides can read (rubric set and "
+                                    "config out, LoRA back); default ARR_HOME/exchange")
+
+
+class EvaluateStage(_Strict):
+    """Generation benchmarks of the trained policy against its base."""
+
+    enabled: bool = True
+    prompts: int = Field(60, ge=1, description="held-out scene-world prompts (GenEval format)")
+    prompt_seed: int = Field(10_000, description="seed of the held-out prompts (differs from training)")
+    images_per_prompt: int = Field(2, ge=1)
+    num_steps: int | None = Field(None, ge=2, description="sampling steps (default: training's)")
+    win_rate: bool = Field(True, description="judge trained vs base images with the rubric judge")
+    report: bool = Field(True, description="write the HTML report")
+
+
+class MlflowStage(_Strict):
+    experiment: str = "arr-pipeline"
+
+
+class PipelineConfig(_Strict):
+    """Everything one pipeline run needs. Its stage sections are the stages' own configs."""
+
+    name: str = Field("arr-pipeline", description="run name in Prefect and MLflow")
+    data: DataStage
+    vlm: VLMConfig = Field(default_factory=VLMConfig, description="every stage's VLM (induction's too, "
+                           "unless induce.generator is set)")
+    induce: InduceConfig = Field(default_factory=InduceConfig)
+    judge: JudgeStage = Field(default_factory=JudgeStage)
+    training: TrainingStage
+    evaluate: EvaluateStage = Field(default_factory=EvaluateStage)
+    mlflow: MlflowStage = Field(default_factory=MlflowStage)
+
+    @model_validator(mode="after")
+    def _default_vlm(self) -> PipelineConfig:
+        self.vlm = unmask(self.vlm)
+        self.induce = _induce_uses_vlm(self.induce, self.vlm)
+        if self.training.config.reward.rubrics is not None:
+            raise ValueError("training.config.reward.rubrics must be empty: the pipeline trains with the "
+                             "rubric set its induce stage produced")
+        return self
+
+    def digest(self, section: str | None = None) -> str:
+        """Content digest of the config (or one section) without secrets: part of cache keys."""
+        data = self.model_dump(mode="json")
+        data["vlm"].pop("api_key", None)
+        return digest_obj(data if section is None else data[section], 16)
+
+
+class ReinductionConfig(_Strict):
+    """The scheduled ``rubric-reinduction`` deployment: induce on new preference data on top of the
+    newest rubric set, make a new version only when the content changes, optionally judge it."""
+
+    name: str = "rubric-reinduction"
+    data: DataStage = Field(description="the preference-data location (data.pairs), read on every run")
+    parent: str | None = Field("latest", description="'latest': the newest rubric set of the task in the "
+                               "store; an id; or null to induce from scratch")
+    vlm: VLMConfig = Field(default_factory=VLMConfig)
+    induce: InduceConfig = Field(default_factory=InduceConfig)
+    evaluate: bool = Field(False, description="run the judge check when a new version was made")
+    judge: JudgeStage = Field(default_factory=JudgeStage)
+    mlflow: MlflowStage = Field(default_factory=lambda: MlflowStage(experiment="arr-reinduction"))
+
+    @model_validator(mode="after")
+    def _default_vlm(self) -> ReinductionConfig:
+        self.vlm = unmask(self.vlm)
+        self.induce = _induce_uses_vlm(self.induce, self.vlm)
+        return self
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Fields the VLM config expands itself (it raises naming the field); left as written here.
+_SELF_EXPANDING = ("vlm.",)
+
+
+def _expand_env(value: Any, path: str, file: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+    if isinstance(value, str) and not path.startswith(_SELF_EXPANDING):
+        def sub(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise InputError(f"environment variable {var} is not set (use ${{{var}:-default}})",
+                             file=file, field=path)
+        return _ENV.sub(sub, value)
+    return value
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Relative file locations in a config file are relative to the file, not the current folder."""
+    def fix(node: dict[str, Any] | None, key: str) -> None:
+        if isinstance(node, dict) and isinstance(node.get(key), str) and not Path(node[key]).is_absolute():
+            node[key] = str((base / node[key]).resolve())
+
+    fix(raw.get("data"), "pairs")
+    training = raw.get("training") or {}
+    fix(training, "shared_dir")
+    cfg = training.get("config") or {}
+    fix(cfg.get("policy"), "folder")
+    fix(cfg.get("prompts"), "path")
+
+
+def pipeline_config_from_dict(raw: dict[str, Any], *, file: str = "<config>",
+                              model: type[BaseModel] = PipelineConfig) -> Any:
+    """Validate a mapping; the first error names the file and the dotted field."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or None
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise InputError(f"{err['msg']}{more}", file=file, field=field) from None
+
+
+def load_pipeline_config(path: str | Path, model: type[BaseModel] = PipelineConfig) -> Any:
+    """Read a YAML pipeline config (``${VAR}`` / ``${VAR:-default}`` expanded; relative paths are
+    relative to the file); ``model=ReinductionConfig`` reads the re-induction deployment's config."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", file=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML: {e}", file=str(path)) from None
+    if not isinstance(raw, dict):
+        raise InputError("the top level must be a mapping with data, training, ...", file=str(path))
+    raw = _expand_env(raw, "", str(path))
+    _resolve_paths(raw, path.resolve().parent)
+    return pipeline_config_from_dict(raw, file=str(path), model=model)
+
+
+def demo_config(**overrides: Any) -> PipelineConfig:
+    """The embedded defaults of ``arr demo`` (also ``configs/pipeline_demo.yaml``): a small scene
+    world, the offline VLM, the shipped toy policy trained in-process, a quick evaluation.
+
+    Sizes are chosen for the demo's budget on a 2-core CPU (cold run ≤ 10 minutes), not for quality.
+    """
+    raw: dict[str, Any] = {
+        "name": "arr-demo",
+        "data": {"world": {"task": "t2i", "n": 64, "seed": 0, "size": 64}},
+        "vlm": {"backend": "scene"},
+        "induce": {},
+        "judge": {"order": "swap", "max_pairs": 64},
+        "training": {
+            "dispatch": "in-process",
+            "config": {
+                "policy": {"kind": "toy", "dtype": "float32", "device": "cpu"},
+                "prompts": {"source": "world", "count": 64, "seed": 1},
+                "reward": {"mode": "rank", "order": "swap"},
+                "steps": 16, "num_steps": 6, "prompts_per_step": 4,
+                "rollout_batch_size": 2, "sample_grid_every": 4, "checkpoint_every": 0,
+                "lr": 1e-3,
+            },
+        },
+        "evaluate": {"prompts": 36, "images_per_prompt": 1},
+        "mlflow": {"experiment": "arr-demo"},
+    }
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return pipeline_config_from_dict(raw, file="<demo defaults>")
