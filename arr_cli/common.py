@@ -41,3 +41,27 @@ def resolve_rubrics(store: Any, rubrics: str) -> Any:
         raise InputError(str(e), file=str(path)) from None
     store.put_rubric_set(rs)
     return rs
+
+
+def require_prefect_code() -> None:
+    """Make the Prefect code (``flows/``, ``tasks/``) importable, or fail with what to do.
+
+    The wheel installs ``arr_core`` and ``arr_cli`` only: top-level ``flows``/``tasks`` packages in
+    site-packages would collide with other projects' modules of those names. The pipeline commands run
+    them from a checkout of this repository, as Prefect deployments do: an editable install
+    (``bash scripts/setup.sh``) or the current folder or ``ARR_PROJECT_DIR`` naming the checkout."""
+    import importlib.util
+    import os
+    import sys
+
+    if importlib.util.find_spec("flows.pipeline") is not None and importlib.util.find_spec("tasks._env"):
+        return
+    for root in (os.environ.get("ARR_PROJECT_DIR"), os.getcwd()):
+        if root and (Path(root) / "flows" / "pipeline.py").is_file() and (Path(root) / "tasks").is_dir():
+            sys.path.insert(0, str(Path(root).resolve()))
+            return
+    from arr_core.errors import ArrError
+
+    raise ArrError("the pipeline commands run the Prefect flows and tasks from a checkout of arr-pipeline "
+                   "(they are not installed into site-packages): run from the checkout's root, install it "
+                   "editable (bash scripts/setup.sh), or set ARR_PROJECT_DIR to the checkout")

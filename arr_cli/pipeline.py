@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from arr_cli.common import Home, console, home_dir
+from arr_cli.common import Home, console, home_dir, require_prefect_code
 from arr_core.errors import InputError
 
 
@@ -23,7 +23,8 @@ def _prepare(home: Optional[Path], *, flows: bool = False) -> Path:
     import os
 
     h = home_dir(home)
-    os.environ["ARR_HOME"] = str(h)  # read by `import tasks`, which applies the defaults
+    os.environ["ARR_HOME"] = str(h)
+    require_prefect_code()
     from tasks._env import apply_defaults, start_local_api_early
 
     h = apply_defaults(h)

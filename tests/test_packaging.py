@@ -23,7 +23,9 @@ def test_wheel_contains_sql_and_packages(tmp_path):
     for sql in (ROOT / "sql" / "queries").glob("*.sql"):
         assert f"arr_core/_sql/queries/{sql.name}" in names
     assert "arr_core/_deploy/prefect.yaml" in names
-    assert any(n.startswith("flows/") for n in names) and any(n.startswith("tasks/") for n in names)
+    assert any(n.startswith("arr_cli/") for n in names)
+    # flows/ and tasks/ run from a checkout: no bare top-level packages of those names in site-packages.
+    assert not any(n.startswith(("flows/", "tasks/")) for n in names)
 
 
 def test_sql_root_prefers_installed_copy(tmp_path, monkeypatch):
@@ -31,3 +33,23 @@ def test_sql_root_prefers_installed_copy(tmp_path, monkeypatch):
 
     assert sqlfiles.sql_root() == ROOT / "sql"  # from a checkout
     assert "CREATE TABLE IF NOT EXISTS rubric_sets" in sqlfiles.migrations()[0][2]
+
+
+def test_pipeline_commands_name_the_checkout_when_the_prefect_code_is_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    from arr_cli import common
+    from arr_core.errors import ArrError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ARR_PROJECT_DIR", raising=False)
+    with pytest.raises(ArrError, match="ARR_PROJECT_DIR"):
+        common.require_prefect_code()
+    monkeypatch.setenv("ARR_PROJECT_DIR", str(ROOT))
+    before = list(sys.path)
+    try:
+        common.require_prefect_code()
+        assert sys.path[0] == str(ROOT)
+    finally:
+        sys.path[:] = before

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arr_core.errors import InputError
 from arr_core.sim.toy_policy import ToyPolicy, images_to_latents
 
 LOSS_FLOOR = 0.5  # see flow_matching_loss: between JiT's v-loss (0.05) and the x-loss (1)
@@ -219,3 +220,71 @@ def pretrain(out_dir: Path | str, *, steps: int = 5000, seed: int = 0, batch_siz
     policy.config["pretrain"] = summary
     policy.save(out_dir)
     return summary
+
+
+def run_pretrain(*, steps: int, out: Path, seed: int = 0, batch_size: int = 16, lr: float = 1e-3,
+                 defect_rate: float = 0.3, eval_per_tag: int = 20, threads: int | None = None,
+                 loss_floor: float = 0.5, init: Path | None = None, schedule: str = "constant",
+                 cond_dropout: float = 0.0, sigma_sampling: str = "uniform", logit_mean: float = 0.0,
+                 logit_std: float = 1.0, width: int | None = None, layers: int | None = None,
+                 image_size: int | None = None, patch_size: int | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """``arr toy pretrain`` and ``benchmarks/toy_pretrain.py``: validate the options (errors name the
+    command-line flag), then :func:`pretrain`."""
+    if steps < 1:
+        raise InputError(f"must be >= 1, got {steps}", field="--steps")
+    if batch_size < 1:
+        raise InputError(f"must be >= 1, got {batch_size}", field="--batch-size")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise InputError(f"must lie in [0, 1], got {defect_rate}", field="--defect-rate")
+    if not 0.0 < loss_floor <= 1.0:
+        raise InputError(f"must lie in (0, 1], got {loss_floor}", field="--loss-floor")
+    if not 0.0 <= cond_dropout < 1.0:
+        raise InputError(f"must lie in [0, 1), got {cond_dropout}", field="--cond-dropout")
+    if logit_std <= 0:
+        raise InputError(f"must be > 0, got {logit_std}", field="--logit-std")
+    from arr_core.sim.toy_policy import CONFIG_FILE, default_config
+
+    defaults = default_config()
+    head = defaults["head_dim"]
+    if width is not None and (width < head or width % head):
+        raise InputError(f"must be a positive multiple of {head} (the head width), got {width}", field="--width")
+    if layers is not None and layers < 1:
+        raise InputError(f"must be >= 1, got {layers}", field="--layers")
+    if image_size is not None and image_size < 8:
+        raise InputError(f"must be >= 8, got {image_size}", field="--image-size")
+    if patch_size is not None and patch_size < 1:
+        raise InputError(f"must be >= 1, got {patch_size}", field="--patch-size")
+    size, patch = image_size or defaults["image_size"], patch_size or defaults["patch_size"]
+    if size % patch:
+        raise InputError(f"the image size ({size}) must be a multiple of the patch size ({patch})",
+                         field="--patch-size")
+    architecture = {k: v for k, v in (("width", width), ("layers", layers), ("image_size", image_size),
+                                      ("patch_size", patch_size)) if v is not None}
+    if architecture and init is not None:
+        raise InputError("cannot change the architecture of a continued policy (drop --width/--layers/"
+                         "--image-size/--patch-size)",
+                         field="--init", file=str(init))
+    if threads is not None and threads < 1:
+        raise InputError(f"must be >= 1, got {threads}", field="--threads")
+    if schedule not in SCHEDULES:
+        raise InputError(f"must be one of {', '.join(SCHEDULES)}, got {schedule!r}", field="--schedule")
+    if sigma_sampling not in SIGMA_SAMPLINGS:
+        raise InputError(f"must be one of {', '.join(SIGMA_SAMPLINGS)}, got {sigma_sampling!r}",
+                         field="--sigma-sampling")
+    if init is not None and not (init / CONFIG_FILE).is_file():
+        raise InputError(f"is not a toy policy folder ({CONFIG_FILE} is missing)", field="--init",
+                         file=str(init))
+    if init is not None and out.resolve() == init.resolve():
+        raise InputError("must differ from --init (saving would overwrite the policy being continued)",
+                         field="--out", file=str(out))
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", field="--out", file=str(out))
+
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return pretrain(out, steps=steps, seed=seed, batch_size=batch_size, lr=lr, defect_rate=defect_rate,
+                    eval_per_tag=eval_per_tag, loss_floor=loss_floor, init=init, schedule=schedule,
+                    cond_dropout=cond_dropout, sigma_sampling=sigma_sampling, logit_mean=logit_mean,
+                    logit_std=logit_std, architecture=architecture, log=log)

@@ -26,6 +26,7 @@ import numpy as np
 from arr_core.vlm.base import VLMBackend, VLMRequest, VLMResponse, VLMTransportError
 from arr_core.vlm.cache import ResponseCache, cache_key
 from arr_core.vlm.jsonx import check_answer
+from arr_core.vlm.messages import downscale_images
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class VLMClient:
 
     def __init__(self, backend: VLMBackend, *, store: Any | None = None, cache_mode: CacheMode = "readwrite",
                  concurrency: int = 8, max_reasks: int = 2, json_mode: bool = False,
-                 flush_every: int = 256, flush_interval_s: float = 5.0) -> None:
+                 flush_every: int = 256, flush_interval_s: float = 5.0, max_side: int | None = None) -> None:
         if cache_mode not in CACHE_MODES:
             raise ValueError(f"cache_mode must be one of {CACHE_MODES}, got {cache_mode!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -58,6 +59,9 @@ class VLMClient:
         self.concurrency = concurrency
         self.max_reasks = max_reasks
         self.json_mode = json_mode
+        if max_side is not None and max_side < 16:
+            raise ValueError(f"max_side must be >= 16 (or None), got {max_side!r}")
+        self.max_side = max_side  # images are downscaled to this before they are sent (None: as given)
         self.flush_every = flush_every
         self.cache = ResponseCache(store, writable=cache_mode == "readwrite") if cache_mode != "off" else None
         self._sem: asyncio.Semaphore | None = None
@@ -150,8 +154,10 @@ class VLMClient:
     def _key(self, req: VLMRequest) -> str | None:
         if self.cache is None:
             return None
-        return cache_key(self.backend.name, self.backend.model, req, json_mode=self.json_mode,
-                         salt=str(getattr(self.backend, "cache_salt", "")))
+        salt = str(getattr(self.backend, "cache_salt", ""))
+        if self.max_side is not None:  # the backend sees other pixels: another answer
+            salt += f"|max_side={self.max_side}"
+        return cache_key(self.backend.name, self.backend.model, req, json_mode=self.json_mode, salt=salt)
 
     def _lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Cached rows for ``keys``; a store that cannot be read (locked, missing) counts as all misses."""
@@ -235,7 +241,7 @@ class VLMClient:
         return resp
 
     async def _call_with_reasks(self, req: VLMRequest) -> VLMResponse:
-        messages = list(req.messages)
+        messages = list(req.messages) if self.max_side is None else downscale_images(req.messages, self.max_side)
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         t_start = time.perf_counter()
         text = ""

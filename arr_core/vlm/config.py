@@ -100,4 +100,5 @@ def build_client(cfg: VLMConfig, store: Any | None = None) -> Any:
     from arr_core.vlm.client import VLMClient
 
     return VLMClient(build_backend(cfg), store=store, cache_mode=cfg.cache_mode,
-                     concurrency=cfg.concurrency, max_reasks=cfg.max_reasks, json_mode=cfg.json_mode)
+                     concurrency=cfg.concurrency, max_reasks=cfg.max_reasks, json_mode=cfg.json_mode,
+                     max_side=cfg.max_side)

@@ -98,6 +98,27 @@ def decode_data_url(url: str) -> Image.Image:
     return decode_rgb(read_bytes(url))
 
 
+def downscale_images(messages: list[dict[str, Any]], max_side: int) -> list[dict[str, Any]]:
+    """A copy of ``messages`` whose ``data:`` images are at most ``max_side`` px on the longer side
+    (Lanczos, PNG); smaller images, other parts and other URLs are kept as they are."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, list):
+            out.append(m)
+            continue
+        parts = []
+        for part in content:
+            url = (part.get("image_url") or {}).get("url", "") if part.get("type") == "image_url" else ""
+            if url.startswith("data:"):
+                im = decode_data_url(url)
+                if max(im.size) > max_side:
+                    part = image_part(to_data_url(im, max_side=max_side))
+            parts.append(part)
+        out.append({**m, "content": parts})
+    return out
+
+
 @dataclass
 class UserContent:
     """A user message read back: labelled images (in order) and the concatenated instruction text."""

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+from rpo_train_helper import train
 
 from arr_core.rewards import CallableRewarder
 from arr_core.rpo.checkpoint import LORA_WEIGHT_NAME, find_checkpoint
 from arr_core.rpo.config import TrainConfig
-from rpo_train_helper import train
 
 _TIMING = {"time_rollout_s", "time_judge_s", "time_train_s", "time_step_s", "images_per_s", "judge_latency_s"}
 

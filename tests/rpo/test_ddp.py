@@ -25,13 +25,13 @@ ROOT = HERE.parent.parent
 def _worker(out: Path, mode: str) -> None:
     sys.path.insert(0, str(HERE))
     from conftest import PROMPTS, TinyFluxPolicy, redness
+    from rpo_train_helper import train
 
     from arr_core.rewards import CallableRewarder
     from arr_core.rpo.checkpoint import _full
     from arr_core.rpo.config import TrainConfig
     from arr_core.rpo.distributed import DistContext, cleanup, init_from_env
     from arr_core.rpo.trainer import PromptStream
-    from rpo_train_helper import train
 
     torch.set_num_threads(1)
     ctx = init_from_env("gloo")

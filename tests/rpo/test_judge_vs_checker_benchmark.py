@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,9 @@ def test_judge_vs_checker_runs_and_writes_both_rewards(tmp_path):
         rewards = data["rewards"][name]
         assert [len(r) for r in rewards] == [3, 3]
         assert sum(data["outcomes"][name].values()) == 2
-        assert data[name]["within_sd"] >= 0.0
+        # the reported spread is that of the reported rewards (population s.d. per group, averaged)
+        assert data[name]["within_sd"] == pytest.approx(
+            statistics.fmean(statistics.pstdev(r) for r in rewards))
     assert "judge:" in res.stdout and "checklist:" in res.stdout and "checker:" in res.stdout
 
 

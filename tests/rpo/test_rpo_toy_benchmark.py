@@ -30,17 +30,16 @@ def test_rpo_toy_benchmark_runs_both_arms_and_tracks_rollouts(tmp_path):
     data = _run(tmp_path, "--reward", "checker", "--guidance", "2", "--trained-window", "0", "2",
                 "--sde-steps", "trained", "--noise-block", "4")
     assert data["base"]["n"] == 6 and data["rpo"]["n"] == 6 and data["control"]["n"] == 6
-    for facts in (data["rpo_train"], data["control_train"]):
-        assert 0.0 <= facts["rollout_pass_first_quarter"] <= 1.0
-        assert 0.0 <= facts["rollout_pass_last_quarter"] <= 1.0
-        assert 0.0 <= facts["rollout_empty_first_quarter"] <= 1.0
-        assert 0.0 <= facts["rollout_empty_last_quarter"] <= 1.0
+    for facts in (data["rpo_train"], data["control_train"]):  # the rollout tracking reached the results
+        assert {k for k in facts if k.startswith("rollout_")} == {
+            "rollout_pass_first_quarter", "rollout_pass_last_quarter", "rollout_empty_first_quarter",
+            "rollout_empty_last_quarter"}
     assert data["args"]["shared_noise"] is True and data["args"]["accumulate"] == "2"
     for facts in (data["rpo_train"], data["control_train"]):  # both runs trained the guided policy
         run_cfg = json.loads((Path(facts["lora_dir"]).parent / "config.json").read_text())
         assert run_cfg["policy"]["guidance_scale"] == 2.0
-        assert run_cfg["trained_steps"] == "window" and run_cfg["trained_window"] == [0, 2]
-        assert run_cfg["sde_steps"] == "trained" and run_cfg["noise_block"] == 4
+        assert run_cfg["trained_window"] == [0, 2]
+        assert run_cfg["sde_steps"] == "trained" and run_cfg["experimental"]["noise_block"] == 4
     assert "sde" not in data["base"]  # the all-steps SDE evaluation is not this run's sampler: skipped
     for res in (data["base"], data["rpo"], data["control"]):  # every failed image has a reason
         n_failed = sum(not ok for per_prompt in res["passed"] for ok in per_prompt)
@@ -55,7 +54,11 @@ def test_rpo_toy_benchmark_control_only(tmp_path):
     assert set(data["deltas"]) == {"control"} and set(data["deltas"]["control"]) == {"ode", "sde"}
     d = data["deltas"]["control"]["ode"]
     assert d["delta"] == pytest.approx(data["control"]["overall"] - data["base"]["overall"])
-    assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
+    # the paired interval, recomputed from the per-image verdicts: normal interval of per-prompt changes
+    diffs = [sum(a) / len(a) - sum(b) / len(b) for a, b in zip(data["control"]["passed"], data["base"]["passed"], strict=True)]
+    m = sum(diffs) / len(diffs)
+    half = 1.96 * (sum((x - m) ** 2 for x in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    assert d["ci95"] == pytest.approx([max(-1.0, m - half), min(1.0, m + half)])
 
 
 def test_train_prompts_outside_the_grammar_are_refused_by_name():

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from rpo_train_helper import train
 
 from arr_core.rewards import CallableRewarder, GroupOutcome
 from arr_core.rpo.config import TrainConfig
@@ -22,7 +23,6 @@ from arr_core.rpo.trainer import (
     set_eval_mode,
     step_terms,
 )
-from rpo_train_helper import train
 from arr_core.sim.rewards import ShuffledRewarder
 
 pytestmark = pytest.mark.usefixtures("one_thread")

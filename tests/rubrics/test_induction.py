@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from arr_core.data.dataset import Dataset, load_dataset
+from arr_core.recipes.induce import induce_rubrics
 from arr_core.rubrics.config import InduceConfig
 from arr_core.rubrics.induction import (
     Attempt,
@@ -18,7 +19,6 @@ from arr_core.rubrics.induction import (
     pair_keys,
     save_attempt,
 )
-from arr_core.recipes.induce import induce_rubrics
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.scene_vlm import SceneVLM
 from arr_core.sim.world.pairs import make_pairs

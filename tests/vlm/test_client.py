@@ -164,3 +164,26 @@ def test_scene_seeds_do_not_share_cache_entries(tmp_path):
     same = VLMClient(SceneVLM(seed=1), store=store)
     asyncio.run(same.ask_many(reqs))
     assert same.backend.calls == 0
+
+
+def test_max_side_downscales_what_the_backend_sees_and_keys_the_cache(tmp_path):
+    """``vlm.max_side`` is wired: the backend receives images at most max_side px on the longer side,
+    the request's other parts are untouched, and answers cached at one size are not reused at another."""
+    from arr_core.vlm.messages import decode_data_url, split_user_content
+
+    [req] = _judge_requests(1)  # two 32 px renders
+    ans = '{"rank": [1, 2], "reason": "r"}'
+    store = Store(tmp_path)
+    small = Scripted([ans])
+    asyncio.run(VLMClient(small, store=store, max_side=16).ask(req))
+    sent = split_user_content(small.sent[0])
+    assert [decode_data_url(u).size for u in sent.image_urls] == [(16, 16), (16, 16)]
+    assert sent.text == split_user_content(req.messages).text and sent.labels == split_user_content(req.messages).labels
+    full = Scripted([ans])
+    asyncio.run(VLMClient(full, store=store).ask(req))  # another size: not a cache hit
+    assert [decode_data_url(u).size for u in split_user_content(full.sent[0]).image_urls] == [(32, 32), (32, 32)]
+    again = Scripted([])
+    asyncio.run(VLMClient(again, store=store, max_side=16).ask(req))  # same size: a cache hit
+    assert again.sent == []
+    with pytest.raises(ValueError, match="max_side"):
+        VLMClient(Scripted([]), max_side=4)

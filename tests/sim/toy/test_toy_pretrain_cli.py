@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import typer
 from typer.testing import CliRunner
 
-from arr_cli.toy import register_toy, run_pretrain
+from arr_cli.toy import register_toy
 from arr_core.errors import InputError
 from arr_core.sim.toy_policy import ToyPolicy
-from arr_core.sim.toy_pretrain import flow_matching_loss, lr_factor, make_batch, pretrain, sample_sigmas
+from arr_core.sim.toy_pretrain import (
+    flow_matching_loss,
+    lr_factor,
+    make_batch,
+    pretrain,
+    run_pretrain,
+    sample_sigmas,
+)
 
 
 def test_make_batch_defect_rate_and_range():
@@ -235,3 +244,25 @@ def test_pretrain_builds_a_64px_policy_that_trains_and_samples_at_64px(tmp_path)
     assert [im.size for im in images] == [(64, 64), (64, 64)]
     with pytest.raises(InputError, match="architecture"):
         run_pretrain(steps=1, out=tmp_path / "cont", init=out, image_size=32)
+
+
+def test_research_options_live_in_the_benchmark_script_not_the_product_command(tmp_path):
+    """`arr toy pretrain` refuses the research flags; benchmarks/toy_pretrain.py takes them."""
+    import subprocess
+    import sys
+
+    app = typer.Typer()
+    register_toy(app)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["toy", "pretrain", "--width", "64", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "No such option" in res.output
+    root = Path(__file__).resolve().parents[3]
+    out = tmp_path / "toy"
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "toy_pretrain.py"), "--steps", "1", "--out", str(out),
+                        "--batch-size", "2", "--eval-per-tag", "0", "--width", "32", "--layers", "1",
+                        "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ToyPolicy.load(out).config["width"] == 32
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "toy_pretrain.py"), "--steps", "1", "--out",
+                        str(tmp_path / "y"), "--width", "33"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--width" in r.stderr

@@ -79,7 +79,9 @@ def test_geneval_accuracy_reports_every_tag(shipped):
     res = geneval_accuracy(shipped, heldout_specs(4, seed=777), seeds=(0, 1), steps=8)
     assert res["n"] == 48 and set(res["per_tag"]) == {
         "single_object", "two_object", "counting", "colors", "position", "color_attr"}
-    assert 0.0 <= res["overall"] <= 1.0
+    # a tag-balanced set: overall is the mean over tags of the per-tag accuracies, each the mean of its images
+    assert res["overall"] == pytest.approx(sum(res["per_tag"].values()) / 6)
+    assert res["overall"] == pytest.approx(sum(map(sum, res["passed"])) / 48)
     # every failed image is counted once, under its tag, with a known kind
     assert set(res["failures"]) == set(res["per_tag"])
     for tag, kinds in res["failures"].items():
