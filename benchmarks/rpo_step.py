@@ -42,9 +42,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from arr_core.recipes import rpo as recipe  # noqa: E402
 from arr_core.rpo.config import TrainConfig  # noqa: E402
 from arr_core.rpo.policy import Cond  # noqa: E402
-from arr_core.rpo.trainer import train  # noqa: E402
 from arr_core.sim.rewards import FixedLatencyRewarder  # noqa: E402
 
 FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     f_fwd, f_bwd = count_flops(policy)
     cfg = TrainConfig.model_validate(dict(
         policy={"kind": "flux", "folder": "random-weights"}, prompts={"source": "file", "path": "synthetic"},
-        reward={"kind": "fixed", "latency_s": args.judge_latency}, steps=args.steps, resolution=side,
+        steps=args.steps, resolution=side,
         num_steps=args.num_steps, group_size=args.group_size, prompts_per_step=args.prompts_per_step,
         rollout_batch_size=args.rollout_batch_size, lora={"rank": 16, "alpha": 32},
         gradient_checkpointing=not args.no_grad_ckpt and cuda, sample_grid_every=0, checkpoint_every=0))
@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
-        res = train(policy, FixedLatencyRewarder(args.judge_latency, 0), prompts, cfg, Path(tmp) / "run",
-                    progress=print)
+        res = recipe.run(cfg, Path(tmp) / "run", policy=policy, prompts=prompts, progress=print,
+                         rewarder=FixedLatencyRewarder(args.judge_latency, 0),
+                         reward_desc=f"fixed latency {args.judge_latency}s")
         metrics = [json.loads(ln) for ln in res.metrics_path.read_text().splitlines()]
         lora_file = res.lora_dir / "pytorch_lora_weights.safetensors"
         assert lora_file.is_file(), "LoRA not saved"

@@ -67,10 +67,9 @@ def build_rewarder(kind: str, work: Path, seed_pairs: int, seed: int, mapping: s
         from arr_core.sim.rewards import checker_score
 
         return CallableRewarder(checker_score), "scene detector checks (share of clauses passed)", {}
-    from arr_core.recipes.induce import induce_rubrics
-
     from arr_core.data.dataset import load_dataset
     from arr_core.recipes import rpo as recipe
+    from arr_core.recipes.induce import induce_rubrics
     from arr_core.rpo.config import TrainConfig
     from arr_core.rubrics.config import InduceConfig
     from arr_core.sim.world.pairs import make_pairs
@@ -103,7 +102,7 @@ class RolloutAccuracy:
     rollout images that pass the detector's GenEval-format check of their prompt: the ground truth the
     reward is meant to raise, measured on the training rollouts themselves. It also records the share
     of images in which the detector finds no object at all: a rise means the policy is learning to
-    draw nothing, the reward hack docs/toy.md describes."""
+    draw nothing, the reward hack docs/experiments/2026-11-22-empty-image-reward-hack.md describes."""
 
     def __init__(self, inner: object) -> None:
         self.inner, self.batches, self.empty = inner, [], []

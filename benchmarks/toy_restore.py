@@ -5,7 +5,7 @@ sampling schedule and finished with the Euler ODE from σ_k to 0
 (``arr_core.sim.toy_eval.restoration_accuracy``); the printed figure is the share of images that still
 pass the detector's GenEval-format check. k = 0 is ordinary sampling from noise. A policy whose
 denoiser keeps what is visible at σ_k passes about as often as the clean renders (the last row).
-The shipped checkpoint keeps shapes only from σ ≈ 0.25 (docs/toy.md, "Where the toy loses shapes").
+The shipped checkpoint keeps shapes only from σ ≈ 0.25 (docs/experiments/2026-11-22-toy-session6.md).
 
     python benchmarks/toy_restore.py                        # the shipped checkpoint
     python benchmarks/toy_restore.py --policy DIR --policy - --out restore.json   # '-' = shipped

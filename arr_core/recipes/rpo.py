@@ -1,9 +1,9 @@
 """The RPO recipe: the one place that composes a training run from a ``TrainConfig``.
 
-``arr train``, the pipeline's training task (``tasks/train.py``, also under torchrun through
-``tasks/train_entry.py``) and the benchmark scripts all call :func:`run`; none of them builds a
-policy, a rewarder or a prompt list itself. Below this module, components take plain values: the
-trainer gets :class:`arr_core.rpo.trainer.RPOArgs` (from :func:`trainer_args`), the judge gets a
+``arr train``, the pipeline's training task (``tasks/train.py``), the torchrun entry point
+(:func:`main`, ``python -m arr_core.recipes.rpo``) and the benchmark scripts all call :func:`run`;
+none of them builds a policy, a rewarder or a prompt list itself. Below this module, components take
+plain values: the trainer gets :class:`arr_core.rpo.trainer.RPOArgs` (from :func:`trainer_args`), the judge gets a
 client and a rubric set, the adapters get a folder, a device and a dtype.
 
 Rule-based and benchmark rewards (the scene checker, a fixed-latency stand-in, the shuffled control)

@@ -199,7 +199,7 @@ def quality_scores(dets: list[Any], quality: dict[str, float]) -> dict[str, floa
     edges and colours: an image without objects satisfies neither (0), although the detector's
     ``image_quality`` reports them as 1 there (nothing wrong measured). Scoring an empty canvas as
     perfectly sharp and contrasty let RPO's judge prefer empty images whenever the content checks
-    tied, and the toy policy learned to draw nothing (docs/toy.md, "The empty-image reward hack")."""
+    tied, and the toy policy learned to draw nothing (docs/experiments/2026-11-22-empty-image-reward-hack.md)."""
     has_objects = bool(dets)
     return {"sharpness": float(quality["sharpness"]) if has_objects else 0.0,
             "noise": 1.0 - float(quality["noise"]),

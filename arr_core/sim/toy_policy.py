@@ -36,7 +36,7 @@ x-prediction with flow matching instead of ε-prediction. ``decode`` upsamples t
 accuracy on clean 32 px renders, measured on 240 prompts).
 
 The shipped base checkpoint (``arr_core/sim/assets/toy_policy``) is made by ``arr toy pretrain``
-(``arr_core/rpo/toy_pretrain.py``; command, time and accuracy in ``docs/toy.md``).
+(``arr_core/sim/toy_pretrain.py``; command, time and accuracy in ``docs/toy.md``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Ho & Salimans use 0.1–0.2). The default p = 0 keeps the data stream of runs ma
 Noise levels: σ ~ U(0, 1) by default; ``sigma_sampling="logit-normal"`` draws σ = sigmoid(m + s·z),
 z ~ N(0, 1), SD3's choice (m = 0, s = 1), which puts more of the training on the middle noise levels.
 That is where the toy policy decides an object's shape: shipped checkpoints reconstruct renders
-exactly from σ = 0.2 but return round blobs from σ ≈ 0.6 (docs/toy.md, "Why the held-out images
+exactly from σ = 0.2 but return round blobs from σ ≈ 0.6 (docs/experiments/, "Why the held-out images
 fail"). Deviation from SD3's recipe: pixel space instead of a VAE latent.
 """
 
