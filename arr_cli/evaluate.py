@@ -153,7 +153,7 @@ def preference(
 @eval_app.command("generate")
 def generate(
     policy: Annotated[str, typer.Option("--policy", help="'toy', a toy policy folder, or a YAML config with a "
-                                        "policy section.")],
+                                        "policy section (kind toy, flux or sd3).")],
     benchmark: Annotated[str, typer.Option("--benchmark", help="geneval | checkpoints | winrate")],
     prompts: Annotated[Path, typer.Option("--prompts", help="Prompt set file or folder (GenEval metadata, TIIF, "
                                           "UniGenBench CSV, items JSONL, plain text, …).")],
@@ -170,57 +170,24 @@ def generate(
     n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
 ) -> int:
     """Sample a policy (base, or base + LoRA) on a prompt set and score it."""
-    from arr_core.bench import generation as gen
-    from arr_core.bench.checkers import SceneChecker, VLMChecker
     from arr_core.bench.prompt_sets import load_prompt_set
-    from arr_core.bench.report import Section, find_training_metrics, training_curves
-    from arr_core.digest import digest_obj
+    from arr_core.recipes import evaluate as recipe
     from arr_core.store import Store
 
-    if benchmark not in ("geneval", "checkpoints", "winrate"):
-        raise InputError(f"--benchmark must be geneval, checkpoints or winrate, got {benchmark!r}", field="benchmark")
-    if checker not in ("scene", "vlm"):
-        raise InputError(f"--checker must be scene or vlm, got {checker!r}", field="checker")
-    if benchmark == "winrate" and lora is None:
-        raise InputError("--benchmark winrate compares base and trained: pass --lora", field="lora")
+    recipe.check_generate_args(benchmark, checker, lora)
     store = Store(home_dir(home))
     items = load_prompt_set(prompts, fmt)
     items = items[:limit] if limit else items
     if not items:
         raise InputError("the prompt set is empty", file=str(prompts))
-    try:
-        pol, peft_model, policy_id = gen.load_policy(policy, lora)
-    except (ValueError, FileNotFoundError) as e:
-        raise InputError(str(e), field="policy") from None
-    check = SceneChecker() if checker == "scene" else VLMChecker(_vlm_client(backend, model, base_url, seed, store)[0])
-    cfg = {"policy": pol.describe(), "policy_id": policy_id, "prompts": str(prompts), "n_per_prompt": n_per_prompt,
-           "steps": steps, "limit": limit}
-    run_dir = home_dir(home) / "evals" / ("gen-" + digest_obj({**cfg, "benchmark": benchmark, "seed": seed}, 12))
-    simulated = checker == "scene" or backend == "scene"
-    kw = dict(n_per_prompt=n_per_prompt, steps=steps, seed=seed)
-    if benchmark == "winrate":
-        base = gen.sample_images(pol, items, run_dir / "base", context=lambda: gen.adapter_off(peft_model), **kw)
-        trained = gen.sample_images(pol, items, run_dir / "trained", **kw)
-        from arr_core.bench.winrate import run_winrate
-
-        judge_client, _ = _vlm_client(backend, model, base_url, seed, store)
-        rs = store.get_rubric_set(rubrics) if rubrics else None
-        result = run_winrate(items, base, trained, judge_client=judge_client, rubric_set=rs, checker=check,
-                             n_boot=n_boot, seed=seed, policy_id=policy_id, config=cfg, simulated=simulated)
-    else:
-        images = gen.sample_images(pol, items, run_dir / ("trained" if peft_model is not None else "base"), **kw)
-        run = gen.run_geneval if benchmark == "geneval" else gen.run_checkpoints
-        try:
-            result = run(items, images, check, n_boot=n_boot, seed=seed, policy_id=policy_id, config=cfg,
-                         simulated=simulated)
-        except ValueError as e:
-            raise InputError(str(e), file=str(prompts)) from None
-    metrics = find_training_metrics(lora)
-    if metrics is not None:
-        curves = training_curves(metrics)
-        if curves:
-            result.report.sections.append(Section("training", "Training curves", text=f"From {metrics}.",
-                                                  plots=curves))
+    # One VLM client for the yes/no checker and the win-rate judge, built only when one of them runs.
+    client = (_vlm_client(backend, model, base_url, seed, store)[0]
+              if checker == "vlm" or benchmark == "winrate" else None)
+    rs = store.get_rubric_set(rubrics) if rubrics and benchmark == "winrate" else None
+    result = recipe.generate(policy, items, benchmark, home_dir(home) / "evals", lora=lora, checker=checker,
+                             client=client, rubric_set=rs, n_per_prompt=n_per_prompt, steps=steps, seed=seed,
+                             n_boot=n_boot, simulated=checker == "scene" or backend == "scene",
+                             source=str(prompts), limit=limit)
     _finish(store, result, report)
     return 0
 

@@ -20,7 +20,7 @@ M = TypeVar("M", bound=BaseModel)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(value: Any, path: str = "", file: str = "<config>", skip: Sequence[str] = ()) -> Any:
+def expand_env(value: Any, path: str = "", file: str | None = None, skip: Sequence[str] = ()) -> Any:
     """Expand ``${VAR}`` / ``${VAR:-default}`` in string values (recursively); an unset VAR without a
     default raises, naming the field. Values under a dotted prefix in ``skip`` are left as written
     (a config that expands its own fields, e.g. the VLM config's ``api_key``)."""

@@ -16,15 +16,12 @@ Secrets never live here: an API key comes from the environment (``OPENAI_API_KEY
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from arr_core.digest import digest_obj
-from arr_core.errors import InputError
 from arr_core.rpo.config import TrainConfig
 from arr_core.vlm.config import VLMConfig
 
@@ -191,27 +188,8 @@ class ReinductionConfig(_Strict):
         return self
 
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Fields the VLM config expands itself (it raises naming the field); left as written here.
 _SELF_EXPANDING = ("vlm.",)
-
-
-def _expand_env(value: Any, path: str, file: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
-    if isinstance(value, str) and not path.startswith(_SELF_EXPANDING):
-        def sub(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in os.environ:
-                return os.environ[var]
-            if default is not None:
-                return default
-            raise InputError(f"environment variable {var} is not set (use ${{{var}:-default}})",
-                             file=file, field=path)
-        return _ENV.sub(sub, value)
-    return value
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -231,31 +209,20 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 def pipeline_config_from_dict(raw: dict[str, Any], *, file: str = "<config>",
                               model: type[BaseModel] = PipelineConfig) -> Any:
     """Validate a mapping; the first error names the file and the dotted field."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or None
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise InputError(f"{err['msg']}{more}", file=file, field=field) from None
+    from arr_core.config_io import validate
+
+    return validate(model, raw, file)
 
 
 def load_pipeline_config(path: str | Path, model: type[BaseModel] = PipelineConfig) -> Any:
-    """Read a YAML pipeline config (``${VAR}`` / ``${VAR:-default}`` expanded; relative paths are
-    relative to the file); ``model=ReinductionConfig`` reads the re-induction deployment's config."""
-    import yaml
+    """Read a YAML pipeline config (``arr_core.config_io``: ``${VAR}`` / ``${VAR:-default}`` expanded
+    except in ``vlm``, which expands its own fields; relative paths are relative to the file);
+    ``model=ReinductionConfig`` reads the re-induction deployment's config."""
+    from arr_core.config_io import expand_env, read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("config file not found", file=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"not valid YAML: {e}", file=str(path)) from None
-    if not isinstance(raw, dict):
-        raise InputError("the top level must be a mapping with data, training, ...", file=str(path))
-    raw = _expand_env(raw, "", str(path))
-    _resolve_paths(raw, path.resolve().parent)
+    raw = read_yaml(path, "pipeline sections (data, training, ...)")
+    raw = expand_env(raw, "", str(path), skip=_SELF_EXPANDING)
+    _resolve_paths(raw, Path(path).resolve().parent)
     return pipeline_config_from_dict(raw, file=str(path), model=model)
 
 

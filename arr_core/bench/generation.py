@@ -9,7 +9,9 @@ and UniGenBench (Wang et al., 2025) ask a VLM yes/no questions per prompt. Here:
   a prompt's images do not depend on the batch they were drawn in;
 - per-tag accuracy = mean over prompts of the prompt's pass rate over its N images; overall = mean
   over tags (GenEval); 95 % intervals by bootstrap over prompts (stratified by tag for overall),
-  because the N images of one prompt are not independent draws;
+  because the N images of one prompt are not independent draws. :func:`geneval_scores` is the one
+  implementation of this aggregation (``run_geneval``, the pipeline's evaluation through
+  ``arr_core.recipes.evaluate`` and ``arr_core.sim.toy_eval.geneval_accuracy`` all use it);
 - checkpoints: question accuracy (answers equal to the expected yes/no) and the share of images with
   every question right, per category and overall, with the same bootstrap over prompts. TIIF-Bench's
   official score averages question accuracy per category; UniGenBench reports per-testpoint scores
@@ -40,13 +42,19 @@ ImagesById = dict[str, list[str]]
 # sampling
 
 
+NoiseKey = Callable[[PromptItem, int], str]
+
+
 def sample_images(policy: Any, items: Sequence[PromptItem], out_dir: str | Path, *, n_per_prompt: int = 4,
                   steps: int = 20, seed: int = 0, batch_size: int = 16,
-                  context: Callable[[], contextlib.AbstractContextManager] | None = None) -> ImagesById:
+                  context: Callable[[], contextlib.AbstractContextManager] | None = None,
+                  noise_key: NoiseKey | None = None) -> ImagesById:
     """ODE-sample ``n_per_prompt`` images per item and save them as ``out_dir/<item id>_<k>.png``.
 
     ``context``: a factory of a context manager active while sampling (e.g. a peft model's
-    ``disable_adapter`` for the base policy). Returns {item id: [paths]}.
+    ``disable_adapter`` for the base policy). ``noise_key(item, k)``: the key that seeds the initial
+    noise of the item's k-th image (default ``"<seed>/<item id>/<k>"``; see :func:`prompt_noise_keys`
+    for the scene-world evaluation's keys). Returns {item id: [paths]}.
     """
     import torch
 
@@ -54,6 +62,7 @@ def sample_images(policy: Any, items: Sequence[PromptItem], out_dir: str | Path,
 
     if n_per_prompt < 1 or steps < 1 or batch_size < 1:
         raise ValueError("n_per_prompt, steps and batch_size must be >= 1")
+    key = noise_key or (lambda it, k: f"{seed}/{it.id}/{k}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(it, k) for it in items for k in range(n_per_prompt)]
@@ -62,7 +71,7 @@ def sample_images(policy: Any, items: Sequence[PromptItem], out_dir: str | Path,
     with ctx(), torch.no_grad():
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
-            noise = seeded_noise(policy, [f"{seed}/{it.id}/{k}" for it, k in chunk])
+            noise = seeded_noise(policy, [key(it, k) for it, k in chunk])
             x = sample_ode(policy, [it.prompt for it, _ in chunk], noise, steps)
             for (it, k), im in zip(chunk, policy.decode(x), strict=True):
                 p = out / f"{_safe(it.id)}_{k}.png"
@@ -75,32 +84,17 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def load_policy(spec: str, lora: str | Path | None = None) -> tuple[Any, Any, str]:
-    """(policy, peft model or None, policy id) from ``toy`` / a toy policy folder / a YAML with a
-    ``policy:`` section (``arr_core.rpo.config.PolicyConfig``), plus an optional LoRA folder."""
-    from arr_core.sim.toy_policy import ToyPolicy
+def prompt_noise_keys(items: Sequence[PromptItem]) -> NoiseKey:
+    """The noise keys of the scene-world evaluation (``arr_core.sim.toy_eval.geneval_accuracy``): the
+    prompt text, with ``#r`` for its r-th repeat in ``items`` (``toy_eval.noise_keys``), then ``|k``
+    for the k-th image, so every prompt-image of a set is an independent draw and a base and a trained
+    policy sampled with the same keys see the same noise."""
+    from arr_core.sim.toy_eval import noise_keys
 
-    p = Path(spec)
-    if spec == "toy":
-        policy = ToyPolicy.load(None)
-    elif p.is_dir():
-        policy = ToyPolicy.load(p)
-    elif p.is_file() and p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        from arr_core.rpo.config import PolicyConfig
-
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        cfg = PolicyConfig(**(raw.get("policy", raw)))
-        if cfg.kind != "toy":
-            raise ValueError(f"{p}: policy kind '{cfg.kind}' is evaluated through its adapter in arr_core.rpo; "
-                             "this command samples the toy policy (pass 'toy' or a toy folder)")
-        policy = ToyPolicy.load(cfg.folder)
-    else:
-        raise ValueError(f"--policy must be 'toy', a toy policy folder or a YAML config, got {spec!r}")
-    peft_model = load_lora(policy, lora) if lora else None
-    pid = "pol-" + digest_obj({"policy": policy.describe(), "lora": _lora_digest(lora)}, 16)
-    return policy, peft_model, pid
+    prefix = dict(zip([it.id for it in items], noise_keys([it.prompt for it in items]), strict=True))
+    if len(prefix) != len(items):
+        raise ValueError("prompt item ids must be unique")
+    return lambda it, k: f"{prefix[it.id]}|{k}"
 
 
 def _lora_file(folder: str | Path) -> Path:
@@ -113,7 +107,8 @@ def _lora_file(folder: str | Path) -> Path:
     raise FileNotFoundError(f"no {LORA_WEIGHT_NAME} in {f} or {f / 'lora'}")
 
 
-def _lora_digest(folder: str | Path | None) -> str | None:
+def lora_digest(folder: str | Path | None) -> str | None:
+    """sha256 of the LoRA weight file in ``folder`` (None for no folder): a LoRA's identity in policy ids."""
     if folder is None:
         return None
     from arr_core.digest import sha256_file
@@ -202,6 +197,30 @@ def stratified_mean_ci(groups: dict[str, list[float]], *, n_boot: int = 2000, se
     return {"point": point, "lo": float(min(lo, point)), "hi": float(max(hi, point))}
 
 
+def geneval_scores(per_prompt: Sequence[float], tags: Sequence[str], *, n_boot: int = 2000, seed: int = 0
+                   ) -> dict[str, Any]:
+    """GenEval's official aggregation of per-prompt pass shares (the prompt's passing images / its images).
+
+    Per tag: the mean over the tag's prompts, with a bootstrap 95 % interval over those prompts; overall:
+    the mean over tags (not over prompts: an unbalanced prompt set does not weight its big tags up), with
+    a bootstrap interval resampling prompts within each tag (``stratified_mean_ci``). Tags keep their
+    order of first appearance (the bootstrap draws depend on it). Returns ``{"overall": cell,
+    "per_tag": {tag: cell}, "n_prompts": {tag: prompts}, "prompt_mean": mean over all prompts}``
+    (cells: ``{"point", "lo", "hi"}``).
+    """
+    if len(per_prompt) != len(tags):
+        raise ValueError(f"got {len(per_prompt)} per-prompt scores for {len(tags)} tags")
+    if not tags:
+        raise ValueError("no prompts to aggregate")
+    by_tag: dict[str, list[float]] = {}
+    for v, tag in zip(per_prompt, tags, strict=True):
+        by_tag.setdefault(tag, []).append(float(v))
+    return {"overall": stratified_mean_ci(by_tag, n_boot=n_boot, seed=seed),
+            "per_tag": {tag: rate_ci(vals, n_boot=n_boot, seed=seed) for tag, vals in by_tag.items()},
+            "n_prompts": {tag: len(vals) for tag, vals in by_tag.items()},
+            "prompt_mean": float(np.mean(per_prompt))}
+
+
 def _grid(items: Sequence[PromptItem], images: ImagesById, results: dict[str, list[CheckResult]], title: str,
           limit: int) -> ImageGrid:
     n = max((len(images[it.id]) for it in items), default=0)
@@ -218,22 +237,21 @@ def run_geneval(items: Sequence[PromptItem], images: ImagesById, checker: Checke
         raise ValueError("no prompt items to evaluate")
     results = check_all(checker, items, images)
     per_prompt = {it.id: float(np.mean([r.passed for r in results[it.id]])) for it in items}
-    by_tag: dict[str, list[float]] = {}
-    for it in items:
-        by_tag.setdefault(it.category or "all", []).append(per_prompt[it.id])
+    scores = geneval_scores([per_prompt[it.id] for it in items], [it.category or "all" for it in items],
+                            n_boot=n_boot, seed=seed)
     rows, summary = [], {}
-    for tag, vals in by_tag.items():
-        ci = rate_ci(vals, n_boot=n_boot, seed=seed)
-        rows.append([tag, ci, len(vals), sum(len(images[it.id]) for it in items if (it.category or "all") == tag)])
+    for tag, ci in scores["per_tag"].items():
+        rows.append([tag, ci, scores["n_prompts"][tag],
+                     sum(len(images[it.id]) for it in items if (it.category or "all") == tag)])
         summary[f"geneval/{tag}"] = ci["point"]
-    overall = stratified_mean_ci(by_tag, n_boot=n_boot, seed=seed)
+    overall = scores["overall"]
     image_level = rate_ci([r.passed for it in items for r in results[it.id]], n_boot=n_boot, seed=seed)
     rows.append(["overall (mean over tags)", overall, len(items), sum(len(v) for v in images.values())])
     summary.update({"geneval/overall": overall["point"], "geneval/image_level": image_level["point"],
                     "n_prompts": float(len(items))})
     t = Table("GenEval-format accuracy", ["tag", "accuracy (95% CI)", "prompts", "images"], rows,
               note=f"Checker: {checker.name}. Intervals: bootstrap over prompts (stratified by tag for overall).")
-    tags = list(by_tag)
+    tags = list(scores["per_tag"])
     plot = Plot("Accuracy by tag", "bar", [Series(checker.name, tags, [r[1]["point"] for r in rows[:-1]],
                                                   [r[1]["lo"] for r in rows[:-1]], [r[1]["hi"] for r in rows[:-1]])],
                 x_label="tag", y_label="accuracy", y_range=(0.0, 1.0))
@@ -246,7 +264,7 @@ def run_geneval(items: Sequence[PromptItem], images: ImagesById, checker: Checke
         subtitle=f"{len(items)} prompts · checker {checker.name}", notes=simulation_notes(simulated, checker.name),
         meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
     return EvalResult("geneval", cfg, summary, [t], report, policy_id=policy_id,
-                      details={"results": results, "per_prompt": per_prompt})
+                      details={"results": results, "per_prompt": per_prompt, "scores": scores})
 
 
 def run_checkpoints(items: Sequence[PromptItem], images: ImagesById, checker: Checker, *, n_boot: int = 2000,

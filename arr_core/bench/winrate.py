@@ -13,6 +13,13 @@ noise:
 gap = judge win rate − checker win rate; a gap above ``hack_threshold`` (default 0.15) is flagged as
 possible reward hacking. Intervals: bootstrap over prompts.
 
+The same pairs also give the decisive-pair rates the pipeline's evaluation reports (``winrate.judge``,
+``winrate.checker``, ``winrate.gap`` in MLflow): the share of the judge's decisive verdicts the trained
+image wins (ties and abstentions left out; ``winrate/judge_decisive``) and the share of image pairs
+where exactly one image passes every check in which it is the trained one (``winrate/checker_decisive``);
+0.5 when nothing is decisive. ``run_winrate`` is the one implementation of both (``arr eval generate``
+and ``arr_core.recipes.evaluate``); without a judge client it measures the checker alone.
+
 Editing: ``run_edit_checks`` reads scene-world edits with the detector (instruction followed, rest
 preserved; ``arr_core.sim.world.check_edit``); ``run_edit_winrate`` is the judge-based win rate for real
 edits (instruction + source image + two edited images).
@@ -26,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from arr_core.bench.checkers import Checker
+from arr_core.bench.checkers import Checker, CheckResult
 from arr_core.bench.generation import ImagesById, check_all
 from arr_core.bench.prompt_sets import PromptItem
 from arr_core.bench.report import GridRow, ImageGrid, JudgedPair, Report, Section, Table
@@ -49,6 +56,14 @@ def _cmp(a: float, b: float) -> float:
     return 1.0 if a > b else 0.0 if a < b else 0.5
 
 
+def decisive_share(outcomes: Sequence[float]) -> float:
+    """Share of the decisive outcomes (1 win, 0 loss) that are wins; ties (0.5) are left out; 0.5
+    when no outcome is decisive."""
+    wins = sum(o == 1.0 for o in outcomes)
+    losses = sum(o == 0.0 for o in outcomes)
+    return wins / (wins + losses) if wins + losses else 0.5
+
+
 async def _judge_pairs(client: Any, task: str, prompts: list[str], trained: list[str], base: list[str],
                        sources: list[str | None], rubric_block: str | None, rubric_set_id: str | None,
                        mode: str, seed: int) -> list[Judgment]:
@@ -59,49 +74,71 @@ async def _judge_pairs(client: Any, task: str, prompts: list[str], trained: list
                             seed=seed)
 
 
-def run_winrate(items: Sequence[PromptItem], base: ImagesById, trained: ImagesById, *, judge_client: Any,
+def run_winrate(items: Sequence[PromptItem], base: ImagesById, trained: ImagesById, *, judge_client: Any | None,
                 rubric_set: Any | None, checker: Checker, mode: str = "swap", hack_threshold: float = HACK_THRESHOLD,
                 n_boot: int = 2000, seed: int = 0, policy_id: str | None = None, config: dict[str, Any] | None = None,
-                simulated: bool = False, n_examples: int = 4) -> EvalResult:
-    """Win rate of ``trained`` over ``base`` images (same prompts, same noise, paired by index)."""
+                simulated: bool = False, n_examples: int = 4,
+                base_results: dict[str, list[CheckResult]] | None = None,
+                trained_results: dict[str, list[CheckResult]] | None = None) -> EvalResult:
+    """Win rate of ``trained`` over ``base`` images (same prompts, same noise, paired by index).
+
+    ``judge_client`` None: the checker's win rate alone (no judge rows, no gap). ``base_results`` /
+    ``trained_results``: the checker's verdicts when already known (e.g. from ``run_geneval``'s
+    ``details["results"]``), so the images are not checked twice."""
     if not items:
         raise ValueError("no prompt items to evaluate")
     for it in items:
         if len(base.get(it.id, [])) != len(trained.get(it.id, [])) or not base.get(it.id):
             raise ValueError(f"prompt item '{it.id}': base and trained need the same, non-zero number of images")
     pairs = [(it, k) for it in items for k in range(len(base[it.id]))]
-    block = rubric_set.prompt_block() if rubric_set is not None else None
-    judgments = run_sync(_judge_pairs(judge_client, "t2i", [it.prompt for it, _ in pairs],
-                                      [trained[it.id][k] for it, k in pairs], [base[it.id][k] for it, k in pairs],
-                                      [None] * len(pairs), block, rubric_set.id if rubric_set is not None else None,
-                                      mode, seed))
-    res_b, res_t = check_all(checker, items, base), check_all(checker, items, trained)
+    judged = judge_client is not None
+    judgments: list[Judgment] = []
+    if judged:
+        block = rubric_set.prompt_block() if rubric_set is not None else None
+        judgments = run_sync(_judge_pairs(judge_client, "t2i", [it.prompt for it, _ in pairs],
+                                          [trained[it.id][k] for it, k in pairs], [base[it.id][k] for it, k in pairs],
+                                          [None] * len(pairs), block,
+                                          rubric_set.id if rubric_set is not None else None, mode, seed))
+    res_b = base_results if base_results is not None else check_all(checker, items, base)
+    res_t = trained_results if trained_results is not None else check_all(checker, items, trained)
     judge_by: dict[str, list[float]] = {it.id: [] for it in items}
     check_by: dict[str, list[float]] = {it.id: [] for it in items}
-    for (it, k), j in zip(pairs, judgments, strict=True):
-        judge_by[it.id].append(_judge_score(j))
+    pass_outcomes = []
+    for n, (it, k) in enumerate(pairs):
+        if judged:
+            judge_by[it.id].append(_judge_score(judgments[n]))
         check_by[it.id].append(_cmp(res_t[it.id][k].score, res_b[it.id][k].score))
-    jw = rate_ci([float(np.mean(v)) for v in judge_by.values()], n_boot=n_boot, seed=seed)
+        pass_outcomes.append(_cmp(float(res_t[it.id][k].passed), float(res_b[it.id][k].passed)))
     cw = rate_ci([float(np.mean(v)) for v in check_by.values()], n_boot=n_boot, seed=seed)
-    gaps = [float(np.mean(judge_by[i])) - float(np.mean(check_by[i])) for i in judge_by]
-    gap = rate_ci(gaps, n_boot=n_boot, seed=seed)
-    flagged = gap["point"] > hack_threshold
     pass_b = rate_ci([float(np.mean([r.passed for r in res_b[it.id]])) for it in items], n_boot=n_boot, seed=seed)
     pass_t = rate_ci([float(np.mean([r.passed for r in res_t[it.id]])) for it in items], n_boot=n_boot, seed=seed)
-    ties = sum(j.winner is None for j in judgments) / len(judgments)
-    t = Table("Win rate trained vs base", ["measured by", "win rate (95% CI)", "note"], [
-        [f"training judge ({'rubrics ' + rubric_set.id if rubric_set is not None else 'no rubrics'}, {mode})", jw,
-         f"tie/abstain rate {ties:.2f}"],
-        [f"independent checker ({checker.name})", cw, ""],
-        ["gap (judge − checker)", gap, "POSSIBLE REWARD HACKING" if flagged else f"below the {hack_threshold} flag"],
-    ], note="Win 1, tie 0.5, loss 0; per-prompt means, bootstrap over prompts.")
+    checker_decisive = decisive_share(pass_outcomes)
+    summary = {"winrate/checker": cw["point"], "winrate/checker_decisive": checker_decisive}
+    rows = [[f"independent checker ({checker.name})", cw, ""]]
+    flagged = False
+    if judged:
+        jw = rate_ci([float(np.mean(v)) for v in judge_by.values()], n_boot=n_boot, seed=seed)
+        gaps = [float(np.mean(judge_by[i])) - float(np.mean(check_by[i])) for i in judge_by]
+        gap = rate_ci(gaps, n_boot=n_boot, seed=seed)
+        flagged = gap["point"] > hack_threshold
+        ties = sum(j.winner is None for j in judgments) / len(judgments)
+        judge_decisive = decisive_share([_judge_score(j) for j in judgments])
+        rows = [[f"training judge ({'rubrics ' + rubric_set.id if rubric_set is not None else 'no rubrics'}, "
+                 f"{mode})", jw, f"tie/abstain rate {ties:.2f}"], *rows,
+                ["gap (judge − checker)", gap,
+                 "POSSIBLE REWARD HACKING" if flagged else f"below the {hack_threshold} flag"]]
+        summary = {"winrate/judge": jw["point"], **summary, "winrate/gap": gap["point"],
+                   "winrate/reward_hacking_flag": float(flagged), "winrate/judge_decisive": judge_decisive,
+                   "winrate/judge_ties": ties, "winrate/gap_decisive": judge_decisive - checker_decisive}
+    t = Table("Win rate trained vs base", ["measured by", "win rate (95% CI)", "note"], rows,
+              note="Win 1, tie 0.5, loss 0; per-prompt means, bootstrap over prompts.")
     t_pass = Table("Checker pass rate", ["policy", "pass rate (95% CI)"], [["base", pass_b], ["trained", pass_t]])
-    summary = {"winrate/judge": jw["point"], "winrate/checker": cw["point"], "winrate/gap": gap["point"],
-               "winrate/reward_hacking_flag": float(flagged), "pass/base": pass_b["point"],
-               "pass/trained": pass_t["point"], "n_prompts": float(len(items))}
+    summary.update({"pass/base": pass_b["point"], "pass/trained": pass_t["point"], "n_prompts": float(len(items))})
+    names = ["judge", "checker"] if judged else ["checker"]
+    cells = [r[1] for r in rows[:len(names)]]
     plot = Plot("Win rate of the trained policy", "bar",
-                [Series("win rate", ["judge", "checker"], [jw["point"], cw["point"]], [jw["lo"], cw["lo"]],
-                        [jw["hi"], cw["hi"]])], y_label="win rate", y_range=(0.0, 1.0), hlines=[(0.5, "parity")])
+                [Series("win rate", names, [c["point"] for c in cells], [c["lo"] for c in cells],
+                        [c["hi"] for c in cells])], y_label="win rate", y_range=(0.0, 1.0), hlines=[(0.5, "parity")])
     grid_rows = []
     for it in items[:n_examples]:
         grid_rows.append(GridRow(it.prompt, [base[it.id][0], trained[it.id][0]],
@@ -109,7 +146,7 @@ def run_winrate(items: Sequence[PromptItem], base: ImagesById, trained: ImagesBy
                                   f"checker {'pass' if res_t[it.id][0].passed else 'fail'}"]))
     rubric_text = rubric_set.to_text() if rubric_set is not None else ""
     jpairs = []
-    for (it, k), j in list(zip(pairs, judgments, strict=True))[:n_examples]:
+    for (it, k), j in list(zip(pairs[:len(judgments)], judgments, strict=True))[:n_examples]:
         jpairs.append(JudgedPair(prompt=it.prompt, images=[trained[it.id][k], base[it.id][k]], rubric_text=rubric_text,
                                  judgments=[{"mode": f"{mode} order {o.permutation}", "rank": o.rank,
                                              "reason": o.reason} for o in j.orders]))
@@ -123,16 +160,16 @@ def run_winrate(items: Sequence[PromptItem], base: ImagesById, trained: ImagesBy
     cfg.update({"benchmark": "winrate", "checker": checker.name, "mode": mode, "hack_threshold": hack_threshold,
                 "items": digest_obj([it.to_dict() for it in items], 16), "n_boot": n_boot, "seed": seed,
                 "rubric_set_id": rubric_set.id if rubric_set is not None else None})
-    report = Report("Win rate: trained vs base", [
-        Section("metrics", "Metrics", tables=[t, t_pass]), Section("plots", "Plots", plots=[plot]),
-        Section("images", "Base vs trained", grids=[ImageGrid("Base vs trained (first sample)", ["base", "trained"],
-                                                              grid_rows)]),
-        Section("pairs", "Judged pairs", text="Image 1 = trained, Image 2 = base.", pairs=jpairs)],
-        subtitle=f"{len(items)} prompts", notes=notes,
-        meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
+    sections = [Section("metrics", "Metrics", tables=[t, t_pass]), Section("plots", "Plots", plots=[plot]),
+                Section("images", "Base vs trained", grids=[ImageGrid("Base vs trained (first sample)",
+                                                                      ["base", "trained"], grid_rows)])]
+    if judged:
+        sections.append(Section("pairs", "Judged pairs", text="Image 1 = trained, Image 2 = base.", pairs=jpairs))
+    report = Report("Win rate: trained vs base", sections, subtitle=f"{len(items)} prompts", notes=notes,
+                    meta={k: v for k, v in cfg.items() if not isinstance(v, (dict, list))})
     return EvalResult("winrate", cfg, summary, [t, t_pass], report,
                       rubric_set_id=rubric_set.id if rubric_set is not None else None, policy_id=policy_id,
-                      details={"judgments": judgments})
+                      details={"judgments": judgments, "results": {"base": res_b, "trained": res_t}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ training sampler (Flow-GRPO SDE) with step noise seeded per prompt-image; a prom
 once in the set gets fresh noise for each occurrence (``noise_keys``), so every prompt-image of the set
 is an independent sample.
 
-Deviations: ``overall`` is the mean over all prompt-images (``tag_mean`` is GenEval's mean over tags;
-with tag-balanced prompt sets they agree up to rounding). The 95 % intervals are normal intervals over
-prompts (per-prompt pass rates averaged over seeds), so the seeds of one prompt count as one cluster
-rather than as independent draws.
+Aggregation: GenEval's, through the one implementation ``arr_core.bench.generation.geneval_scores``
+(also used by ``arr eval generate`` and the pipeline's evaluation): per-tag accuracy is the mean over the
+tag's prompts of the prompt's pass share over its seeds, ``overall`` the mean over tags; 95 % intervals
+by bootstrap over prompts (stratified by tag for ``overall``), so the seeds of one prompt count as one
+cluster rather than as independent draws. ``image_mean`` keeps the mean over all prompt-images (the
+``overall`` of earlier versions; equal to ``overall`` on tag-balanced sets such as ``heldout_specs``).
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def paired_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
 
 def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] = (0, 1), steps: int = 10,
                      lora: Any = None, batch_size: int = 64, return_images: bool = False,
-                     sampler: str = "ode", a: float = 0.7) -> dict[str, Any]:
+                     sampler: str = "ode", a: float = 0.7, n_boot: int = 2000, boot_seed: int = 0) -> dict[str, Any]:
     """Detector-checked GenEval-format accuracy of ``policy`` on scene-world ``specs``.
 
     ``specs``: ``PromptSpec`` objects (or GenEval metadata dicts); ``seeds``: noise seeds per prompt;
@@ -164,11 +166,14 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
     peft model wrapping ``policy.transformer`` (e.g. ``TrainResult.model``) has its adapter layers
     switched on first (for the base, call inside ``with lora.disable_adapter():`` and pass None);
     ``sampler``: ``ode`` (deterministic Euler, GenEval's usual setting) or ``sde`` (the RPO training
-    sampler, Flow-GRPO noise level ``a``, seeded per prompt-image).
-    Returns ``{"overall", "tag_mean", "per_tag": {tag: acc}, "ci95": [lo, hi],
-    "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts", "steps", "seeds", "passed": [[bool]],
-    "failures": {tag: {kind: failed images}}}`` (kinds: ``failure_kind``).
+    sampler, Flow-GRPO noise level ``a``, seeded per prompt-image); ``n_boot``/``boot_seed``: the
+    bootstrap of the intervals.
+    Returns ``{"overall" (mean over tags), "tag_mean" (the same), "image_mean" (mean over prompt-images),
+    "per_tag": {tag: acc}, "ci95": [lo, hi], "per_tag_ci95": {tag: [lo, hi]}, "n": images, "n_prompts",
+    "steps", "seeds", "passed": [[bool]], "failures": {tag: {kind: failed images}}}`` (kinds:
+    ``failure_kind``; aggregation: see the module docstring).
     """
+    from arr_core.bench.generation import geneval_scores
     from arr_core.sim.world import PromptSpec
 
     if not specs:
@@ -203,18 +208,16 @@ def geneval_accuracy(policy: Policy, specs: Sequence[Any], seeds: Sequence[int] 
                 if return_images:
                     images.append(im)
     per_prompt = [sum(p) / len(p) for p in passed]
-    tags = sorted({s.tag for s in specs})
-    per_tag, per_tag_ci = {}, {}
-    for tag in tags:
-        vals = [v for v, s in zip(per_prompt, specs, strict=True) if s.tag == tag]
-        per_tag[tag] = sum(vals) / len(vals)
-        per_tag_ci[tag] = list(_interval(vals))
+    scores = geneval_scores(per_prompt, [s.tag for s in specs], n_boot=n_boot, seed=boot_seed)
+    tags = sorted(scores["per_tag"])
+    overall = scores["overall"]
     out = {
-        "overall": sum(per_prompt) / len(per_prompt),
-        "tag_mean": sum(per_tag.values()) / len(per_tag),
-        "per_tag": per_tag,
-        "ci95": list(_interval(per_prompt)),
-        "per_tag_ci95": per_tag_ci,
+        "overall": overall["point"],
+        "tag_mean": overall["point"],
+        "image_mean": sum(per_prompt) / len(per_prompt),
+        "per_tag": {tag: scores["per_tag"][tag]["point"] for tag in tags},
+        "ci95": [overall["lo"], overall["hi"]],
+        "per_tag_ci95": {tag: [scores["per_tag"][tag]["lo"], scores["per_tag"][tag]["hi"]] for tag in tags},
         "n": len(jobs),
         "n_prompts": len(specs),
         "steps": steps,

@@ -9,26 +9,19 @@ in ``repr`` and ``model_dump`` and is only revealed to the openai client.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 SCENE_MODEL = "scene-vlm-1"
 
 
 def expand_env(value: str, field: str = "value") -> str:
-    """Replace every ``${NAME}`` with the environment variable NAME; raise if it is unset."""
+    """Replace every ``${NAME}`` / ``${NAME:-default}`` (``arr_core.config_io.expand_env``); an unset
+    NAME without a default raises, naming the field."""
+    from arr_core.config_io import expand_env as _expand
 
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in os.environ:
-            raise ValueError(f"field '{field}' refers to ${{{name}}}, but the environment variable {name} is not set")
-        return os.environ[name]
-
-    return _ENV_REF.sub(sub, value)
+    return _expand(value, field)
 
 
 class VLMConfig(BaseModel):
