@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         code = e.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except ArrError as e:
-        err_console.print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        # One unwrapped line (ids and URLs stay copyable), the message's brackets shown as written.
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -136,6 +136,9 @@ def register(app: typer.Typer) -> None:
             ("parent", str(rs.metadata.get("parent_id"))),
             ("wall time", f"{wall:.1f} s"),
         ]
+        if st.get("pairs_transport_failed"):
+            rows.insert(1, ("pairs failed in transport (not used; a rerun asks them again)",
+                            str(st["pairs_transport_failed"])))
         for k, v in rows:
             table.add_row(k, v)
         console.print(table)
@@ -167,6 +170,7 @@ def register(app: typer.Typer) -> None:
         and abstain rates, and accuracy with the images as given vs reversed."""
         import asyncio
 
+        from arr_core.failures import check_judgments
         from arr_core.judge.judge import ORDER_MODES, REWARD_MAPPINGS, judge_many
         from arr_core.judge.metrics import accuracy_summary, order_summary
         from arr_core.rubrics.config import JudgeConfig, load_config
@@ -208,6 +212,7 @@ def register(app: typer.Typer) -> None:
         with store.connect():  # one connection for the cache writes and judgments of the whole run
             js, both = asyncio.run(run())
         wall = time.perf_counter() - t0
+        failed = check_judgments(js, client, "judge", jcfg.max_failure_rate).failed  # exit 4 past the policy
         acc = accuracy_summary(js, ds.records, seed=seed)
         diag = order_summary(both, ds.records, seed=seed)
         stats = client.stats()
@@ -218,6 +223,8 @@ def register(app: typer.Typer) -> None:
                       f"{acc['accuracy_hi']:.3f}]")
         table.add_row("tie rate", f"{acc['tie_rate']:.3f}")
         table.add_row("abstain rate", f"{acc['abstain_rate']:.3f}")
+        if failed:
+            table.add_row("pairs failed in transport (abstained)", str(failed))
         table.add_row("accuracy, images as given", f"{diag['forward_accuracy']:.3f} [{diag['forward_lo']:.3f}, "
                       f"{diag['forward_hi']:.3f}]")
         table.add_row("accuracy, images reversed", f"{diag['reversed_accuracy']:.3f} [{diag['reversed_lo']:.3f}, "

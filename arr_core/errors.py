@@ -40,3 +40,12 @@ class NotFoundError(ArrError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else "not found"
+
+
+class EndpointError(ArrError):
+    """A VLM (or reward) endpoint failed past the stage's fail policy: unreachable, rejected the
+    requests (4xx other than 429) or kept failing after retries. The message names the endpoint, the
+    error class, the server's message and the counts. Nothing failed was stored; a rerun redoes the
+    failed work."""
+
+    exit_code = 4

@@ -37,3 +37,18 @@ def redact(obj: Any) -> Any:
 
 def _is_secret_value(v: Any) -> bool:
     return type(v).__name__ in ("SecretStr", "SecretBytes")
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without credentials embedded in it (``https://user:key@host`` → ``https://***@host``)."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(url))
+    if parts.username is None and parts.password is None:
+        return str(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))

@@ -30,3 +30,24 @@ def open_store(home: str | Path | None):  # -> arr_core.store.store.Store
     from arr_core.store.store import Store
 
     return Store(resolve_home(home))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors a retry can fix: an endpoint that failed (it may answer again), a store locked by another
+    writer, a dropped connection or a timeout. Bad input, missing files and bugs fail at once."""
+    from arr_core.errors import EndpointError, InputError, StoreLockedError
+
+    if isinstance(exc, (InputError, FileNotFoundError, PermissionError, InjectedFailure)):
+        return False
+    return isinstance(exc, (EndpointError, StoreLockedError, ConnectionError, TimeoutError))
+
+
+def retry_transient(task: object, task_run: object, state: object) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed task run only for a transient error."""
+    data = getattr(state, "data", None)
+    if not isinstance(data, BaseException):
+        try:
+            data = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
+        except Exception:
+            return False
+    return isinstance(data, BaseException) and is_transient(data)

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks._cache import keyed_by
-from tasks.common import fail_point, home_path, open_store
+from tasks.common import fail_point, home_path, open_store, retry_transient
 
 
 @task(cache_key_fn=keyed_by("world"), persist_result=True, result_serializer="json")
@@ -28,7 +28,8 @@ def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
     return {"pairs_uri": str(path), "content_key": digest_obj({"world": world, "code": code_version(__file__)}, 24)}
 
 
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
+      retry_condition_fn=retry_transient)
 def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
                      max_seed_pairs: int | None = None, content_key: str | None = None) -> dict[str, Any]:
     """Load a preference file (checks every record and image), store it, return its digests.

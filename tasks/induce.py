@@ -17,9 +17,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from arr_core.errors import EndpointError
 from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
-from tasks.common import fail_point, home_path, open_store
+from tasks.common import fail_point, home_path, open_store, retry_transient
 
 
 def prompt_version() -> str:
@@ -30,7 +31,8 @@ def prompt_version() -> str:
 
 
 @task(cache_key_fn=keyed_by("dataset_digest", "split_digest", "parent_id", "induce_cfg", "prompt_version"),
-      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
+      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient)
 def generate_and_verify_pairs(dataset_id: str, dataset_digest: str, split_digest: str, pair_ids: list[str],
                               induce_cfg: Any, prompt_version: str, home: str,
                               parent_id: str | None = None) -> dict[str, Any]:
@@ -54,6 +56,10 @@ def generate_and_verify_pairs(dataset_id: str, dataset_digest: str, split_digest
     stats = dict(recipe.run_statistics(per_pair, result, n_new, len(reuse.prior),
                                        len(recipe.pooled_criteria(per_pair))),
                  wall_s=round(time.perf_counter() - t0, 3))
+    if result.failed_pairs:  # never cache a partial stage: the retry (or rerun) asks only the failed pairs
+        raise EndpointError(f"induce: {result.failed_pairs} of {n_new} seed "
+                            f"pairs failed in transport against {recipe.endpoint_names(gen, ver)}; finished pairs "
+                            "are stored and reused when the stage runs again")
     return {"pairs": [[p.pair_id, p.induction_key] for p in per_pair], "stats": stats,
             "generator_model": f"{gen.backend.name}:{gen.backend.model}",
             "verifier_model": f"{ver.backend.name}:{ver.backend.model}"}
@@ -74,7 +80,8 @@ def select_criteria(pairs: list[list[str]], max_rubrics: int, selection_seed: in
 
 @task(cache_key_fn=keyed_by("criteria", "categories_number", "generator", "retries", "task_kind",
                             "prompt_version"),
-      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
+      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient)
 def categorize_criteria(criteria: list[str], categories_number: int, generator: Any, retries: int | None,
                         task_kind: str, prompt_version: str, home: str) -> dict[str, Any]:
     """Stage 4b: group the selected criteria into at most ``categories_number`` themes with tips
@@ -94,7 +101,8 @@ def categorize_criteria(criteria: list[str], categories_number: int, generator: 
 
 @task(cache_key_fn=keyed_by("task_kind", "criteria", "categories", "generation", "induce_params",
                             "dataset_digest", "parent_id"),
-      persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=2)
+      persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=2,
+      retry_condition_fn=retry_transient)
 def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, Any],
                      generation: dict[str, Any], induce_params: dict[str, Any], dataset_digest: str,
                      dataset: dict[str, Any], parent_id: str | None, induce_cfg: Any, experiment: str,

@@ -16,17 +16,19 @@ from prefect import task
 
 from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
-from tasks.common import fail_point, home_path, open_store
+from tasks.common import fail_point, home_path, open_store, retry_transient
 
 
 @task(cache_key_fn=keyed_by("dataset_digest", "pair_ids", "rubric_set_id", "judge_cfg", "vlm",
                             "prompt_version"),
-      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5)
+      persist_result=True, result_serializer="json", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient)
 def judge_heldout(dataset_id: str, dataset_digest: str, pair_ids: list[str], rubric_set_id: str,
                   judge_cfg: dict[str, Any], vlm: Any, prompt_version: str, experiment: str,
                   parent_run_id: str | None, home: str) -> dict[str, Any]:
     """Judge ``pair_ids`` of the dataset with the rubric set (and without, when asked) and summarise
     accuracy with bootstrap intervals, tie/abstain rates and the forward/reversed order gap."""
+    from arr_core.failures import check_judgments
     from arr_core.judge.judge import judge_many
     from arr_core.judge.metrics import accuracy_summary, order_summary
     from arr_core.vlm.config import build_client
@@ -51,6 +53,8 @@ def judge_heldout(dataset_id: str, dataset_digest: str, pair_ids: list[str], rub
     for name, (block, rid) in conditions.items():
         js = asyncio.run(judge_many(client, records, rubric_block=block, rubric_set_id=rid, order=order,
                                     store=store))
+        # Any transport failure fails the stage (so nothing partial is cached); the retry is cheap.
+        check_judgments(js, client, f"judge ({name})", max_failure_rate=0.0)
         summary = accuracy_summary(js, records)
         if order == "swap":
             summary.update(order_summary(js, records))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from arr_core.errors import InputError
+from arr_core.errors import ArrError, InputError
 from arr_core.rubrics.induction import (
     InductionResult,
     PairOutcome,
@@ -29,6 +29,13 @@ from arr_core.rubrics.induction import (
     parent_outcomes,
 )
 from arr_core.rubrics.rubric_set import RubricSet, Theme
+
+
+def endpoint_names(gen: Any, ver: Any) -> str:
+    """The generator's and verifier's endpoints, for messages (no credentials)."""
+    from arr_core.failures import endpoint_name
+
+    return " / ".join(sorted({endpoint_name(gen), endpoint_name(ver)}))
 
 
 def build_clients(cfg: Any, store: Any) -> tuple[Any, Any]:
@@ -64,18 +71,26 @@ def reuse_parent(store: Any, parent_id: str | None, task: str) -> ParentReuse:
     return ParentReuse(parent, [reuse[k] for _, k in parent.metadata["induction_pairs"]], set(parent_pairs))
 
 
-def run_pairs(records: Sequence[Any], cfg: Any, store: Any, clients: tuple[Any, Any], *,
-              dataset_id: str | None, reuse: ParentReuse, progress: Progress | None = None
-              ) -> tuple[list[PairOutcome], InductionResult, int]:
+async def run_pairs_async(records: Sequence[Any], cfg: Any, store: Any, clients: tuple[Any, Any], *,
+                          dataset_id: str | None, reuse: ParentReuse, progress: Progress | None = None
+                          ) -> tuple[list[PairOutcome], InductionResult, int]:
     """Stages 1–3 for the records the parent does not already cover. Returns (all per-pair outcomes,
     parent's first; this run's result; the number of new records)."""
     new = [r for r in records if r.pair_id not in reuse.known]
     gen, ver = clients
-    result = asyncio.run(generate_and_verify(
+    result = await generate_and_verify(
         new, gen, ver, generate_number=cfg.generate_number, max_epochs=cfg.max_epochs,
         verify_orders=cfg.verify_orders, concurrency=cfg.concurrency, store=store, progress=progress,
-        dataset_id=dataset_id))
+        dataset_id=dataset_id, max_failure_rate=cfg.max_failure_rate, early_abort=cfg.early_abort)
     return reuse.prior + result.per_pair, result, len(new)
+
+
+def run_pairs(records: Sequence[Any], cfg: Any, store: Any, clients: tuple[Any, Any], *,
+              dataset_id: str | None, reuse: ParentReuse, progress: Progress | None = None
+              ) -> tuple[list[PairOutcome], InductionResult, int]:
+    """``run_pairs_async`` in its own event loop (the clients must not be used in another loop after)."""
+    return asyncio.run(run_pairs_async(records, cfg, store, clients, dataset_id=dataset_id, reuse=reuse,
+                                       progress=progress))
 
 
 def pooled_criteria(per_pair: Sequence[PairOutcome]) -> list[str]:
@@ -90,16 +105,22 @@ def select(criteria: Sequence[str], cfg: Any) -> list[str]:
                            dedup_threshold=cfg.dedup_threshold)
 
 
-def categorize(criteria: list[str], client: Any, cfg: Any, task: str) -> tuple[list[Theme], bool, dict[str, int]]:
+async def categorize_async(criteria: list[str], client: Any, cfg: Any, task: str
+                           ) -> tuple[list[Theme], bool, dict[str, int]]:
     """Stage 4b: themes with tips (flat list on an unusable answer), and the VLM counters it spent."""
     from arr_core.rubrics.categorize import categorize_criteria
 
     before = client.stats()
-    themes, fallback = asyncio.run(categorize_criteria(list(criteria), client,
-                                                       categories_number=cfg.categories_number, task=task))
+    themes, fallback = await categorize_criteria(list(criteria), client, categories_number=cfg.categories_number,
+                                                 task=task)
     after = client.stats()
     spent = {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("calls", "prompt_tokens", "completion_tokens")}
     return themes, fallback, spent
+
+
+def categorize(criteria: list[str], client: Any, cfg: Any, task: str) -> tuple[list[Theme], bool, dict[str, int]]:
+    """``categorize_async`` in its own event loop."""
+    return asyncio.run(categorize_async(criteria, client, cfg, task))
 
 
 def finish(store: Any, *, task: str, criteria: list[str], themes: list[Theme], fallback: bool,
@@ -111,6 +132,11 @@ def finish(store: Any, *, task: str, criteria: list[str], themes: list[Theme], f
     parent comes back (second value True)."""
     if parent is not None and list(parent.criteria) == list(criteria):
         return parent, True
+    if not criteria:  # never store a rubric set without criteria: it would judge nothing
+        passed = sum(p.status == "passed" for p in per_pair)
+        raise ArrError(f"no criteria to store: {passed} of {len(per_pair)} seed pairs passed blind "
+                       f"verification (statistics: {dict((k, v) for k, v in stats.items() if 'pairs' in k)}); "
+                       "nothing was stored. Check the VLM (generator and verifier) or raise max_epochs")
     stats = merged_statistics(stats, criteria, fallback, categorize_spent)
     rs = build_rubric_set(task, themes, list(criteria), generator_model=generator_model,
                           verifier_model=verifier_model, parameters=parameters, dataset_digest=dataset_digest,
@@ -134,7 +160,8 @@ def run_statistics(per_pair: Sequence[PairOutcome], result: InductionResult, n_n
     """Per-pair statistics over all pairs plus this run's VLM counters."""
     stats = dict(induction_stats(per_pair, {}), **{k: v for k, v in result.stats.items()
                                                   if k.startswith("vlm_") or k.endswith("_tokens")})
-    stats.update(new_pairs=n_new, reused_pairs=n_prior, criteria_pooled=pooled)
+    stats.update(new_pairs=n_new, reused_pairs=n_prior, criteria_pooled=pooled,
+                 pairs_transport_failed=result.failed_pairs)
     return stats
 
 
@@ -157,20 +184,29 @@ def induce_rubrics(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None 
     client_ver = client_ver or client_gen
     dataset_id = store.put_dataset(dataset)
     with store.connect():  # one connection for the run (see generate_and_verify)
-        reuse = reuse_parent(store, parent_id, task)
-        per_pair, result, n_new = run_pairs(dataset.records, cfg, store, (client_gen, client_ver),
-                                            dataset_id=dataset_id, reuse=reuse, progress=progress)
-        pool = pooled_criteria(per_pair)
-        selected = select(pool, cfg)
-        if reuse.parent is not None and selected == list(reuse.parent.criteria):
-            return reuse.parent
-        stats = run_statistics(per_pair, result, n_new, len(reuse.prior), len(pool))
-        themes, fallback, spent = categorize(selected, client_gen, cfg, task)
-        rs, _ = finish(store, task=task, criteria=selected, themes=themes, fallback=fallback, per_pair=per_pair,
-                       stats=stats, categorize_spent=spent, generator_model=client_model_id(client_gen),
-                       verifier_model=client_model_id(client_ver), parameters=cfg.parameters(),
-                       dataset_digest=dataset.digest, parent=reuse.parent)
-        return rs
+        # One event loop for every VLM call: an HTTP client's pooled connections belong to the loop
+        # that opened them.
+        return asyncio.run(_induce(dataset, cfg, store, task, (client_gen, client_ver), dataset_id, parent_id,
+                                   progress))
+
+
+async def _induce(dataset: Any, cfg: Any, store: Any, task: str, clients: tuple[Any, Any], dataset_id: str,
+                  parent_id: str | None, progress: Progress | None) -> RubricSet:
+    client_gen, client_ver = clients
+    reuse = reuse_parent(store, parent_id, task)
+    per_pair, result, n_new = await run_pairs_async(dataset.records, cfg, store, clients, dataset_id=dataset_id,
+                                                    reuse=reuse, progress=progress)
+    pool = pooled_criteria(per_pair)
+    selected = select(pool, cfg)
+    if reuse.parent is not None and selected == list(reuse.parent.criteria):
+        return reuse.parent
+    stats = run_statistics(per_pair, result, n_new, len(reuse.prior), len(pool))
+    themes, fallback, spent = await categorize_async(selected, client_gen, cfg, task)
+    rs, _ = finish(store, task=task, criteria=selected, themes=themes, fallback=fallback, per_pair=per_pair,
+                   stats=stats, categorize_spent=spent, generator_model=client_model_id(client_gen),
+                   verifier_model=client_model_id(client_ver), parameters=cfg.parameters(),
+                   dataset_digest=dataset.digest, parent=reuse.parent)
+    return rs
 
 
 def finished_outcomes(store: Any, keys: Sequence[str]) -> list[PairOutcome]:

@@ -36,6 +36,12 @@ class InduceConfig(BaseModel):
     selection_seed: int = Field(0, description="seed of the diverse selection's tie-breaking")
     dedup_threshold: float = Field(0.9, gt=0.0, le=1.0, description="cosine similarity of text vectors "
                                    "at which two criteria count as duplicates (project default)")
+    max_failure_rate: float = Field(0.2, ge=0.0, le=1.0, description="share of seed pairs whose VLM "
+                                    "calls may fail in transport (unreachable, rejected, timed out after "
+                                    "retries) before the stage fails; failed pairs are never recorded as "
+                                    "done, so a rerun asks them again")
+    early_abort: int = Field(8, ge=0, description="stop at once when this many pairs in a row fail in "
+                             "transport at the start of the stage (0: never)")
     generator: VLMConfig = Field(default_factory=VLMConfig, description="VLM that writes criteria "
                                  "(and categorizes)")
     verifier: VLMConfig | None = Field(None, description="VLM that judges blind during verification; "
@@ -68,6 +74,8 @@ class JudgeConfig(BaseModel):
     seed: int = Field(0, description="seed of the random order mode")
     retries: int | None = Field(None, ge=0, description="re-asks after an unusable answer; None keeps the "
                                 "VLM config's max_reasks")
+    max_failure_rate: float = Field(0.2, ge=0.0, le=1.0, description="share of judged items whose VLM "
+                                    "calls may fail in transport before the command fails (exit 4)")
     vlm: VLMConfig = Field(default_factory=VLMConfig)
 
     def vlm_config(self) -> VLMConfig:

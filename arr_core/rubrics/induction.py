@@ -40,6 +40,7 @@ from typing import Any
 from arr_core.data.records import PreferenceRecord
 from arr_core.digest import canonical_json, digest_obj
 from arr_core.errors import InputError
+from arr_core.failures import FailureCounter, endpoint_name, is_transport_error
 from arr_core.judge.judge import (
     JudgeItem,
     OrderResult,
@@ -87,8 +88,13 @@ class PairOutcome:
 
 @dataclass
 class InductionResult:
+    """Finished pairs (in record order) and the run's statistics. Pairs whose VLM calls failed in
+    transport are not in ``per_pair``: they are not finished (nothing about them is recorded as
+    done), ``failed_pairs`` counts them and a rerun asks them again."""
+
     per_pair: list[PairOutcome]
     stats: dict[str, Any] = field(default_factory=dict)
+    failed_pairs: int = 0
 
     def passed_criteria(self) -> list[str]:
         """Criteria of the passing pairs, in pair order (the pool for selection)."""
@@ -209,6 +215,14 @@ def load_finished(store: Any, keys: Sequence[str]) -> dict[str, PairOutcome]:
 
 # ---- one pair ------------------------------------------------------------------------------------
 
+class PairTransportError(Exception):
+    """A VLM call of this pair failed in transport: the pair is not finished and not recorded as done."""
+
+
+def _raise_on_transport(resp: Any) -> None:
+    if is_transport_error(resp.error):
+        raise PairTransportError(resp.error)
+
 async def induce_pair(record: PreferenceRecord, key: str, client_gen: Any, client_ver: Any, *,
                       generate_number: int, max_epochs: int, verify_orders: str,
                       store: Any = None, dataset_id: str | None = None) -> PairOutcome:
@@ -235,6 +249,7 @@ async def induce_pair(record: PreferenceRecord, key: str, client_gen: Any, clien
                                preferred=preferred, previous=previous, feedback=feedback or "",
                                n_rubrics=generate_number)
         resp = await client_gen.ask(req)
+        _raise_on_transport(resp)  # an unreachable generator is no verdict on the pair
         parsed = resp.parsed if resp.error is None and isinstance(resp.parsed, dict) else None
         criteria = [c for c in (normalize_criterion(x) for x in (parsed or {}).get("rubrics", [])
                                 if isinstance(x, str)) if c]
@@ -244,6 +259,8 @@ async def induce_pair(record: PreferenceRecord, key: str, client_gen: Any, clien
         if criteria:
             reqs = [judge_request(item, p, criteria_block(criteria)) for p in perms]
             resps = await client_ver.ask_many(reqs)
+            for r in resps:
+                _raise_on_transport(r)
             results = [order_result(p, r) for p, r in zip(perms, resps, strict=True)]
             recovered = [_recovered(record, o) for o in results]
             attempt.orders = [dict(asdict(o), recovered=ok) for o, ok in zip(results, recovered, strict=True)]
@@ -293,10 +310,14 @@ async def generate_and_verify(records: Sequence[PreferenceRecord], client_gen: A
                               generate_number: int, max_epochs: int, verify_orders: str, concurrency: int,
                               store: Any = None, progress: Progress | None = None,
                               dataset_id: str | None = None,
-                              reuse: dict[str, PairOutcome] | None = None) -> InductionResult:
+                              reuse: dict[str, PairOutcome] | None = None,
+                              max_failure_rate: float = 0.2, early_abort: int = 8) -> InductionResult:
     """Stage API: run (or read back) every pair's generate → verify → revise loop.
 
-    generate_number, max_epochs, verify_orders, concurrency: as in ``InduceConfig``.
+    generate_number, max_epochs, verify_orders, concurrency, max_failure_rate, early_abort: as in
+    ``InduceConfig``. A pair whose VLM calls fail in transport is not finished (a rerun asks it
+    again); past ``max_failure_rate`` of the pairs asked, or after ``early_abort`` such pairs in a row
+    at the start, the stage raises ``EndpointError`` naming the endpoint (``arr_core.failures``).
     store: where attempts go and finished pairs are read back from (None: memory only, no resume).
     progress(done, total, outcome) is called after each pair; an exception it raises stops the run
     (pairs finished so far stay in the store). reuse: outcomes by induction key to take as they are
@@ -308,13 +329,15 @@ async def generate_and_verify(records: Sequence[PreferenceRecord], client_gen: A
     with store.connect() if store is not None else nullcontext():
         return await _generate_and_verify(records, client_gen, client_ver, generate_number, max_epochs,
                                           verify_orders, concurrency, store, progress,
-                                          dataset_id=dataset_id, reuse=reuse)
+                                          dataset_id=dataset_id, reuse=reuse,
+                                          policy=(max_failure_rate, early_abort))
 
 
 async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any,
                                generate_number: int, max_epochs: int, verify_orders: str, concurrency: int,
                                store: Any, progress: Progress | None, *, dataset_id: str | None,
-                               reuse: dict[str, PairOutcome] | None) -> InductionResult:
+                               reuse: dict[str, PairOutcome] | None,
+                               policy: tuple[float, int]) -> InductionResult:
     for r in records:
         check_seed_record(r)
     seen: dict[str, int] = {}
@@ -334,6 +357,9 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
     total, done = len(records), len(outcomes)
     sem = asyncio.Semaphore(concurrency)
     stopping = [False]
+    endpoints = {endpoint_name(client_gen), endpoint_name(client_ver)}
+    failures = FailureCounter("induce", " / ".join(sorted(endpoints)), max_failure_rate=policy[0],
+                              early_abort=policy[1])
 
     async def run(record: PreferenceRecord, key: str) -> None:
         nonlocal done
@@ -342,9 +368,14 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
             if stopping[0]:
                 return
             try:
-                out = await induce_pair(record, key, client_gen, client_ver,
-                                        generate_number=generate_number, max_epochs=max_epochs,
-                                        verify_orders=verify_orders, store=store, dataset_id=dataset_id)
+                try:
+                    out = await induce_pair(record, key, client_gen, client_ver,
+                                            generate_number=generate_number, max_epochs=max_epochs,
+                                            verify_orders=verify_orders, store=store, dataset_id=dataset_id)
+                except PairTransportError as e:
+                    failures.fail(str(e))  # raises at once past the early-abort bound
+                    return
+                failures.ok()
                 for c in {id(client_gen): client_gen, id(client_ver): client_ver}.values():
                     c.flush()  # the pair's answers reach the cache before it counts as done
                 outcomes[key] = out
@@ -367,10 +398,12 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
     finally:
         for c in {id(client_gen): client_gen, id(client_ver): client_ver}.values():
             c.flush()
-    per_pair = [outcomes[k] for k in keys]
+    failures.check()
+    per_pair = [outcomes[k] for k in keys if k in outcomes]
     after = _client_counts([client_gen, client_ver])
-    return InductionResult(per_pair, induction_stats(per_pair, {k: after.get(k, 0) - before.get(k, 0)
-                                                                for k in after}))
+    stats = induction_stats(per_pair, {k: after.get(k, 0) - before.get(k, 0) for k in after})
+    stats["pairs_transport_failed"] = failures.failed
+    return InductionResult(per_pair, stats, failed_pairs=failures.failed)
 
 
 def induction_stats(per_pair: Sequence[PairOutcome], vlm: dict[str, int]) -> dict[str, Any]:
