@@ -164,10 +164,14 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCache = False,
         allow_outside: AllowOutside = False,
         split: Split = "all",
+        allow_seed_pairs: Annotated[bool, typer.Option(
+            "--allow-seed-pairs", help="Judge pairs the rubric set was induced from (normally refused: "
+            "their accuracy is not a held-out figure).")] = False,
         home: Home = None,
     ) -> int:
         """Judge labelled pairs and print accuracy against the labels (bootstrap 95 % interval), tie
-        and abstain rates, and accuracy with the images as given vs reversed."""
+        and abstain rates, and accuracy with the images as given vs reversed. Pairs the rubric set
+        was induced from are refused unless --allow-seed-pairs (use --split test)."""
         import asyncio
 
         from arr_core.failures import check_judgments
@@ -191,6 +195,14 @@ def register(app: typer.Typer) -> None:
         ds = _load_pairs(pairs, allow_outside, split)
         if rs is not None and rs.task != ds.task:
             raise InputError(f"rubric set {rs.id} is for {rs.task} but the pairs are {ds.task}", field="--rubrics")
+        seen = {p for p, _ in (rs.metadata.get("induction_pairs") or [])} if rs is not None else set()
+        leaked = [r for r in ds.records if r.pair_id in seen]
+        if leaked and not allow_seed_pairs:
+            raise InputError(f"{len(leaked)} of {len(ds.records)} pairs were used to induce rubric set {rs.id} "
+                             f"(first: record {leaked[0].idx}); judging them measures recall, not held-out "
+                             "accuracy. Judge another split (--split test or validation, when the rubrics were "
+                             "induced with --split seed) or pass --allow-seed-pairs", file=str(pairs),
+                             field="--split")
         missing = [r.idx for r in ds.records if r.label_rank is None]
         if missing:
             raise InputError("judging against labels needs label_rank on every record", file=str(pairs),
@@ -218,7 +230,7 @@ def register(app: typer.Typer) -> None:
         stats = client.stats()
         table = Table(title=f"judge {cfg.backend}:{cfg.model} · rubrics {rid or 'none'} · order {order}",
                       show_header=False)
-        table.add_row("pairs", str(acc["n"]))
+        table.add_row("pairs", str(acc["n"]) + (f" ({len(leaked)} used to induce the rubrics)" if leaked else ""))
         table.add_row("accuracy (95 % bootstrap)", f"{acc['accuracy']:.3f} [{acc['accuracy_lo']:.3f}, "
                       f"{acc['accuracy_hi']:.3f}]")
         table.add_row("tie rate", f"{acc['tie_rate']:.3f}")

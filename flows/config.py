@@ -173,8 +173,9 @@ class ReinductionConfig(_Strict):
 
     name: str = "rubric-reinduction"
     data: DataStage = Field(description="the preference-data location (data.pairs), read on every run")
-    parent: str | None = Field("latest", description="'latest': the newest rubric set of the task in the "
-                               "store; an id; or null to induce from scratch")
+    parent: str | None = Field("latest", description="'latest': the newest extendable rubric set of the task "
+                               "made under this config's name (never another experiment's in the same "
+                               "store); an id; or null to induce from scratch")
     vlm: VLMConfig = Field(default_factory=VLMConfig)
     induce: InduceConfig = Field(default_factory=InduceConfig)
     evaluate: bool = Field(False, description="run the judge check when a new version was made")

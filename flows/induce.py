@@ -28,6 +28,8 @@ class InduceFlowParams(BaseModel):
     parent_id: str | None = Field(None, description="rubric set whose per-pair results are reused")
     experiment: str = "arr-pipeline"
     parent_run_id: str | None = Field(None, description="pipeline MLflow run to attach the child run to")
+    lineage_name: str | None = Field(None, description="the pipeline/re-induction config's name: scopes "
+                                     "'parent: latest' to this lineage")
     home: str
 
 
@@ -46,6 +48,6 @@ def induce_flow(params: InduceFlowParams) -> dict[str, Any]:
                                 cfg.retries, ds["task"], pv, home)
     stored, stored_cached = run_task(store_rubric_set, ds["task"], selected, cats, gen, cfg.parameters(),
                                      ds["digest"], ds, params.parent_id, cfg, params.experiment,
-                                     params.parent_run_id, home)
+                                     params.parent_run_id, home, params.lineage_name)
     calls = (0 if gen_cached else gen["stats"].get("vlm_calls", 0)) + (0 if cat_cached else cats["vlm_calls"])
     return {**stored, "cached": stored_cached, "vlm_calls_this_run": calls}

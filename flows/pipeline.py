@@ -69,7 +69,7 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
 
         # --- induce -----------------------------------------------------------------------------
-        ind = induce_flow(InduceFlowParams(dataset=ds, induce=cfg.induce, experiment=exp,
+        ind = induce_flow(InduceFlowParams(dataset=ds, induce=cfg.induce, experiment=exp, lineage_name=cfg.name,
                                            parent_run_id=parent, home=home))
         stages["induce"] = linked(ind, ind["cached"], parent, exp, home)
         rubric_set_id, rubric_json = ind["rubric_set_id"], ind["artifacts"]["rubric_set_json"]

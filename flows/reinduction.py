@@ -48,9 +48,9 @@ def reinduction_flow(config: ReinductionConfig | None = None, config_path: str |
         ds, _ = run_task(register_dataset, str(cfg.data.pairs), cfg.data.task, cfg.data.split_kw(), home,
                          cfg.data.max_seed_pairs)
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
-        parent_id, _ = run_task(resolve_parent, cfg.parent, ds["task"], home)
+        parent_id, _ = run_task(resolve_parent, cfg.parent, ds["task"], home, cfg.name)
         ind = induce_flow(InduceFlowParams(dataset=ds, induce=cfg.induce, parent_id=parent_id, experiment=exp,
-                                           parent_run_id=parent_run, home=home))
+                                           parent_run_id=parent_run, lineage_name=cfg.name, home=home))
         stages["induce"] = linked(ind, ind["cached"], parent_run, exp, home)
         if cfg.evaluate and not ind["unchanged"]:
             jr, cached = run_task(judge_heldout, ds["dataset_id"], ds["digest"],

@@ -100,13 +100,13 @@ def categorize_criteria(criteria: list[str], categories_number: int, generator: 
 
 
 @task(cache_key_fn=keyed_by("task_kind", "criteria", "categories", "generation", "induce_params",
-                            "dataset_digest", "parent_id"),
+                            "dataset_digest", "parent_id", "lineage_name"),
       persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=2,
       retry_condition_fn=retry_transient)
 def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, Any],
                      generation: dict[str, Any], induce_params: dict[str, Any], dataset_digest: str,
                      dataset: dict[str, Any], parent_id: str | None, induce_cfg: Any, experiment: str,
-                     parent_run_id: str | None, home: str) -> dict[str, Any]:
+                     parent_run_id: str | None, home: str, lineage_name: str | None = None) -> dict[str, Any]:
     """Stage 5: build the versioned rubric set, write it to the store, export JSON + reference text
     under ``ARR_HOME/rubric_sets``, and record the ``induce`` child run in MLflow.
 
@@ -124,7 +124,7 @@ def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, 
         store, task=task_kind, criteria=list(criteria), themes=[Theme(**t) for t in categories["themes"]],
         fallback=categories["fallback"], per_pair=per_pair, stats=generation["stats"], categorize_spent=spent,
         generator_model=generation["generator_model"], verifier_model=generation["verifier_model"],
-        parameters=induce_params, dataset_digest=dataset_digest, parent=parent)
+        parameters=induce_params, dataset_digest=dataset_digest, parent=parent, lineage_name=lineage_name)
     stats = recipe.merged_statistics(generation["stats"], criteria, categories["fallback"], spent)
     out = home_path(home) / "rubric_sets"
     out.mkdir(parents=True, exist_ok=True)
@@ -155,18 +155,15 @@ def rubric_set_uri(result: dict[str, Any]) -> Path:
 
 
 @task(cache_policy=NO_CACHE)
-def resolve_parent(parent: str | None, task_kind: str, home: str) -> str | None:
-    """``'latest'`` → the newest rubric set of ``task_kind`` that has per-pair induction records (so it
-    can be extended); an id or prefix → that id; None → None."""
+def resolve_parent(parent: str | None, task_kind: str, home: str, lineage_name: str | None = None) -> str | None:
+    """``'latest'`` → the newest rubric set of ``task_kind`` in this lineage (made under the config
+    name ``lineage_name``) that has per-pair induction records (so it can be extended): another
+    experiment's rubric sets in the same store are never picked. An id or prefix → that id."""
+    from arr_core.recipes.induce import latest_in_lineage
+
     if parent is None:
         return None
     store = open_store(home)
     if parent != "latest":
         return store.resolve_rubric_set_id(parent)
-    for row in store.list_rubric_sets():  # newest first
-        if row.get("task") != task_kind:
-            continue
-        rs = store.get_rubric_set(row["rubric_set_id"])
-        if rs.metadata.get("induction_pairs"):
-            return rs.id
-    return None
+    return latest_in_lineage(store, task_kind, lineage_name)

@@ -71,6 +71,19 @@ def reuse_parent(store: Any, parent_id: str | None, task: str) -> ParentReuse:
     return ParentReuse(parent, [reuse[k] for _, k in parent.metadata["induction_pairs"]], set(parent_pairs))
 
 
+def latest_in_lineage(store: Any, task: str, lineage_name: str | None) -> str | None:
+    """The newest extendable rubric set of ``task`` made under ``lineage_name`` (the pipeline or
+    re-induction config's name; None: any). Extendable: it has per-pair induction records."""
+    for row in store.list_rubric_sets():  # newest first
+        if row.get("task") != task:
+            continue
+        rs = store.get_rubric_set(row["rubric_set_id"])
+        if rs.metadata.get("induction_pairs") and (lineage_name is None
+                                                   or rs.metadata.get("lineage_name") == lineage_name):
+            return rs.id
+    return None
+
+
 async def run_pairs_async(records: Sequence[Any], cfg: Any, store: Any, clients: tuple[Any, Any], *,
                           dataset_id: str | None, reuse: ParentReuse, progress: Progress | None = None
                           ) -> tuple[list[PairOutcome], InductionResult, int]:
@@ -126,7 +139,7 @@ def categorize(criteria: list[str], client: Any, cfg: Any, task: str) -> tuple[l
 def finish(store: Any, *, task: str, criteria: list[str], themes: list[Theme], fallback: bool,
            per_pair: Sequence[PairOutcome], stats: dict[str, Any], categorize_spent: dict[str, int],
            generator_model: str, verifier_model: str, parameters: dict[str, Any], dataset_digest: str | None,
-           parent: RubricSet | None) -> tuple[RubricSet, bool]:
+           parent: RubricSet | None, lineage_name: str | None = None) -> tuple[RubricSet, bool]:
     """Stage 5: merge the categorization's VLM counters into the statistics and write the versioned
     rubric set to the store. With a parent whose criteria are unchanged no new version is made: the
     parent comes back (second value True)."""
@@ -140,7 +153,8 @@ def finish(store: Any, *, task: str, criteria: list[str], themes: list[Theme], f
     stats = merged_statistics(stats, criteria, fallback, categorize_spent)
     rs = build_rubric_set(task, themes, list(criteria), generator_model=generator_model,
                           verifier_model=verifier_model, parameters=parameters, dataset_digest=dataset_digest,
-                          parent_id=parent.id if parent else None, statistics=stats, pairs=per_pair)
+                          parent_id=parent.id if parent else None, statistics=stats, pairs=per_pair,
+                          lineage_name=lineage_name)
     store.put_rubric_set(rs)
     return rs, False
 
@@ -166,7 +180,8 @@ def run_statistics(per_pair: Sequence[PairOutcome], result: InductionResult, n_n
 
 
 def induce_rubrics(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None = None, client_gen: Any = None,
-                   client_ver: Any = None, progress: Progress | None = None) -> RubricSet:
+                   client_ver: Any = None, progress: Progress | None = None,
+                   lineage_name: str | None = None) -> RubricSet:
     """Induce a rubric set from every record of ``dataset`` (an ``arr_core.data.dataset.Dataset``):
     generate → verify blind/refine → select → categorize → store.
 
@@ -187,11 +202,11 @@ def induce_rubrics(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None 
         # One event loop for every VLM call: an HTTP client's pooled connections belong to the loop
         # that opened them.
         return asyncio.run(_induce(dataset, cfg, store, task, (client_gen, client_ver), dataset_id, parent_id,
-                                   progress))
+                                   progress, lineage_name))
 
 
 async def _induce(dataset: Any, cfg: Any, store: Any, task: str, clients: tuple[Any, Any], dataset_id: str,
-                  parent_id: str | None, progress: Progress | None) -> RubricSet:
+                  parent_id: str | None, progress: Progress | None, lineage_name: str | None) -> RubricSet:
     client_gen, client_ver = clients
     reuse = reuse_parent(store, parent_id, task)
     per_pair, result, n_new = await run_pairs_async(dataset.records, cfg, store, clients, dataset_id=dataset_id,
@@ -205,7 +220,7 @@ async def _induce(dataset: Any, cfg: Any, store: Any, task: str, clients: tuple[
     rs, _ = finish(store, task=task, criteria=selected, themes=themes, fallback=fallback, per_pair=per_pair,
                    stats=stats, categorize_spent=spent, generator_model=client_model_id(client_gen),
                    verifier_model=client_model_id(client_ver), parameters=cfg.parameters(),
-                   dataset_digest=dataset.digest, parent=reuse.parent)
+                   dataset_digest=dataset.digest, parent=reuse.parent, lineage_name=lineage_name)
     return rs
 
 

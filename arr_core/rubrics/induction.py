@@ -432,14 +432,16 @@ def induction_stats(per_pair: Sequence[PairOutcome], vlm: dict[str, int]) -> dic
 def build_rubric_set(task: str, themes: list[Theme], criteria: list[str], *, generator_model: str,
                      verifier_model: str, parameters: dict[str, Any], dataset_digest: str | None,
                      parent_id: str | None, statistics: dict[str, Any],
-                     pairs: Sequence[PairOutcome] = ()) -> RubricSet:
+                     pairs: Sequence[PairOutcome] = (), lineage_name: str | None = None) -> RubricSet:
     """The versioned rubric set. ``induction_pairs`` ([pair_id, induction_key] per pair) lets an
-    incremental induction find this set's per-pair results; like statistics it is not in the id."""
+    incremental induction find this set's per-pair results; ``lineage_name`` (the pipeline or
+    re-induction config's name) scopes ``parent: latest``; like statistics neither is in the id."""
     return RubricSet(task=task, themes=themes, criteria=list(criteria), metadata={
         "task": task, "generator_model": generator_model, "verifier_model": verifier_model,
         "prompt_version": PROMPT_VERSION, "parameters": parameters, "parent_id": parent_id,
         "dataset_digest": dataset_digest, "statistics": statistics,
         "induction_pairs": [[p.pair_id, p.induction_key] for p in pairs],
+        **({"lineage_name": lineage_name} if lineage_name else {}),
     })
 
 

@@ -39,6 +39,20 @@ def test_induce_then_judge(files, tmp_path, capsys):
         assert f"order {'random' if '--config' in extra else extra[1]}" in " ".join(out.split())
 
 
+def test_judge_refuses_the_pairs_the_rubrics_were_induced_from(files, tmp_path, capsys):
+    _, pairs = files  # 16 pairs: a non-empty test split
+    home = str(tmp_path / "home")
+    assert main(["induce", "--pairs", str(pairs), "--home", home, "--split", "seed"]) == 0
+    rid = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["judge", "--rubrics", rid, "--pairs", str(pairs), "--home", home]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"were used to induce rubric set {rid}" in err and "--split test" in err
+    assert main(["judge", "--rubrics", rid, "--pairs", str(pairs), "--home", home, "--split", "test"]) == 0
+    assert "used to induce" not in capsys.readouterr().out
+    assert main(["judge", "--rubrics", rid, "--pairs", str(pairs), "--home", home, "--allow-seed-pairs"]) == 0
+    assert "used to induce the rubrics)" in capsys.readouterr().out
+
+
 def test_judge_accepts_reference_rubrics_text(files, tmp_path, capsys):
     _, test = files
     text = tmp_path / "rubrics.txt"
