@@ -111,8 +111,50 @@ def split_records(records: list[PreferenceRecord], **kw: Any) -> dict[str, list[
 # Reading files
 
 
+MAX_TEXT_BYTES = 1 << 30  # a JSON/JSONL/YAML dataset file larger than 1 GiB is refused (use Parquet)
+MAX_NODES = 20_000_000  # values in a parsed file, aliases expanded (a YAML "billion laughs" is refused)
+
+
+def _check_size(data: Any, file: Path) -> None:
+    """Refuse a parsed document whose expanded size (YAML aliases count each time they are used)
+    passes ``MAX_NODES``: walking it later (hashing, validation) would take unbounded time and memory.
+    Shared containers (what aliases build) are sized once and memoized, so this is linear in the
+    document as parsed."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        v, done = stack.pop()
+        if not isinstance(v, (dict, list, tuple)):
+            continue
+        if id(v) in sizes:
+            continue
+        children = list(v.values()) if isinstance(v, dict) else list(v)
+        if not done:
+            stack.append((v, True))
+            stack.extend((c, False) for c in children if isinstance(c, (dict, list, tuple)) and id(c) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if total > MAX_NODES:
+            raise InputError(f"the document expands to more than {MAX_NODES:,} values (YAML aliases "
+                             "expanded); refused", file=str(file))
+        sizes[id(v)] = total
+
+
 def _read_raw(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
+    if suffix != ".parquet" and path.stat().st_size > MAX_TEXT_BYTES:
+        raise InputError(f"{path.stat().st_size / 2**30:.1f} GiB is larger than the {MAX_TEXT_BYTES >> 30} GiB "
+                         "limit for text dataset files; convert it to Parquet", file=str(path))
+    try:
+        data = _read_raw_unchecked(path, suffix)
+    except RecursionError:
+        raise InputError("nested too deeply to be a dataset (JSON/YAML nesting)", file=str(path)) from None
+    if suffix in (".yaml", ".yml"):  # only YAML can share nodes (aliases); JSON's size is its file's
+        _check_size(data, path)
+    return data
+
+
+def _read_raw_unchecked(path: Path, suffix: str) -> list[Any]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -173,9 +215,10 @@ def _as_list(value: Any) -> list[Any]:
 class _ImageResolver:
     """Resolves and reads each distinct image once per load."""
 
-    def __init__(self, base: Path, *, allow_outside: bool, max_side: int) -> None:
+    def __init__(self, base: Path, *, allow_outside: bool, max_side: int, allow_remote: bool = False) -> None:
         self.base = base.resolve()
         self.allow_outside = allow_outside
+        self.allow_remote = allow_remote
         self.max_side = max_side
         self._seen: dict[str, tuple[ImageRef, str | None]] = {}
 
@@ -185,6 +228,9 @@ class _ImageResolver:
             raise ValueError(f"expected an image path or URL string, got {raw!r:.60}")
         raw = raw.strip()
         if is_url(raw):
+            if raw.startswith(("http://", "https://")) and not self.allow_remote:
+                raise ValueError(f"image '{raw:.80}' is a remote URL; fetching images from the network is off "
+                                 "by default (pass --allow-remote to permit it)")
             uri = raw
         else:
             p = Path(raw).expanduser()
@@ -286,7 +332,10 @@ def _parse_record(obj: Any, i: int, task_hint: str | None, resolver: _ImageResol
             ok = False
     sha_key = obj.get("image_sha256")
     if ok and sha_key is not None:
-        if list(sha_key) != [im.sha256 for im in images]:
+        if not isinstance(sha_key, (list, tuple)) or not all(isinstance(h, str) for h in sha_key):
+            bad(f"must be a list of sha256 strings (one per image), got {type(sha_key).__name__}", "image_sha256")
+            ok = False
+        elif list(sha_key) != [im.sha256 for im in images]:
             bad("image bytes do not match the recorded image_sha256", "image_sha256")
             ok = False
 
@@ -324,7 +373,7 @@ def _parse_record(obj: Any, i: int, task_hint: str | None, resolver: _ImageResol
 
 def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bool = False,
                  allow_ties: bool = False, max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
-                 ) -> tuple[list[PreferenceRecord], list[Problem]]:
+                 allow_remote: bool = False) -> tuple[list[PreferenceRecord], list[Problem]]:
     """Read and check every record; return the good records and all problems found.
 
     Problems with ``fatal=True`` make :func:`load_dataset` refuse the file; duplicates and mode
@@ -345,7 +394,8 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
     raw = _read_raw(path)
     if not raw:
         raise InputError("the dataset is empty (no records)", file=str(path))
-    resolver = _ImageResolver(path.parent, allow_outside=allow_outside, max_side=max_image_side)
+    resolver = _ImageResolver(path.parent, allow_outside=allow_outside, max_side=max_image_side,
+                              allow_remote=allow_remote)
     problems: list[Problem] = []
     records: list[PreferenceRecord] = []
     seen: dict[str, int] = {}
@@ -369,11 +419,13 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
 
 def load_dataset(path: str | Path, *, task: str | None = None, name: str | None = None,
                  allow_outside: bool = False, allow_ties: bool = False,
-                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE) -> Dataset:
-    """Load and validate a dataset; raise InputError listing the problems if any record is bad."""
+                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, allow_remote: bool = False) -> Dataset:
+    """Load and validate a dataset; raise InputError listing the problems if any record is bad.
+    Remote (http/https) images are fetched only with ``allow_remote`` (bounded in size and time)."""
     path = Path(path)
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside,
-                                     allow_ties=allow_ties, max_image_side=max_image_side)
+                                     allow_ties=allow_ties, max_image_side=max_image_side,
+                                     allow_remote=allow_remote)
     fatal = [p for p in problems if p.fatal]
     if fatal:
         shown = "\n  ".join(str(p) for p in fatal[:20])
