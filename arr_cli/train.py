@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Optional[Path], typer.Option(
             "--out", help="Run folder (default: the config's output_dir, else HOME/runs/rpo-<config digest>).")]
         = None,
+        fresh: Annotated[bool, typer.Option(
+            "--fresh", help="Start over in a run folder that has checkpoints (deletes them and its metrics); "
+            "without it such a folder must be resumed (--resume) and is never silently restarted.")] = False,
         gpus: Annotated[int, typer.Option(
             "--gpus", min=1, help="Processes on this host, one per GPU: > 1 starts torchrun over the recipe's "
             "entry point (python -m arr_core.recipes.rpo) with the config's distributed mode.")] = 1,
@@ -48,6 +51,7 @@ def register(app: typer.Typer) -> None:
         if gpus > 1 and cfg.distributed == "none":
             raise InputError(f"--gpus {gpus} needs distributed: ddp or fsdp", file=str(config), field="distributed")
         run_dir = out or cfg.output_dir or home_dir(home) / "runs" / f"rpo-{recipe.config_digest(cfg)}"
+        _check_run_folder(Path(run_dir), resume, fresh)
         rubrics = rubrics if rubrics is not None else cfg.reward.rubrics
         if rubrics is None:
             raise InputError("the judge needs --rubrics ID (or FILE, or 'none' to judge without rubrics)",
@@ -62,6 +66,29 @@ def register(app: typer.Typer) -> None:
             lora_dir, metrics = res.lora_dir, res.metrics_path
         console.print(f"LoRA: {lora_dir}  (pipe.load_lora_weights('{lora_dir}'))")
         console.print(f"metrics: {metrics}")
+
+
+def _check_run_folder(run_dir: Path, resume: Path | None, fresh: bool) -> None:
+    """A run folder with checkpoints is resumed (--resume) or started over (--fresh), never silently
+    restarted (that would mix two runs' metrics and checkpoints)."""
+    import shutil
+
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*"))
+    if resume is not None and fresh:
+        raise InputError("--resume and --fresh exclude each other", field="--fresh")
+    if not ckpts or resume is not None:
+        return
+    if not fresh:
+        raise InputError(f"the run folder already has checkpoints (newest {ckpts[-1].name}): pass --resume "
+                         f"{run_dir} to continue, or --fresh to start over", file=str(run_dir), field="--out")
+    shutil.rmtree(run_dir / "checkpoints")
+    for name in ("metrics.jsonl", "lora", "samples", "rank0_result.json"):
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    console.print(f"--fresh: removed the checkpoints, metrics and LoRA of {run_dir}")
 
 
 def _torchrun(recipe: Any, cfg: Any, run_dir: Path, rubric_set: Any, gpus: int, resume: Path | None

@@ -55,10 +55,16 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     with mlf.stage_run(experiment, "train", home=home_path(None), parent_run_id=parent_run_id,
                        params=cfg.model_dump(mode="json"), tags=tags) as run_id:
         fail_point("train")  # inside the run, so a failed training shows as a FAILED child run
+        # A rerun after a failure mid-training (same train_key, hence same folder) resumes exactly from
+        # the newest checkpoint the failed attempt left instead of starting again at step 0.
+        resume = out if any((out / "checkpoints").glob("step_*/trainer_state.pt")) else None
+        if resume is not None:
+            _progress(f"resuming training {train_key} from its newest checkpoint in {out}")
+        mlf.set_tags(run_id, {"arr.resumed": str(resume is not None).lower()})
         if gpus > 1:
-            result = _torchrun(gpus, train_config_uri, rubric_set_uri, vlm, out)
+            result = _torchrun(gpus, train_config_uri, rubric_set_uri, vlm, out, resume)
         else:
-            res = recipe.run(cfg, out, rubric_set=rs, vlm=_vlm_from_env(vlm), progress=_progress)
+            res = recipe.run(cfg, out, rubric_set=rs, vlm=_vlm_from_env(vlm), progress=_progress, resume=resume)
             result = {"lora_dir": str(res.lora_dir), "metrics_uri": str(res.metrics_path), "steps": res.steps,
                       "samples_dir": str(out / "samples")}
         history = [json.loads(line) for line in Path(result["metrics_uri"]).read_text().splitlines()
@@ -92,14 +98,14 @@ def _progress(line: str) -> None:
 
 
 def _torchrun(gpus: int, train_config_uri: str, rubric_set_uri: str | None, vlm: dict[str, Any],
-              out: Path) -> dict[str, Any]:
+              out: Path, resume: Path | None = None) -> dict[str, Any]:
     """Run the recipe's torchrun entry (``python -m arr_core.recipes.rpo``, one process per GPU);
     rank 0 writes the result file this reads back."""
     import subprocess
 
     from arr_core.recipes import rpo as recipe
 
-    cmd = recipe.torchrun_command(gpus, train_config_uri, out, rubrics_json=rubric_set_uri, vlm=vlm)
+    cmd = recipe.torchrun_command(gpus, train_config_uri, out, rubrics_json=rubric_set_uri, vlm=vlm, resume=resume)
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy())
     return json.loads((out / recipe.RESULT_FILE).read_text(encoding="utf-8"))
 

@@ -56,8 +56,14 @@ def test_arr_train_toy_judge_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
     assert [m["step"] for m in metrics] == [1, 2]
 
     cfg4 = _write_config(tmp_path, folder, steps="3")
+    # a run folder with checkpoints is resumed or started over on purpose, never silently restarted
+    assert main(["train", "--config", str(cfg4), "--out", str(out)]) == 2
+    assert "already has checkpoints (newest step_000002)" in " ".join(capsys.readouterr().err.split())
     assert main(["train", "--config", str(cfg4), "--out", str(out), "--resume", str(out)]) == 0
     assert "resumed from" in capsys.readouterr().out
+    assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert main(["train", "--config", str(cfg4), "--out", str(out), "--fresh"]) == 0
+    assert "removed the checkpoints" in capsys.readouterr().out
     assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
