@@ -109,6 +109,11 @@ def register(app: typer.Typer) -> None:
         if cfg.verifier is not None:
             update["verifier"] = _vlm_overrides(cfg.verifier, **over)
         cfg = cfg.model_copy(update=update)
+        from arr_core.recipes.preflight import check_endpoint
+
+        check_endpoint(cfg.generator, "generator")
+        if cfg.verifier is not None:
+            check_endpoint(cfg.verifier, "verifier")
         ds = _load_pairs(pairs, allow_outside, split, allow_remote)
         store = Store(home_dir(home))
         parent_id = store.resolve_rubric_set_id(parent) if parent else None
@@ -212,6 +217,9 @@ def register(app: typer.Typer) -> None:
             raise InputError("judging against labels needs label_rank on every record", file=str(pairs),
                              record=missing[0], field="label_rank")
         cfg = _vlm_overrides(jcfg.vlm_config(), backend, base_url, model, no_cache)
+        from arr_core.recipes.preflight import check_endpoint
+
+        check_endpoint(cfg, "vlm")
         client = build_client(cfg, store)
         block = rs.prompt_block() if rs is not None else None
         rid = rs.id if rs is not None else None

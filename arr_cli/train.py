@@ -52,6 +52,11 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--gpus {gpus} needs distributed: ddp or fsdp", file=str(config), field="distributed")
         run_dir = out or cfg.output_dir or home_dir(home) / "runs" / f"rpo-{recipe.config_digest(cfg)}"
         _check_run_folder(Path(run_dir), resume, fresh)
+        from arr_core.recipes.preflight import check_device, check_endpoint, check_writable
+
+        check_device(cfg.policy.device, gpus)
+        check_writable(run_dir, "--out")
+        check_endpoint(recipe.judge_vlm(cfg), "reward.vlm")
         rubrics = rubrics if rubrics is not None else cfg.reward.rubrics
         if rubrics is None:
             raise InputError("the judge needs --rubrics ID (or FILE, or 'none' to judge without rubrics)",

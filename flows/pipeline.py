@@ -35,6 +35,7 @@ from tasks.data import make_world_pairs, register_dataset, register_world_datase
 from tasks.induce import prompt_version
 from tasks.judge import judge_heldout
 from tasks.lineage import finish_pipeline_run, start_pipeline_run
+from tasks.preflight import preflight
 from tasks.train import dispatch_training, plan_training
 
 
@@ -58,6 +59,7 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
     stages: dict[str, dict[str, Any]] = {}
     status = "FAILED"
     try:
+        run_task(preflight, cfg.vlm, cfg.training, home)  # fail in seconds, naming the field
         # --- data -------------------------------------------------------------------------------
         if cfg.data.world is not None:
             made, _ = run_task(make_world_pairs, cfg.data.world.model_dump(), home)

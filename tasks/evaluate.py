@@ -17,11 +17,12 @@ from prefect import task
 
 from tasks import _mlflow as mlf
 from tasks._cache import keyed_by
-from tasks.common import fail_point, home_path, open_store
+from tasks.common import fail_point, home_path, open_store, retry_transient
 
 
 @task(cache_key_fn=keyed_by("train_key", "eval_cfg", "rubric_set_id", "vlm", "prompt_version"),
-      persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=5)
+      persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient)
 def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: Any, eval_cfg: dict[str, Any],
                     rubric_set_id: str, rubric_set_json: str, vlm: Any, prompt_version: str, experiment: str,
                     parent_run_id: str | None, home: str) -> dict[str, Any]:

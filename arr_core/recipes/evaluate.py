@@ -147,7 +147,7 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
     serves both, ``metrics["vlm_calls"]`` counts its calls. ``rubric_set``: the judge's rubrics (read
     only when ``eval_cfg["win_rate"]``). ``run_key`` (the training's cache key), ``rubric_set_id``,
     ``policy_id`` and ``meta`` (report header) label the result. ``policy``: an already built policy
-    instead of building it from ``train_cfg``.
+    instead of building it from ``train_cfg`` (its transformer gets the LoRA after the base is sampled).
 
     Metrics (MLflow names): ``geneval.base`` / ``geneval.trained`` (mean over tags), ``geneval.delta``,
     ``geneval.<policy>.<tag>``, ``geneval.<policy>_tag_mean`` (= the overall), ``geneval.<policy>_image_mean``
@@ -158,6 +158,7 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
     from arr_core.bench.results import EvalResult
     from arr_core.bench.winrate import run_winrate
     from arr_core.recipes.rpo import build_policy, resolve_device
+    from arr_core.vlm.config import VLMConfig, build_client
 
     kind = train_cfg.policy.kind
     _refuse_editing(kind, "policy.kind")
@@ -170,11 +171,8 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
     if policy is None:
         policy = build_policy(train_cfg, resolve_device(train_cfg.policy.device))
     checker_kind = checker_for(kind)
-    client = None
-    if win_rate or checker_kind == "vlm":
-        from arr_core.vlm.config import VLMConfig, build_client
-
-        client = build_client(vlm if vlm is not None else VLMConfig(), None)
+    vcfg = vlm if vlm is not None else VLMConfig()
+    client = build_client(vcfg, None) if win_rate or checker_kind == "vlm" else None
     checker = build_checker(checker_kind, client)
     # The scene-world evaluation's noise (prompt text + repeat + image index), shared by base and trained.
     kw = dict(n_per_prompt=n_images, steps=steps, noise_key=prompt_noise_keys(items),
@@ -212,7 +210,7 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
     metrics["wall_s"] = round(time.perf_counter() - t0, 3)
 
     report = _pipeline_report(items, base, trained, sb, st, tags, metrics, checker.name, run_key,
-                              scene_vlm=getattr(vlm, "backend", "") == "scene", meta=meta)
+                              scene_vlm=vcfg.backend == "scene", meta=meta)
     result = EvalResult("geneval", {**eval_cfg, "train_key": run_key}, metrics,
                         [t for sec in report.sections for t in sec.tables], report,
                         rubric_set_id=rubric_set_id or getattr(rubric_set, "id", None), policy_id=policy_id,

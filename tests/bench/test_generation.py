@@ -73,6 +73,22 @@ def test_geneval_hand_checked(correct_and_blank) -> None:
     assert "Samples and checker verdicts" in render_html(res.report)
 
 
+def test_geneval_scores_average_over_tags_not_prompts() -> None:
+    # Unbalanced: three "a" prompts, one "b", one "c". GenEval: mean over tags of the tag means.
+    res = gen.geneval_scores([1.0, 0.0, 1.0, 1.0, 0.5], ["a", "a", "a", "b", "c"], n_boot=500)
+    assert {t: c["point"] for t, c in res["per_tag"].items()} == pytest.approx({"a": 2 / 3, "b": 1.0, "c": 0.5})
+    assert res["overall"]["point"] == pytest.approx((2 / 3 + 1.0 + 0.5) / 3)
+    assert res["prompt_mean"] == pytest.approx(3.5 / 5)  # the mean over prompts differs
+    assert res["n_prompts"] == {"a": 3, "b": 1, "c": 1}
+    # One-prompt tags are fixed under resampling within tags: only "a" moves the overall interval.
+    assert res["per_tag"]["b"]["lo"] == res["per_tag"]["b"]["hi"] == 1.0
+    lo, hi = res["overall"]["lo"], res["overall"]["hi"]
+    assert 1.5 / 3 - 1e-9 <= lo < res["overall"]["point"] < hi <= 2.5 / 3 + 1e-9
+    assert res["overall"] == gen.stratified_mean_ci({"a": [1.0, 0.0, 1.0], "b": [1.0], "c": [0.5]}, n_boot=500)
+    with pytest.raises(ValueError, match="3 per-prompt scores for 2 tags"):
+        gen.geneval_scores([1.0, 0.0, 1.0], ["a", "b"])
+
+
 def test_vlm_checker_on_geneval_questions(tmp_path: Path) -> None:
     items = [PromptItem("a", "a photo of a red circle", "colors",
                         meta={"geneval": {"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}],
@@ -113,6 +129,24 @@ def test_winrate_flags_reward_hacking(tmp_path: Path) -> None:
     assert fair.summary["winrate/judge"] == 0.5  # swap + first-position judge → all ties
     assert fair.summary["winrate/checker"] == pytest.approx(0.875)  # mirror of the case above
     assert fair.summary["winrate/reward_hacking_flag"] == 0.0
+    # Decisive pairs (the pipeline's winrate.*): the judge's wins among its wins and losses, the checker's
+    # among pairs where exactly one image passes (prompt 0: both pass → left out).
+    assert res.summary["winrate/judge_decisive"] == 1.0 and res.summary["winrate/judge_ties"] == 0.0
+    assert res.summary["winrate/checker_decisive"] == 0.0 and res.summary["winrate/gap_decisive"] == 1.0
+    assert fair.summary["winrate/judge_decisive"] == 0.5 and fair.summary["winrate/judge_ties"] == 1.0
+    assert fair.summary["winrate/checker_decisive"] == 1.0
+    # Without a judge: the checker alone, from verdicts already at hand (nothing is checked again).
+    class _NoChecks(SceneChecker):
+        def check(self, jobs):
+            raise AssertionError("checked twice")
+
+    known = {"base": gen.check_all(SceneChecker(), items, base), "trained": gen.check_all(SceneChecker(), items, hacked)}
+    alone = run_winrate(items, base, hacked, judge_client=None, rubric_set=None, checker=_NoChecks(), n_boot=200,
+                        base_results=known["base"], trained_results=known["trained"])
+    assert alone.summary["winrate/checker"] == res.summary["winrate/checker"]
+    assert alone.summary["winrate/checker_decisive"] == 0.0 and "winrate/judge" not in alone.summary
+    assert [r[0] for r in alone.table("Win rate trained vs base").rows] == ["independent checker (scene-detector)"]
+    assert "pairs" not in [s.id for s in alone.report.sections]
 
 
 def test_edit_checks_and_winrate_hand_checked(tmp_path: Path) -> None:
@@ -190,6 +224,20 @@ def test_sampling_is_seeded_per_prompt_not_per_batch(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(Image.open(a["p1"][1])), np.asarray(Image.open(b["p1"][1])))
     c = gen.sample_images(policy, items[:1], tmp_path / "c", n_per_prompt=1, steps=2, seed=1)
     assert not np.array_equal(np.asarray(Image.open(a["p0"][0])), np.asarray(Image.open(c["p0"][0])))
+
+
+def test_prompt_noise_keys_give_repeats_fresh_noise(tmp_path: Path) -> None:
+    from arr_core.sim.toy_policy import ToyPolicy
+
+    policy = ToyPolicy.random(seed=0, **TINY)
+    items = _items(2)
+    twice = [*items, PromptItem("again", items[0].prompt, items[0].category, meta=items[0].meta)]
+    key = gen.prompt_noise_keys(twice)
+    assert [key(it, 1) for it in twice] == [f"{items[0].prompt}|1", f"{items[1].prompt}|1", f"{items[0].prompt}#1|1"]
+    paths = gen.sample_images(policy, twice, tmp_path, n_per_prompt=1, steps=2, noise_key=key)
+    assert not np.array_equal(np.asarray(Image.open(paths["p0"][0])), np.asarray(Image.open(paths["again"][0])))
+    with pytest.raises(ValueError, match="unique"):
+        gen.prompt_noise_keys([items[0], items[0]])
 
 
 def test_lora_round_trip(tmp_path: Path) -> None:

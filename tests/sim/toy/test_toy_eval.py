@@ -69,3 +69,28 @@ def test_failure_kind_names_empty_images_and_the_first_failed_clause():
     red = [Detection("circle", "red", 0.5, 0.5, 0.2, 0.2, 0.04, 0.9)]
     with pytest.raises(ValueError, match="failed"):
         failure_kind(check_spec(spec, red), red)
+
+
+def test_geneval_accuracy_aggregates_like_geneval_mean_over_tags(monkeypatch):
+    """`overall` and its interval come from the one GenEval aggregation (`bench.generation.geneval_scores`):
+    the mean over tags, not over prompt-images; `image_mean` keeps the latter."""
+    from arr_core.bench.generation import geneval_scores
+    from arr_core.sim import toy_eval
+    from arr_core.sim.toy_policy import ToyPolicy
+    from arr_core.sim.world import parse_prompt
+
+    specs = [parse_prompt(p) for p in ("a photo of a red circle", "a photo of a blue square",
+                                       "a photo of a green triangle", "a photo of two circles")]
+    assert [s.tag for s in specs] == ["colors", "colors", "colors", "counting"]
+    # The detector verdict by rule: red and blue prompts pass every image, the rest fail.
+    monkeypatch.setattr(toy_eval, "_failure", lambda spec, image: None if ("red" in spec.prompt or "blue" in spec.prompt)
+                        else "missing")
+    policy = ToyPolicy.random(seed=0, layers=1, width=32, head_dim=16, text_layers=1, text_width=32)
+    res = toy_eval.geneval_accuracy(policy, specs, seeds=(0, 1), steps=2, n_boot=300)
+    assert res["per_tag"] == {"colors": pytest.approx(2 / 3), "counting": 0.0}
+    assert res["overall"] == res["tag_mean"] == pytest.approx(1 / 3)  # (2/3 + 0) / 2
+    assert res["image_mean"] == pytest.approx(0.5)  # 4 of 8 prompt-images
+    agg = geneval_scores([1.0, 1.0, 0.0, 0.0], [s.tag for s in specs], n_boot=300)
+    assert res["ci95"] == [agg["overall"]["lo"], agg["overall"]["hi"]]
+    assert res["per_tag_ci95"]["counting"] == [0.0, 0.0]
+    assert res["passed"] == [[True, True], [True, True], [False, False], [False, False]]
