@@ -16,6 +16,7 @@ import contextlib
 import functools
 import math
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -123,12 +124,43 @@ def start_run(experiment: str, run_name: str, *, home: Path | None = None,
               parent_run_id: str | None = None, tags: dict[str, Any] | None = None) -> str:
     """Create a run (a child of ``parent_run_id`` when given) and return its id."""
     all_tags = {"arr.git_commit": git_commit(), "arr.prefect_flow_run_id": prefect_flow_run_id(),
-                "mlflow.runName": run_name, **(tags or {})}
+                "arr.host": socket.gethostname(), "arr.pid": os.getpid(), "mlflow.runName": run_name,
+                **(tags or {})}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     run = client().create_run(experiment_id(experiment, home), run_name=run_name,
                               tags=_clean_tags(all_tags))
     return run.info.run_id
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def mark_orphaned_runs(experiment: str, home: Path | None = None) -> list[str]:
+    """Runs of ``experiment`` still RUNNING although the process that started them on this host is
+    gone (killed with -9, the machine rebooted) are ended as KILLED, so the UI and ``arr runs compare``
+    do not show them as live. Runs of other hosts, and of live processes, are left alone."""
+    host = socket.gethostname()
+    c = client()
+    runs = c.search_runs([experiment_id(experiment, home)], filter_string="attributes.status = 'RUNNING'",
+                         max_results=500)
+    killed = []
+    for r in runs:
+        tags = r.data.tags
+        pid = tags.get("arr.pid")
+        if tags.get("arr.host") != host or not (pid or "").isdigit() or _alive(int(pid)):
+            continue
+        c.set_tag(r.info.run_id, "arr.end_reason", f"process {pid} on {host} ended without closing the run")
+        c.set_terminated(r.info.run_id, "KILLED")
+        killed.append(r.info.run_id)
+    return killed
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:

@@ -22,7 +22,9 @@ from tasks.common import home_path, open_store
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def start_pipeline_run(experiment: str, run_name: str, params: dict[str, Any], config_digest: str,
                        home: str) -> str:
-    """Create the parent run (params = flattened pipeline config without secrets); return its id."""
+    """Create the parent run (params = flattened pipeline config without secrets); return its id.
+    Runs that a killed process left RUNNING in the experiment are ended as KILLED first."""
+    mlf.mark_orphaned_runs(experiment, home_path(home))
     run_id = mlf.start_run(experiment, run_name, home=home_path(home),
                            tags={"arr.kind": "pipeline", "arr.config_digest": config_digest})
     mlf.log_params(run_id, params)

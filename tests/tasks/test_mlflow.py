@@ -49,3 +49,20 @@ def test_stage_run_marks_failed_and_reraises(tracking: Path) -> None:
         with mlf.stage_run("exp-b", "train", home=tracking, parent_run_id=None) as run_id:
             raise RuntimeError("boom")
     assert mlf.client().get_run(run_id).info.status == "FAILED"
+
+
+def test_runs_left_running_by_a_killed_process_are_marked_killed(tracking: Path) -> None:
+    """kill -9 leaves the MLflow run RUNNING; the next pipeline start ends it as KILLED (issue 20).
+    Runs of live processes and of other hosts are left alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = mlf.start_run("exp-k", "pipeline", home=tracking, tags={"arr.pid": dead.pid})
+    live = mlf.start_run("exp-k", "pipeline", home=tracking)  # this process: alive
+    remote = mlf.start_run("exp-k", "pipeline", home=tracking, tags={"arr.pid": dead.pid, "arr.host": "gpu-7"})
+    assert mlf.mark_orphaned_runs("exp-k", tracking) == [orphan]
+    status = {r: mlf.client().get_run(r).info.status for r in (orphan, live, remote)}
+    assert status == {orphan: "KILLED", live: "RUNNING", remote: "RUNNING"}
+    assert "ended without closing" in mlf.client().get_run(orphan).data.tags["arr.end_reason"]
