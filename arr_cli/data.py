@@ -21,6 +21,9 @@ Task = Annotated[Optional[str], typer.Option("--task", help="Expected task: t2i 
 AllowOutside = Annotated[bool, typer.Option("--allow-outside", help="Allow image paths outside the dataset "
                                             "file's folder.")]
 AllowTies = Annotated[bool, typer.Option("--allow-ties", help="Accept tied label_rank values.")]
+Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that relative image paths are relative "
+                                            "to (default: the dataset file's folder; the ARR reference's "
+                                            "example files name images relative to the repository root).")]
 AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s) image URLs named in the "
                                            "dataset (off: no request leaves the machine; size and time "
                                            "are capped when on).")]
@@ -31,13 +34,13 @@ MaxSide = Annotated[int, typer.Option("--max-image-side", help="Refuse images la
 @data_app.command("validate")
 def validate(path: Path, task: Task = None, allow_outside: AllowOutside = False,
              allow_ties: AllowTies = False, max_image_side: MaxSide = DEFAULT_MAX_IMAGE_SIDE,
-             allow_remote: AllowRemote = False) -> int:
+             allow_remote: AllowRemote = False, root: Root = None) -> int:
     """Check a dataset file and print record counts and every problem found (exit 2 if any record
     is invalid). Writes nothing."""
     from arr_core.data.dataset import Dataset, scan_dataset
 
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside, allow_ties=allow_ties,
-                                     max_image_side=max_image_side, allow_remote=allow_remote)
+                                     max_image_side=max_image_side, allow_remote=allow_remote, root=root)
     fatal = [p for p in problems if p.fatal]
     notes = [p for p in problems if not p.fatal]
     ds = Dataset(records=records, name=path.stem, source_uri=str(path), task=task or "mixed")
@@ -69,7 +72,7 @@ def validate(path: Path, task: Task = None, allow_outside: AllowOutside = False,
 def import_(path: Path, name: Annotated[str, typer.Option("--name", help="A name for the dataset.")],
             task: Task = None, allow_outside: AllowOutside = False, allow_ties: AllowTies = False,
             max_image_side: MaxSide = DEFAULT_MAX_IMAGE_SIDE, allow_remote: AllowRemote = False,
-            home: Home = None) -> int:
+            root: Root = None, home: Home = None) -> int:
     """Validate and store a dataset (all or nothing) and print its content-derived id."""
     from arr_core.data.dataset import load_dataset
     from arr_core.store import Store
@@ -77,7 +80,7 @@ def import_(path: Path, name: Annotated[str, typer.Option("--name", help="A name
     if not name.strip():
         raise InputError("--name must not be empty", field="name")
     ds = load_dataset(path, task=task, name=name, allow_outside=allow_outside, allow_ties=allow_ties,
-                      max_image_side=max_image_side, allow_remote=allow_remote)
+                      max_image_side=max_image_side, allow_remote=allow_remote, root=root)
     dataset_id = Store(home_dir(home)).put_dataset(ds)
     for n in ds.notes:
         console.print(f"[yellow]note[/] {path}: {n}")

@@ -52,18 +52,21 @@ def _vlm_overrides(cfg: Any, backend: str | None, base_url: str | None, model: s
         raise InputError(err["msg"], field=".".join(str(x) for x in err["loc"]) or "--backend") from None
 
 
+Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that relative image paths are relative to "
+                                            "(default: the pairs file's folder).")]
 AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s) image URLs named in the pairs "
                                            "(off by default; size and time capped).")]
 Split = Annotated[str, typer.Option("--split", help="Use only this split of the pairs: seed | validation | "
                                      "test (deterministic by pair digest, 60/20/20) or all.")]
 
 
-def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remote: bool = False) -> Any:
+def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remote: bool = False,
+                root: Path | None = None) -> Any:
     from arr_core.data.dataset import SPLITS, Dataset, load_dataset
 
     if split != "all" and split not in SPLITS:
         raise InputError(f"must be one of {', '.join(SPLITS)} or all, got {split!r}", field="--split")
-    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote)
+    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root)
     if ds.task not in ("t2i", "edit"):
         raise InputError(f"pairs must all be t2i or all be edit records, got {ds.task!r}", file=str(pairs),
                          field="task")
@@ -93,6 +96,7 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCache = False,
         allow_outside: AllowOutside = False,
         allow_remote: AllowRemote = False,
+        root: Root = None,
         split: Split = "all",
         home: Home = None,
     ) -> int:
@@ -114,7 +118,7 @@ def register(app: typer.Typer) -> None:
         check_endpoint(cfg.generator, "generator")
         if cfg.verifier is not None:
             check_endpoint(cfg.verifier, "verifier")
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root)
         store = Store(home_dir(home))
         parent_id = store.resolve_rubric_set_id(parent) if parent else None
 
@@ -172,6 +176,7 @@ def register(app: typer.Typer) -> None:
         no_cache: NoCache = False,
         allow_outside: AllowOutside = False,
         allow_remote: AllowRemote = False,
+        root: Root = None,
         split: Split = "all",
         allow_seed_pairs: Annotated[bool, typer.Option(
             "--allow-seed-pairs", help="Judge pairs the rubric set was induced from (normally refused: "
@@ -201,7 +206,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"must be one of {', '.join(REWARD_MAPPINGS)}, got {mapping!r}", field="--mapping")
         store = Store(home_dir(home))
         rs: RubricSet | None = resolve_rubrics(store, rubrics)
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root)
         if rs is not None and rs.task != ds.task:
             raise InputError(f"rubric set {rs.id} is for {rs.task} but the pairs are {ds.task}", field="--rubrics")
         seen = {p for p, _ in (rs.metadata.get("induction_pairs") or [])} if rs is not None else set()

@@ -76,6 +76,8 @@ class DataStage(_Strict):
     pairs: Path | None = Field(None, description="ARR reference JSON/JSONL/YAML or the project's "
                                "JSONL/Parquet; no default")
     world: WorldPairs | None = Field(None, description="generate scene-world pairs instead of a file")
+    root: Path | None = Field(None, description="folder that relative image paths are relative to (default: "
+                              "the pairs file's folder; the ARR reference's examples use the repository root)")
     task: Literal["t2i", "edit"] | None = Field(None, description="force the task (default: detected)")
     seed_fraction: float = Field(0.6, gt=0, lt=1, description="share of pairs used for induction")
     validation_fraction: float = Field(0.2, ge=0, lt=1, description="share held out for the judge check")
@@ -200,6 +202,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             node[key] = str((base / node[key]).resolve())
 
     fix(raw.get("data"), "pairs")
+    fix(raw.get("data"), "root")
     training = raw.get("training") or {}
     fix(training, "shared_dir")
     cfg = training.get("config") or {}

@@ -67,7 +67,8 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
                              cfg.data.max_seed_pairs, made["content_key"])
         else:
             ds, _ = run_task(register_dataset, str(cfg.data.pairs), cfg.data.task, cfg.data.split_kw(), home,
-                             cfg.data.max_seed_pairs)
+                             cfg.data.max_seed_pairs, None,
+                             str(cfg.data.root) if cfg.data.root else None)
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
 
         # --- induce -----------------------------------------------------------------------------

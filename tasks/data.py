@@ -31,7 +31,8 @@ def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
       retry_condition_fn=retry_transient)
 def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
-                     max_seed_pairs: int | None = None, content_key: str | None = None) -> dict[str, Any]:
+                     max_seed_pairs: int | None = None, content_key: str | None = None,
+                     root: str | None = None) -> dict[str, Any]:
     """Load a preference file (checks every record and image), store it, return its digests.
 
     Not cached on purpose: reading and hashing is cheap, and the digest it returns is what every
@@ -41,7 +42,7 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
     from arr_core.digest import digest_obj
 
     fail_point("data")
-    ds = load_dataset(Path(pairs_uri), task=task)
+    ds = load_dataset(Path(pairs_uri), task=task, root=root)
     store = open_store(home)
     dataset_id = store.put_dataset(ds, split_kw=split_kw)
     # The split is computed here from the config, not read back from the store: the store keeps the

@@ -223,9 +223,17 @@ class _ImageResolver:
         self._seen: dict[str, tuple[ImageRef, str | None]] = {}
 
     def resolve(self, raw: Any) -> tuple[ImageRef, str | None]:
-        """Return (ImageRef, note) or raise ImageReadError / ValueError."""
+        """Return (ImageRef, note) or raise ImageReadError / ValueError. ``raw`` is a path or URL, raw
+        image bytes (a Parquet binary column), or a Hugging Face ``Image`` struct ``{"bytes", "path"}``
+        (embedded bytes win; a struct without bytes is read from its path)."""
+        if isinstance(raw, dict) and ("bytes" in raw or "path" in raw):
+            payload = raw.get("bytes")
+            raw = payload if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) else raw.get("path")
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            return self._embedded(bytes(raw))
         if not isinstance(raw, str) or not raw.strip():
-            raise ValueError(f"expected an image path or URL string, got {raw!r:.60}")
+            shown = repr(raw)[:60] if isinstance(raw, (int, float, bool, type(None))) else type(raw).__name__
+            raise ValueError(f"expected an image path, URL, image bytes or an {{bytes, path}} struct, got {shown}")
         raw = raw.strip()
         if is_url(raw):
             if raw.startswith(("http://", "https://")) and not self.allow_remote:
@@ -249,6 +257,28 @@ class _ImageResolver:
         ref = ImageRef(uri=uri, sha256=sha256_bytes(data))
         self._seen[uri] = (ref, note)
         return ref, note
+
+    def _embedded(self, data: bytes) -> tuple[ImageRef, str | None]:
+        """Image bytes stored in the dataset file itself: kept as a ``data:`` URL (no file to point at)."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        sha = sha256_bytes(data)
+        if sha in self._seen:
+            return self._seen[sha]
+        info = inspect_image(data, max_side=self.max_side)
+        with Image.open(io.BytesIO(data)) as im:  # header only: the format for the MIME type
+            fmt = (im.format or "png").lower()
+        uri = f"data:image/{fmt};base64," + base64.b64encode(data).decode("ascii")
+        out = (ImageRef(uri=uri, sha256=sha), _embedded_note(info))
+        self._seen[sha] = out
+        return out
+
+
+def _embedded_note(info: Any) -> str | None:
+    return f"image mode {info.mode} converted to RGB" if info.mode != "RGB" else None
 
 
 def _check_ranks(ranks: Any, n: int, *, allow_ties: bool) -> str | None:
@@ -373,8 +403,12 @@ def _parse_record(obj: Any, i: int, task_hint: str | None, resolver: _ImageResol
 
 def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bool = False,
                  allow_ties: bool = False, max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
-                 allow_remote: bool = False) -> tuple[list[PreferenceRecord], list[Problem]]:
+                 allow_remote: bool = False, root: str | Path | None = None
+                 ) -> tuple[list[PreferenceRecord], list[Problem]]:
     """Read and check every record; return the good records and all problems found.
+
+    Relative image paths are relative to the dataset file's folder, or to ``root`` when given (the
+    ARR reference's example files name images relative to the repository root).
 
     Problems with ``fatal=True`` make :func:`load_dataset` refuse the file; duplicates and mode
     conversions are notes. File-level failures (unreadable file, invalid JSON) raise InputError.
@@ -394,8 +428,10 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
     raw = _read_raw(path)
     if not raw:
         raise InputError("the dataset is empty (no records)", file=str(path))
-    resolver = _ImageResolver(path.parent, allow_outside=allow_outside, max_side=max_image_side,
-                              allow_remote=allow_remote)
+    if root is not None and not Path(root).is_dir():
+        raise InputError("the image root is not a folder", file=str(root), field="--root")
+    resolver = _ImageResolver(Path(root) if root is not None else path.parent, allow_outside=allow_outside,
+                              max_side=max_image_side, allow_remote=allow_remote)
     problems: list[Problem] = []
     records: list[PreferenceRecord] = []
     seen: dict[str, int] = {}
@@ -419,13 +455,14 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
 
 def load_dataset(path: str | Path, *, task: str | None = None, name: str | None = None,
                  allow_outside: bool = False, allow_ties: bool = False,
-                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, allow_remote: bool = False) -> Dataset:
+                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, allow_remote: bool = False,
+                 root: str | Path | None = None) -> Dataset:
     """Load and validate a dataset; raise InputError listing the problems if any record is bad.
     Remote (http/https) images are fetched only with ``allow_remote`` (bounded in size and time)."""
     path = Path(path)
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside,
                                      allow_ties=allow_ties, max_image_side=max_image_side,
-                                     allow_remote=allow_remote)
+                                     allow_remote=allow_remote, root=root)
     fatal = [p for p in problems if p.fatal]
     if fatal:
         shown = "\n  ".join(str(p) for p in fatal[:20])
