@@ -23,6 +23,25 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("arr-pipeline")
+        except PackageNotFoundError:  # run from a checkout without an install
+            v = "unknown (not installed)"
+        typer.echo(f"arr-pipeline {v}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """arr-pipeline: induce rubrics from preference pairs (ARR), train image generators with rubric
+    rewards (RPO), evaluate, and orchestrate it all with Prefect + MLflow."""
+
+
 def _register() -> None:
     from arr_cli import data, store  # noqa: F401  (foundation)
 

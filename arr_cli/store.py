@@ -11,6 +11,15 @@ from rich.table import Table
 
 from arr_cli.common import Home, console, home_dir
 
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
+
+
+def _print_json(obj: object) -> None:
+    import sys
+
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
 store_app = typer.Typer(help="Inspect and exchange versioned rubric sets in the DuckDB store.",
                         no_args_is_help=True)
 
@@ -26,19 +35,23 @@ def _store(home, read_only: bool = True):
 
 
 @store_app.command("ls")
-def ls(home: Home = None) -> int:
-    """List rubric sets (newest first) and datasets."""
+def ls(home: Home = None, as_json: Json = False) -> int:
+    """List rubric sets (newest first) and datasets. Ids are printed whole (a narrow terminal wraps
+    them instead of cutting them), so they can be copied."""
     store = _store(home)
+    if as_json:
+        _print_json({"rubric_sets": store.list_rubric_sets(), "datasets": store.list_datasets()})
+        return 0
     t = Table(title="rubric sets")
     for col in ("id", "task", "themes", "criteria", "parent", "generator", "created"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold", no_wrap=col in ("task", "themes", "criteria"))
     for r in store.list_rubric_sets():
         t.add_row(r["rubric_set_id"], r["task"], str(r["n_themes"]), str(r["n_criteria"]),
                   r["parent_id"] or "-", r["generator_model"] or "-", str(r["created_at"])[:19])
     console.print(t)
     d = Table(title="datasets")
     for col in ("id", "name", "task", "records", "created"):
-        d.add_column(col)
+        d.add_column(col, overflow="fold")
     for r in store.list_datasets():
         d.add_row(r["dataset_id"], r["name"], r["task"], str(r["n_records"]), str(r["created_at"])[:19])
     console.print(d)
@@ -47,10 +60,13 @@ def ls(home: Home = None) -> int:
 
 @store_app.command("show")
 def show(rubric_set_id: Annotated[str, typer.Argument(metavar="ID", help="Rubric set id or unique prefix.")],
-         home: Home = None) -> int:
+         home: Home = None, as_json: Json = False) -> int:
     """Print a rubric set: its rubrics as text, then its metadata and statistics."""
     store = _store(home)
     rs = store.get_rubric_set(rubric_set_id)
+    if as_json:
+        _print_json(json.loads(rs.to_json()))
+        return 0
     console.print(f"[bold]{rs.id}[/] ({rs.task}, {len(rs.themes)} themes, {len(rs.criteria)} criteria)")
     console.print(rs.to_text(), markup=False)
     console.print(json.dumps(rs.metadata, indent=2, sort_keys=True, default=str), markup=False)
@@ -110,9 +126,13 @@ def diff(id1: str, id2: str, home: Home = None) -> int:
 
 
 @store_app.command("lineage")
-def lineage(rubric_set_id: Annotated[str, typer.Argument(metavar="ID")], home: Home = None) -> int:
+def lineage(rubric_set_id: Annotated[str, typer.Argument(metavar="ID")], home: Home = None,
+            as_json: Json = False) -> int:
     """Trace a rubric set back to its root: parents, datasets, MLflow runs, training and evaluations."""
     chain = _store(home).lineage(rubric_set_id)
+    if as_json:
+        _print_json(chain)
+        return 0
     for depth, node in enumerate(chain):
         pad = "  " * depth
         console.print(f"{pad}[bold]{node['rubric_set_id']}[/] dataset={node.get('dataset_digest') or '-'} "

@@ -60,3 +60,38 @@ def test_help_for_every_store_and_data_command(capsys):
                 ["store", "lineage"], ["data", "validate"], ["data", "import"]):
         assert main([*cmd, "--help"]) == 0
         assert "--home" in capsys.readouterr().out or cmd == ["data", "validate"]
+
+
+def test_read_commands_script_with_json_and_print_whole_ids(tmp_path, capsys, monkeypatch):
+    import json
+
+    home = str(tmp_path / "home")
+    ref = tmp_path / "rubrics.txt"
+    ref.write_text(REFERENCE_TEXT)
+    assert main(["store", "import", str(ref), "--home", home]) == 0
+    capsys.readouterr()
+    assert main(["store", "ls", "--home", home, "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    (rid,) = [r["rubric_set_id"] for r in listing["rubric_sets"]]
+    assert main(["store", "show", rid, "--home", home, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["criteria"] and shown["themes"][0]["theme"] == "Faithful object counts"
+    assert main(["store", "lineage", rid, "--home", home, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["rubric_set_id"] == rid
+    # a narrow terminal wraps the id column instead of cutting it with an ellipsis
+    monkeypatch.setenv("COLUMNS", "60")
+    from arr_cli import common
+
+    monkeypatch.setattr(common.console, "_width", 60, raising=False)
+    assert main(["store", "ls", "--home", home]) == 0
+    out = capsys.readouterr().out
+    rubric_table = out.split("datasets")[0]
+    first_cells = [ln.split("│")[1].strip() for ln in rubric_table.splitlines() if ln.startswith("│")]
+    assert "…" not in out and "".join(first_cells) == rid  # folded over lines, never cut
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"arr-pipeline {version('arr-pipeline')}"
