@@ -57,7 +57,13 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
 
 
 # Scene-world pairs are fully determined by their generator settings and the world's code, so their
-# registration can be cached by that content key (a user's file is loaded and hashed every run).
-register_world_dataset = register_dataset.with_options(
-    name="register_world_dataset", persist_result=True, result_serializer="json",
-    cache_key_fn=keyed_by("content_key", "task", "split_kw", "max_seed_pairs"))
+# registration can be cached by that content key (a user's file is loaded and hashed every run). A task
+# of its own, not register_dataset.with_options: that would carry both NO_CACHE and a key function, and
+# Prefect warns on every run.
+@task(name="register_world_dataset", cache_key_fn=keyed_by("content_key", "task", "split_kw", "max_seed_pairs"),
+      persist_result=True, result_serializer="json", retries=1, retry_delay_seconds=2,
+      retry_condition_fn=retry_transient)
+def register_world_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
+                           max_seed_pairs: int | None = None, content_key: str | None = None) -> dict[str, Any]:
+    """``register_dataset`` for generated scene-world pairs, cached by their content key."""
+    return register_dataset.fn(pairs_uri, task, split_kw, home, max_seed_pairs, content_key)

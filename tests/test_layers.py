@@ -120,3 +120,16 @@ def test_importing_tasks_and_flows_has_no_side_effects_and_never_loads_the_cli(t
     out = _fresh(code, tmp_path)
     assert out == {"env": [], "cli": []}
     assert not (tmp_path / ".arr").exists(), "importing tasks/flows created the state folder"
+
+
+def test_importing_the_tasks_prints_no_prefect_warning(tmp_path: Path) -> None:
+    """Every run printed Prefect's "Both `cache_policy` and `cache_key_fn` are set" (issue 25)."""
+    env = {k: v for k, v in os.environ.items() if k != "ARR_HOME"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    code = "import importlib, pkgutil, tasks, flows\n" + "".join(
+        f"for m in pkgutil.walk_packages({p}.__path__, '{p}.'):\n    importlib.import_module(m.name)\n"
+        for p in ("tasks", "flows"))
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "WARNING" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
