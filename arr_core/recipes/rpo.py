@@ -194,13 +194,13 @@ def trainer_args(cfg: TrainConfig) -> RPOArgs:
         config_digest=config_digest(cfg), seed=cfg.seed, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout, lora_targets=tuple(cfg.lora.targets) if cfg.lora.targets else None,
         noise=cfg.noise, a=cfg.a, eta=cfg.eta, noise_block=cfg.experimental.noise_block,
-        shared_initial_noise=cfg.shared_initial_noise, beta=cfg.beta, clip_range=cfg.clip_range,
-        advantage=cfg.advantage, adv_clip=cfg.adv_clip, accumulate=cfg.accumulate, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, adam_betas=tuple(cfg.adam_betas), adam_eps=cfg.adam_eps,
+        shared_initial_noise=cfg.shared_initial_noise, judged_image=cfg.judged_image, beta=cfg.beta,
+        clip_range=cfg.clip_range, advantage=cfg.advantage, adv_clip=cfg.adv_clip, accumulate=cfg.accumulate,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, adam_betas=tuple(cfg.adam_betas), adam_eps=cfg.adam_eps,
         warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, bf16_autocast=cfg.bf16_autocast,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        max_inflight_judge_batches=cfg.max_inflight_judge_batches, sample_grid_every=cfg.sample_grid_every,
-        checkpoint_every=cfg.checkpoint_every, distributed=cfg.distributed,
+        gradient_checkpointing=cfg.gradient_checkpointing, attention_backend=cfg.attention_backend,
+        compile=cfg.compile, max_inflight_judge_batches=cfg.max_inflight_judge_batches,
+        sample_grid_every=cfg.sample_grid_every, checkpoint_every=cfg.checkpoint_every, distributed=cfg.distributed,
         config_json=cfg.model_dump_json(indent=2))
 
 

@@ -159,6 +159,12 @@ class TrainConfig(_Strict):
     a: float = Field(0.7, ge=0, description="Flow-GRPO noise level (0.7 SD3.5, 0.9 FLUX in its code).")
     eta: float = Field(0.3, ge=0, description="DanceGRPO noise level.")
     shared_initial_noise: bool = Field(False, description="The G images of a prompt start from the same noise.")
+    judged_image: Literal["clean_estimate", "last_sample", "deterministic_last_step"] = Field(
+        "clean_estimate", description="What the judge sees. 'clean_estimate' (ARR's and DanceGRPO's code): "
+        "x̂₀ = x − σ·v from the last step's velocity, i.e. that step's Euler (ODE) result. "
+        "'deterministic_last_step' (Flow-GRPO): the last step is an Euler step in the rollout itself (no "
+        "density; it must not be trained), giving the same image. 'last_sample': the last stochastic SDE "
+        "sample (the only behaviour before this option; on FLUX it carries extra noise of std ≈ 0.26).")
 
     # Objective
     beta: float = Field(0.01, ge=0, description="Weight of the analytic KL to the LoRA-off reference.")
@@ -186,7 +192,16 @@ class TrainConfig(_Strict):
     # Systems
     bf16_autocast: bool = Field(False, description="bf16 autocast around the network (sampling maths fp32).")
     gradient_checkpointing: bool = False
-    max_inflight_judge_batches: int = Field(2, ge=1, description="Bound on rollout batches awaiting the judge.")
+    attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = Field(
+        "auto", description="SDPA kernels allowed during rollouts and training (arr_core/rpo/kernels.py). "
+        "'auto': flash, efficient or math, never cuDNN (its backward crashed FLUX.1-dev on an H200). "
+        "'efficient' and 'cudnn' exist on CUDA only.")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="Regional torch.compile of the transformer's repeated blocks, with a warm-up "
+        "before the first step (excluded from step times). 'auto': on for CUDA without FSDP, off otherwise.")
+    max_inflight_judge_batches: int = Field(2, ge=0, description="Bound on rollout batches awaiting the "
+                                            "judge while the next is sampled; 0 = blocking: each batch is "
+                                            "judged before the next is sampled (the released code's pattern).")
     sample_grid_every: int = Field(10, ge=0, description="Save a PNG grid of the step's rollouts every N "
                                    "steps (0 = never).")
     checkpoint_every: int = Field(50, ge=0, description="Save a resumable checkpoint every N steps "
@@ -217,6 +232,9 @@ class TrainConfig(_Strict):
         if self.experimental.hard_only and not (self.reward.mode == "checklist" and self.reward.hard_themes):
             raise ValueError("experimental.hard_only needs reward.mode: checklist and reward.hard_themes "
                              "(it scores images by the hard themes alone)")
+        if self.judged_image == "deterministic_last_step" and self.num_steps - 1 in self.trained_step_indices():
+            raise ValueError("judged_image 'deterministic_last_step' makes the last step an Euler step, which "
+                             "has no density: trained_window must end before num_steps")
         if self.policy.kind == "qwen_edit" and self.prompts.source == "world":
             raise ValueError("policy.kind 'qwen_edit' needs edit instructions with source images "
                              "(prompts.source 'file')")
@@ -225,9 +243,13 @@ class TrainConfig(_Strict):
     def sde_step_mask(self) -> list[bool]:
         """Per denoising step: True where rollouts take a stochastic (SDE) step, False for Euler."""
         if self.sde_steps == "all":
-            return [True] * self.num_steps
-        trained = set(self.trained_step_indices())
-        return [i in trained for i in range(self.num_steps)]
+            mask = [True] * self.num_steps
+        else:
+            trained = set(self.trained_step_indices())
+            mask = [i in trained for i in range(self.num_steps)]
+        if self.judged_image == "deterministic_last_step":
+            mask[-1] = False
+        return mask
 
     def trained_step_indices(self) -> list[int]:
         """Integer indices of the denoising steps that get a loss term."""

@@ -6,23 +6,31 @@ PPO-style update on a LoRA adapter (Flow-GRPO / DanceGRPO recipe for flow-matchi
 
 One training step:
 1. Rollouts, ``prompts_per_step / rollout_batch_size`` batches of ``rollout_batch_size × G`` images:
-   the SDE sampler (``sde.py``) records every step's latents and fp32 log-probabilities. Each batch
-   is sent to the judge as soon as it is decoded; the judge (async, in its own event-loop thread)
-   scores batch k while batch k+1 is sampled; at most ``max_inflight_judge_batches`` wait at once.
+   the SDE sampler (``sde.py``) records every step's latents and fp32 log-probabilities. The judge
+   sees the clean estimate x̂₀ = x − σ·v of the last step (``judged_image``; the last noisy sample or
+   a deterministic last step are options). Each batch is sent to the judge as soon as it is decoded;
+   the judge (async, in its own event-loop thread) scores batch k while batch k+1 is sampled; at
+   most ``max_inflight_judge_batches`` wait at once (0: each batch is judged before the next).
 2. Advantages: rewards centred within each group (``advantage: raw`` keeps the paper's raw
    rewards); ties and abstentions give 0 to the whole group; clipped to ±``adv_clip``.
 3. Update: for every rollout batch (same batch size as sampling, modules in eval mode, so the
    on-policy ratio is exactly 1) and every trained denoising step, loss =
    PPO clipped surrogate max(−A·r, −A·clip(r, 1−ε, 1+ε)) + β·KL(π_θ ‖ π_ref), the analytic KL between
-   the LoRA'd and the adapter-off Gaussian steps. Gradients accumulate over ``accumulate`` such
-   units (or all of them), and the last unit always ends with an optimizer step (AdamW, grad-norm
-   clip, LR warm-up).
+   the LoRA'd and the adapter-off Gaussian steps. Batches train in rollout order, each as soon as its
+   own verdicts are in, so the last batches' judging overlaps the first ones' training. Gradients
+   accumulate over ``accumulate`` such units (or all of them), and the last unit always ends with an
+   optimizer step (AdamW, grad-norm clip, LR warm-up).
+
+Systems (``kernels.py``): rollouts and training run inside ``attention_context`` (``auto`` never
+picks cuDNN attention, whose backward crashed FLUX.1-dev on an H200), and with ``compile`` the
+transformer's repeated blocks are compiled and traced once on throw-away inputs before the first
+step, outside the step times.
 
 Deviations from the paper's released code, on purpose: advantages are centred (its code uses raw
 rewards); the KL is the analytic Gaussian KL (its β·(log π_θ − log π_ref) has zero expected
 gradient on-policy); the judge runs asynchronously and batched instead of synchronously per pair;
-the last, nearly deterministic step is not trained; gradient accumulation always ends on an
-optimizer step; runs resume exactly.
+gradient accumulation always ends on an optimizer step; runs resume exactly. As in its code, the
+judge sees the clean estimate and the last step is not trained.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from arr_core.rpo.distributed import (
     broadcast_parameters,
     shard_fsdp,
 )
+from arr_core.rpo.kernels import attention_context, compile_repeated_blocks
 from arr_core.rpo.lora import add_lora
 from arr_core.rpo.policy import Cond, Policy, index_cond
 from arr_core.rpo.sde import analytic_kl, sde_mean_std, sde_step, step_log_prob
@@ -134,6 +143,12 @@ class _JudgeLoop:
         self.thread.join()
         self.loop.close()
 
+    def __enter__(self) -> _JudgeLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     if not enabled:
@@ -166,12 +181,17 @@ def set_eval_mode(policy: Policy) -> None:
 def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | None, *, group_size: int,
             sigmas: torch.Tensor, generator: torch.Generator, noise: str, a: float, eta: float,
             shared_initial_noise: bool, bf16: bool, sde_mask: Sequence[bool] | None = None,
-            noise_block: int = 1) -> Rollout:
+            noise_block: int = 1, judged_image: str = "clean_estimate") -> Rollout:
     """Sample G images per prompt with the SDE sampler, recording latents and per-step log-probs.
 
     ``sde_mask`` (one flag per step, default all True): steps flagged False take the deterministic
     Euler step and record a log-prob of 0 (they have no density and must not be trained).
     ``noise_block`` > 1: step noise on block × block tiles (``sde.py``, block noise).
+    ``judged_image``: which latent is decoded for the judge. ``clean_estimate`` (ARR's and DanceGRPO's
+    code): x̂₀ = x_{n−1} − σ_{n−1}·v from the last step's input and velocity (with x_σ = (1−σ)·x₀ + σ·ε
+    and v = ε − x₀, exactly x₀ for a perfect v), which is that step's Euler result; ``last_sample``: the
+    last stochastic sample x_n; ``deterministic_last_step`` (Flow-GRPO): x_n, which ``sde_mask`` must
+    make an Euler step (so it equals the clean estimate).
     """
     b, g = len(prompts), group_size
     cond = policy.encode(prompts, sources)
@@ -183,9 +203,17 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
     n = len(sigmas) - 1
     if sde_mask is not None and len(sde_mask) != n:
         raise ValueError(f"sde_mask has {len(sde_mask)} flags for {n} steps")
+    if judged_image not in ("clean_estimate", "last_sample", "deterministic_last_step"):
+        raise ValueError(f"judged_image must be clean_estimate, last_sample or deterministic_last_step, "
+                         f"got {judged_image!r}")
+    if judged_image == "deterministic_last_step" and (sde_mask is None or sde_mask[-1]):
+        raise ValueError("judged_image 'deterministic_last_step' needs sde_mask[-1] False (an Euler last step)")
     lats, lps = [x], []
+    x0_hat = None
     for i in range(n):
         v = _velocity(policy, x, sigmas[i], cond, bf16)
+        if i == n - 1 and judged_image == "clean_estimate":
+            x0_hat = x - sigmas[i] * v  # fp32; bit-equal to the Euler step to σ_n = 0
         if sde_mask is None or sde_mask[i]:
             x, mean, std = sde_step(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, generator=generator,
                                     noise_block=noise_block)
@@ -194,7 +222,7 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
             x = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind="ode")[0]
             lps.append(torch.zeros(x.shape[0], dtype=torch.float32, device=x.device))
         lats.append(x)
-    images = policy.decode(x)
+    images = policy.decode(x if x0_hat is None else x0_hat)
     return Rollout(prompts, sources, cond, torch.stack(lats), torch.stack(lps), images)
 
 
@@ -214,6 +242,28 @@ def step_terms(policy: Policy, peft_model: torch.nn.Module, ro: Rollout, i: int,
         mean_ref, _ = sde_mean_std(x, v_ref, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta,
                                    noise_block=noise_block)
     return log_prob, analytic_kl(mean, mean_ref, std)
+
+
+def warm_up(policy: Policy, peft_model: torch.nn.Module, params: list[torch.nn.Parameter], prompts: list[str],
+            sources: list[Image.Image] | None, batch_size: int, step: int, roll_kw: dict[str, Any], *,
+            need_ref: bool) -> None:
+    """Run what a training step runs once, on throw-away data, so that ``torch.compile`` traces (and
+    tunes) every variant before the first timed step: a rollout batch (no grad), one trained step's
+    forward and backward (grad), and the adapter-off reference (no grad) when ``need_ref``.
+
+    Leaves no trace in the run: its own sampling generator (not the run's), gradients cleared, no
+    optimizer step. ``batch_size`` is the rollout batch size, so the traced shapes are the run's.
+    """
+    device = params[0].device
+    k = [j % len(prompts) for j in range(batch_size)]
+    ro = rollout(policy, [prompts[j] for j in k], [sources[j] for j in k] if sources else None,
+                 generator=torch.Generator(device=device).manual_seed(0), **roll_kw)
+    log_prob, kl = step_terms(policy, peft_model, ro, step, roll_kw["sigmas"], noise=roll_kw["noise"],
+                              a=roll_kw["a"], eta=roll_kw["eta"], bf16=roll_kw["bf16"], need_ref=need_ref,
+                              noise_block=roll_kw["noise_block"])
+    (log_prob.mean() + kl.mean()).backward()
+    for p in params:
+        p.grad = None
 
 
 def group_advantages(outcomes: list[GroupOutcome], group_size: int, mode: str, clip: float) -> torch.Tensor:
@@ -271,6 +321,7 @@ class RPOArgs:
     eta: float = 0.3
     noise_block: int = 1
     shared_initial_noise: bool = False
+    judged_image: str = "clean_estimate"
     beta: float = 0.01
     clip_range: float = 0.2
     advantage: str = "centered"
@@ -284,6 +335,8 @@ class RPOArgs:
     grad_clip: float = 1.0
     bf16_autocast: bool = False
     gradient_checkpointing: bool = False
+    attention_backend: str = "auto"
+    compile: bool | str = "auto"
     max_inflight_judge_batches: int = 2
     sample_grid_every: int = 10
     checkpoint_every: int = 50
@@ -328,6 +381,11 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
         policy.transformer.enable_gradient_checkpointing()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     broadcast_parameters(params, ctx)
+    # compile 'auto': on CUDA without FSDP. Lazy: each block compiles on its first call (the warm-up
+    # below); done before FSDP wraps the blocks, as torchtitan orders them.
+    compiled = args.compile if isinstance(args.compile, bool) else params[0].device.type == "cuda" and not fsdp
+    if compiled:
+        n_blocks = compile_repeated_blocks(policy.transformer)
     if fsdp:  # shard the frozen base and the LoRA per block; FSDP reduce-scatters the gradients itself
         shard_fsdp(policy.transformer)
         params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -363,13 +421,22 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
     n_batches = args.prompts_per_step // args.rollout_batch_size
     units = [(bi, i) for bi in range(n_batches) for i in trained]
     chunk = len(units) if args.accumulate == "all" else args.accumulate
-    judge = _JudgeLoop()
+    roll_kw = dict(group_size=G, sigmas=sigmas, noise=args.noise, a=args.a, eta=args.eta,
+                   shared_initial_noise=args.shared_initial_noise, bf16=args.bf16_autocast, sde_mask=sde_mask,
+                   noise_block=args.noise_block, judged_image=args.judged_image)
     last: dict[str, Any] = {}
     ckpt_dir: Path | None = None
-    try:
+    with _JudgeLoop() as judge, attention_context(args.attention_backend, device):
+        warmup_s = None
+        if compiled:  # trace and tune on throw-away inputs, so that no step's timing includes it
+            t0 = time.perf_counter()
+            warm_up(policy, peft_model, params, prompts, sources, args.rollout_batch_size, trained[0], roll_kw,
+                    need_ref=args.beta > 0)
+            warmup_s = time.perf_counter() - t0
+            say(f"compiled {n_blocks} repeated blocks; warm-up {warmup_s:.1f}s (not in the step times)")
         for step in range(start, args.steps):
             t_step = time.perf_counter()
-            # --- 1. rollouts, judged asynchronously (bounded) -------------------------------
+            # --- 1. rollouts, judged asynchronously (bounded; 0 = blocking) -----------------
             t_roll = t_judge = 0.0
             batches: list[Rollout] = []
             pending: list[Rollout] = []
@@ -377,35 +444,39 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 idx = stream.take(args.rollout_batch_size)
                 t0 = time.perf_counter()
                 ro = rollout(policy, [prompts[j] for j in idx], [sources[j] for j in idx] if sources else None,
-                             group_size=G, sigmas=sigmas, generator=generator, noise=args.noise, a=args.a,
-                             eta=args.eta, shared_initial_noise=args.shared_initial_noise, bf16=args.bf16_autocast,
-                             sde_mask=sde_mask, noise_block=args.noise_block)
+                             generator=generator, **roll_kw)
                 t_roll += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                while len(pending) >= args.max_inflight_judge_batches:
+                while len(pending) >= max(args.max_inflight_judge_batches, 1):
                     pending.pop(0).outcomes.result()
-                t_judge += time.perf_counter() - t0
                 groups = [ro.images[k * G:(k + 1) * G] for k in range(len(ro.prompts))]
                 ro.outcomes = judge.submit(rewarder.score(ro.prompts, groups, ro.sources))
+                if args.max_inflight_judge_batches == 0:
+                    ro.outcomes.result()
+                t_judge += time.perf_counter() - t0
                 pending.append(ro)
                 batches.append(ro)
-            t0 = time.perf_counter()
-            outcomes_all: list[GroupOutcome] = []
-            for ro in batches:
-                outs = ro.outcomes.result()
-                if len(outs) != len(ro.prompts):
-                    raise ValueError(f"rewarder returned {len(outs)} outcomes for {len(ro.prompts)} prompts")
-                ro.advantages = group_advantages(outs, G, args.advantage, args.adv_clip).to(device)
-                outcomes_all.extend(outs)
-            t_judge += time.perf_counter() - t0
 
             # --- 2. PPO + KL update over (batch × trained step) units ------------------------
+            # Batches train in rollout order, each as soon as its own verdicts are in: the judge
+            # scores the last batches while the first ones train (same units, same order as waiting
+            # for all verdicts first, so the numbers do not depend on the judge's timing).
             t0 = time.perf_counter()
+            t_wait = 0.0
+            outcomes_all: list[GroupOutcome] = []
             optimizer.zero_grad(set_to_none=True)
             sums = {"loss": 0.0, "kl": 0.0, "ratio": 0.0, "clip": 0.0, "pg": 0.0}
             ratio_max, grad_norms = 0.0, []
             for u, (bi, i) in enumerate(units):
                 ro = batches[bi]
+                if ro.advantages is None:
+                    t1 = time.perf_counter()
+                    outs = ro.outcomes.result()
+                    t_wait += time.perf_counter() - t1
+                    if len(outs) != len(ro.prompts):
+                        raise ValueError(f"rewarder returned {len(outs)} outcomes for {len(ro.prompts)} prompts")
+                    ro.advantages = group_advantages(outs, G, args.advantage, args.adv_clip).to(device)
+                    outcomes_all.extend(outs)
                 first = (u // chunk) * chunk
                 size = min(first + chunk, len(units)) - first  # units in this optimizer step
                 log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=args.noise, a=args.a,
@@ -431,7 +502,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-            t_train = time.perf_counter() - t0
+            t_train = time.perf_counter() - t0 - t_wait
+            t_judge += t_wait
 
             # --- 3. metrics, samples, checkpoints --------------------------------------------
             n_u, n_g = len(units), len(outcomes_all)
@@ -453,6 +525,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             m["images_per_s"] = args.prompts_per_step * G * ctx.world_size / m["time_step_s"]
             m["lr"] = scheduler.get_last_lr()[0]
             m["step"] = step + 1
+            if warmup_s is not None:  # this process's compile warm-up, reported once, outside time_step_s
+                m["time_warmup_s"], warmup_s = warmup_s, None
             last = m
             done = step + 1
             if ctx.is_main:
@@ -473,8 +547,6 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                                 generator=generator, step=done, data_state=stream.state(),
                                 config_digest=digest, rank=ctx.rank, is_main=ctx.is_main)
                 barrier(ctx)
-    finally:
-        judge.close()
     lora_dir = out_dir / "lora"
     save_lora(peft_model, lora_dir, is_main=ctx.is_main)  # every rank: gathers FSDP shards
     if ctx.is_main:

@@ -55,6 +55,15 @@ def test_trainer_args_are_plain_values_from_the_config() -> None:
     args = recipe.trainer_args(cfg)
     assert args.trained_steps == (1, 2) and args.sde_mask == (False, True, True, False, False, False)
     assert (args.lora_rank, args.noise_block, args.num_steps) == (4, 4, 6)
+    assert (args.judged_image, args.attention_backend, args.compile) == ("clean_estimate", "auto", "auto")
+    det = recipe.trainer_args(cfg.model_copy(update={"judged_image": "deterministic_last_step", "compile": False,
+                                                      "attention_backend": "math", "max_inflight_judge_batches": 0}))
+    assert det.sde_mask == (False, True, True, False, False, False)  # the last step was Euler already
+    assert (det.judged_image, det.compile, det.attention_backend, det.max_inflight_judge_batches) == \
+        ("deterministic_last_step", False, "math", 0)
+    full = recipe.trainer_args(TrainConfig.model_validate({"policy": {"kind": "toy"}, "prompts": {"source": "world"},
+                                                           "num_steps": 3, "judged_image": "deterministic_last_step"}))
+    assert full.sde_mask == (True, True, False)
     assert args.config_digest == recipe.config_digest(cfg)
     assert json.loads(args.config_json) == json.loads(cfg.model_dump_json())
 

@@ -10,7 +10,6 @@ the model with FSDP2 and also resumes from a mid-run checkpoint.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,16 +59,9 @@ def _worker(out: Path, mode: str) -> None:
 
 
 def _launch(out: Path, mode: str) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    with socket.socket() as sock:  # a free port (torchrun's static rendezvous hangs on port 0)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port),
-           str(Path(__file__).resolve()), str(out), mode]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from rpo_train_helper import torchrun
+
+    torchrun(Path(__file__).resolve(), str(out), mode)
 
 
 def _load(out: Path, mode: str) -> tuple[dict, dict]:
