@@ -49,3 +49,11 @@ class EndpointError(ArrError):
     failed work."""
 
     exit_code = 4
+
+
+class TrainingHealthError(ArrError):
+    """Training stopped because it could not go on usefully: a non-finite loss, gradient or LoRA weight
+    (the run diverged), or a judge that abstained on every group step after step. Nothing non-finite
+    is saved; the newest checkpoint before the failure stays resumable."""
+
+    exit_code = 5

@@ -41,6 +41,7 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
     fingerprint, code version): an equal key is a cache hit with 0 training steps.
     """
     from arr_core.recipes import rpo as recipe
+    from arr_core.rpo.checkpoint import is_complete
     from arr_core.rpo.config import TrainConfig
     from arr_core.rubrics.rubric_set import RubricSet
 
@@ -57,7 +58,7 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
         fail_point("train")  # inside the run, so a failed training shows as a FAILED child run
         # A rerun after a failure mid-training (same train_key, hence same folder) resumes exactly from
         # the newest checkpoint the failed attempt left instead of starting again at step 0.
-        resume = out if any((out / "checkpoints").glob("step_*/trainer_state.pt")) else None
+        resume = out if any(is_complete(d) for d in (out / "checkpoints").glob("step_*")) else None
         if resume is not None:
             _progress(f"resuming training {train_key} from its newest checkpoint in {out}")
         mlf.set_tags(run_id, {"arr.resumed": str(resume is not None).lower()})

@@ -6,6 +6,12 @@ Layout of one checkpoint folder::
     trainer_state.pt                        # LoRA tensors (peft names), AdamW, LR scheduler, step,
                                             # data position, config digest
     rng_rank{r}.pt                          # python / numpy / torch CPU / CUDA / sampler generator
+    COMPLETE.json                           # the manifest, written last: step and file sizes
+
+Every file is written to a temporary name, fsynced and renamed; the manifest comes last, after every
+rank has written its files. A checkpoint without a manifest (a kill during the write) is never resumed
+from: ``find_checkpoint`` takes the newest complete one. The LoRA export's bytes are canonical (its
+safetensors header is re-serialised with sorted keys), so identical runs write identical files.
 
 The LoRA file is written with diffusers' own ``save_lora_weights`` (keys ``transformer.<module>.lora_A
 .weight``) together with the adapter's peft config as metadata, so loading keeps alpha/rank (without
@@ -17,6 +23,8 @@ needed for numpy's RNG state).
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,7 @@ import torch
 from peft import PeftModel, get_peft_model_state_dict
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+MANIFEST = "COMPLETE.json"
 _PEFT_PREFIX = "base_model.model."
 
 
@@ -52,6 +61,31 @@ def lora_state_dict_diffusers(peft_model: PeftModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    _fsync_replace(tmp, path)
+
+
+def canonicalize_safetensors(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys (the Rust writer orders the metadata
+    map differently from run to run); tensors and their offsets are unchanged. Written atomically."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to 8-byte alignment
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    _fsync_replace(tmp, path)
+
+
 def save_lora(peft_model: PeftModel, folder: str | Path, is_main: bool = True) -> Path:
     """Write the LoRA as ``folder/pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights(folder)``.
 
@@ -69,8 +103,12 @@ def save_lora(peft_model: PeftModel, folder: str | Path, is_main: bool = True) -
     meta = peft_model.peft_config["default"].to_dict()
     # JSON-able metadata: peft keeps target_modules as a set.
     meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:  # never export a diverged adapter
+        raise ValueError(f"refusing to save a LoRA with non-finite weights ({len(bad)} tensors, first {bad[0]})")
     FluxLoraLoaderMixin.save_lora_weights(folder, transformer_lora_layers=state,
                                           transformer_lora_adapter_metadata=meta, weight_name=LORA_WEIGHT_NAME)
+    canonicalize_safetensors(folder / LORA_WEIGHT_NAME)
     return folder / LORA_WEIGHT_NAME
 
 
@@ -106,7 +144,7 @@ def save_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: tor
     (identical on all ranks under DDP; gathered to full tensors under FSDP)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"rng": rng_state(generator), "data": dict(data_state)}, folder / f"rng_rank{rank}.pt")
+    _atomic_torch_save({"rng": rng_state(generator), "data": dict(data_state)}, folder / f"rng_rank{rank}.pt")
     save_lora(peft_model, folder / "lora", is_main=is_main)
     lora = {n: _full(p) for n, p in peft_model.named_parameters() if p.requires_grad}
     if is_sharded(peft_model):
@@ -117,21 +155,51 @@ def save_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: tor
     else:
         optim_state = optimizer.state_dict()
     if is_main:
-        torch.save({"step": step, "lora": lora, "optimizer": optim_state,
-                    "scheduler": scheduler.state_dict(), "config_digest": config_digest},
-                   folder / "trainer_state.pt")
+        _atomic_torch_save({"step": step, "lora": lora, "optimizer": optim_state,
+                            "scheduler": scheduler.state_dict(), "config_digest": config_digest},
+                           folder / "trainer_state.pt")
     return folder
 
 
+def write_manifest(folder: str | Path, step: int) -> None:
+    """Mark a checkpoint complete (call after every rank wrote its files): step and file sizes."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp")}
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1, sort_keys=True), encoding="utf-8")
+    _fsync_replace(tmp, folder / MANIFEST)
+
+
+def is_complete(folder: Path) -> bool:
+    """The manifest exists and every file it lists has its recorded size."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return all((folder / name).is_file() and (folder / name).stat().st_size == size
+               for name, size in manifest.get("files", {}).items())
+
+
 def find_checkpoint(path: str | Path) -> Path:
-    """``path`` itself if it is a checkpoint, else the newest ``checkpoints/step_*`` under a run folder."""
+    """``path`` itself if it is a complete checkpoint, else the newest complete ``checkpoints/step_*``
+    under a run folder (incomplete ones, e.g. from a kill during the write, are skipped)."""
     path = Path(path)
-    if (path / "trainer_state.pt").is_file():
+    if (path / "trainer_state.pt").exists() or (path / MANIFEST).exists():
+        if not is_complete(path):
+            raise FileNotFoundError(f"checkpoint {path} is incomplete (no valid {MANIFEST}: interrupted while it "
+                                    "was written); resume from the run folder to use the newest complete one")
         return path
-    cands = sorted((path / "checkpoints").glob("step_*/trainer_state.pt"))
+    cands = [d for d in sorted((path / "checkpoints").glob("step_*")) if is_complete(d)]
     if not cands:
-        raise FileNotFoundError(f"no checkpoint in {path} (expected trainer_state.pt or checkpoints/step_*/)")
-    return cands[-1].parent
+        raise FileNotFoundError(f"no complete checkpoint in {path} (expected checkpoints/step_*/ with {MANIFEST})")
+    return cands[-1]
+
+
+def incomplete_after(run_or_ckpt: str | Path, chosen: Path) -> list[Path]:
+    """Checkpoint folders newer than ``chosen`` that are incomplete (skipped by a resume)."""
+    root = Path(run_or_ckpt) / "checkpoints"
+    return [d for d in sorted(root.glob("step_*")) if d.name > chosen.name and not is_complete(d)]
 
 
 def load_checkpoint(folder: str | Path, *, peft_model: PeftModel, optimizer: torch.optim.Optimizer,

@@ -50,8 +50,16 @@ from typing import Any
 import torch
 from PIL import Image
 
+from arr_core.errors import TrainingHealthError
 from arr_core.rewards import GroupOutcome, GroupRewarder
-from arr_core.rpo.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, save_lora
+from arr_core.rpo.checkpoint import (
+    find_checkpoint,
+    incomplete_after,
+    load_checkpoint,
+    save_checkpoint,
+    save_lora,
+    write_manifest,
+)
 from arr_core.rpo.distributed import (
     DistContext,
     all_reduce_grads,
@@ -90,6 +98,7 @@ class Rollout:
     images: list[Image.Image]  # b·G, prompt-major
     outcomes: concurrent.futures.Future[list[GroupOutcome]] | None = None
     advantages: torch.Tensor | None = None  # (b·G,)
+    all_abstained: bool = False  # no group of the batch got a verdict: it is not trained on
 
 
 class PromptStream:
@@ -294,6 +303,31 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
     return grid
 
 
+# Steps in a row whose groups all abstained before training stops (each such step updates nothing).
+MAX_ABSTAIN_STEPS = 2
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.nn.Parameter],
+                    grad_clip: float, ctx: DistContext, fsdp: bool, step: int) -> float:
+    """All-reduce (DDP), clip and apply the accumulated gradients; refuse non-finite gradients or
+    weights (they would be saved and spread to every later step). Returns the gradient norm."""
+    if not fsdp:
+        all_reduce_grads(params, ctx)
+    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    if not math.isfinite(norm):
+        raise TrainingHealthError(f"non-finite gradient norm ({norm}) at training step {step}: the run diverged; "
+                                  "the update was not applied. Lower lr or check the inputs")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise TrainingHealthError(f"non-finite LoRA weights after the update of training step {step} "
+                                      f"(lr {scheduler.get_last_lr()[0]:g}): the run diverged; they were not "
+                                      "saved. Lower lr")
+    return norm
+
+
 @dataclass(frozen=True)
 class RPOArgs:
     """The trainer's plain hyperparameters (no policy, prompt or reward settings: those are built by
@@ -408,7 +442,9 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                                             scheduler=scheduler, generator=generator,
                                             config_digest=digest, rank=ctx.rank)
         stream.load(data_state)
-        say(f"resumed from {ckpt} at step {start}")
+        skipped = incomplete_after(resume, ckpt)
+        say(f"resumed from {ckpt} at step {start}"
+            + (f" (skipped incomplete {', '.join(d.name for d in skipped)})" if skipped else ""))
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(args.config_json)
@@ -434,6 +470,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                     need_ref=args.beta > 0)
             warmup_s = time.perf_counter() - t0
             say(f"compiled {n_blocks} repeated blocks; warm-up {warmup_s:.1f}s (not in the step times)")
+        abstain_steps = 0
         for step in range(start, args.steps):
             t_step = time.perf_counter()
             # --- 1. rollouts, judged asynchronously (bounded; 0 = blocking) -----------------
@@ -467,6 +504,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             optimizer.zero_grad(set_to_none=True)
             sums = {"loss": 0.0, "kl": 0.0, "ratio": 0.0, "clip": 0.0, "pg": 0.0}
             ratio_max, grad_norms = 0.0, []
+            stepped = False  # any unit of the current optimizer step contributed a gradient
             for u, (bi, i) in enumerate(units):
                 ro = batches[bi]
                 if ro.advantages is None:
@@ -476,7 +514,15 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                     if len(outs) != len(ro.prompts):
                         raise ValueError(f"rewarder returned {len(outs)} outcomes for {len(ro.prompts)} prompts")
                     ro.advantages = group_advantages(outs, G, args.advantage, args.adv_clip).to(device)
+                    ro.all_abstained = all(o.outcome == "abstain" for o in outs)
                     outcomes_all.extend(outs)
+                boundary = (u + 1) % chunk == 0 or u + 1 == len(units)
+                if ro.all_abstained:  # no verdict: nothing to learn from this batch (not even the KL pull)
+                    if boundary and stepped:
+                        grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx,
+                                                          fsdp, step + 1))
+                        stepped = False
+                    continue
                 first = (u // chunk) * chunk
                 size = min(first + chunk, len(units)) - first  # units in this optimizer step
                 log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=args.noise, a=args.a,
@@ -487,7 +533,13 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 pg = torch.maximum(-adv * ratio,
                                    -adv * ratio.clamp(1 - args.clip_range, 1 + args.clip_range)).mean()
                 loss = pg + args.beta * kl.mean()
+                if not torch.isfinite(loss):
+                    raise TrainingHealthError(
+                        f"non-finite loss ({float(loss)}) at training step {step + 1}, denoising step {i}: the run "
+                        f"diverged (lr {scheduler.get_last_lr()[0]:g}); nothing non-finite was saved, the newest "
+                        "checkpoint before it is resumable. Lower lr or check the inputs")
                 (loss / size).backward()
+                stepped = True
                 with torch.no_grad():
                     sums["loss"] += float(loss)
                     sums["pg"] += float(pg)
@@ -495,18 +547,25 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                     sums["ratio"] += float(ratio.mean())
                     sums["clip"] += float(((ratio - 1).abs() > args.clip_range).float().mean())
                     ratio_max = max(ratio_max, float(ratio.max()))
-                if (u + 1) % chunk == 0 or u + 1 == len(units):  # the last unit always steps
-                    if not fsdp:
-                        all_reduce_grads(params, ctx)
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, args.grad_clip)))
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                if boundary:  # the last unit always steps
+                    grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx, fsdp,
+                                                      step + 1))
+                    stepped = False
             t_train = time.perf_counter() - t0 - t_wait
             t_judge += t_wait
 
             # --- 3. metrics, samples, checkpoints --------------------------------------------
             n_u, n_g = len(units), len(outcomes_all)
+            if all(o.outcome == "abstain" for o in outcomes_all):
+                abstain_steps += 1
+                say(f"step {step + 1}: the judge abstained on every group; the policy was not updated")
+                if abstain_steps >= MAX_ABSTAIN_STEPS:
+                    raise TrainingHealthError(
+                        f"the judge abstained on every group for {abstain_steps} steps in a row (no usable "
+                        "verdict: its endpoint failed or its answers could not be parsed); training stopped, "
+                        "nothing was updated in those steps. Check the judge's endpoint and log")
+            else:
+                abstain_steps = 0
             rewards = [r for o in outcomes_all for r in o.rewards]
             m = {
                 "reward_mean": sum(rewards) / len(rewards),
@@ -516,7 +575,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 "adv_abs_mean": float(torch.cat([ro.advantages for ro in batches]).abs().mean()),
                 "loss": sums["loss"] / n_u, "pg_loss": sums["pg"] / n_u, "kl": sums["kl"] / n_u,
                 "ratio_mean": sums["ratio"] / n_u, "ratio_max": ratio_max, "clip_frac": sums["clip"] / n_u,
-                "grad_norm": sum(grad_norms) / len(grad_norms), "optimizer_steps": len(grad_norms),
+                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
+                "optimizer_steps": len(grad_norms),
                 "judge_latency_s": sum(o.latency_s for o in outcomes_all) / n_g,
                 "time_rollout_s": t_roll, "time_judge_s": t_judge, "time_train_s": t_train,
             }
@@ -547,6 +607,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                                 generator=generator, step=done, data_state=stream.state(),
                                 config_digest=digest, rank=ctx.rank, is_main=ctx.is_main)
                 barrier(ctx)
+                if ctx.is_main:  # every rank's files are written: the manifest marks it complete
+                    write_manifest(ckpt_dir, done)
     lora_dir = out_dir / "lora"
     save_lora(peft_model, lora_dir, is_main=ctx.is_main)  # every rank: gathers FSDP shards
     if ctx.is_main:
