@@ -98,7 +98,7 @@ def test_resume_refuses_a_different_config(tmp_path: Path, make_policy: Any, pro
     with pytest.raises(ValueError, match="different training config"):
         train(make_policy(seed=0), CallableRewarder(redness_fn), prompts, _cfg(steps=2, lr=1e-3), tmp_path,
               resume=tmp_path, progress=None)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         find_checkpoint(tmp_path / "nowhere")
 
 
