@@ -131,3 +131,21 @@ def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api
     with get_client(sync_client=True) as pc:
         flow_runs = pc.read_flow_runs()
     assert flow_runs and SECRET not in json.dumps([fr.parameters for fr in flow_runs], default=str)
+
+
+def test_dead_vlm_fails_the_pipeline_in_preflight_naming_the_endpoint(prefect_api, home: Path,
+                                                                      toy_policy_dir: Path) -> None:
+    """Issue 20: with the VLM dead the pipeline no longer finishes 'Completed' with zeros; it fails
+    before any stage, naming the endpoint and the config field, and stores nothing."""
+    from arr_core.errors import EndpointError
+    from arr_core.store.store import Store
+    from arr_core.vlm.server import free_port
+    from flows.config import pipeline_config_from_dict
+    from flows.pipeline import run_pipeline
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    raw = tiny_config(toy_policy_dir).model_dump(mode="json")
+    raw["vlm"] = {"backend": "openai", "base_url": dead, "model": "qwen3-vl", "max_retries": 0}
+    with pytest.raises(EndpointError, match=rf"{dead} \(vlm.base_url\) does not answer"):
+        run_pipeline(pipeline_config_from_dict(raw), home)
+    assert Store(home).list_rubric_sets() == [] and Store(home).list_datasets() == []
