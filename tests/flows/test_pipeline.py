@@ -133,6 +133,7 @@ def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api
     assert flow_runs and SECRET not in json.dumps([fr.parameters for fr in flow_runs], default=str)
 
 
+@pytest.mark.slow
 def test_dead_vlm_fails_the_pipeline_in_preflight_naming_the_endpoint(prefect_api, home: Path,
                                                                       toy_policy_dir: Path) -> None:
     """Issue 20: with the VLM dead the pipeline no longer finishes 'Completed' with zeros; it fails
