@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from arr_core.digest import digest_obj
+from arr_core.judge.config import JudgeSettings
 from arr_core.rpo.config import TrainConfig
 from arr_core.vlm.config import VLMConfig
 
@@ -98,12 +99,11 @@ class DataStage(_Strict):
                 "salt": self.split_salt}
 
 
-class JudgeStage(_Strict):
+class JudgeStage(JudgeSettings):
     """Check the induced rubrics: judge held-out pairs with and without them."""
 
     enabled: bool = True
     split: Literal["validation", "test"] = "validation"
-    order: Literal["single", "swap", "random"] = Field("swap", description="image-order handling")
     max_pairs: int | None = Field(200, ge=1, description="cap on judged pairs (first by id)")
     compare_no_rubrics: bool = Field(True, description="also judge without rubrics (the baseline)")
 

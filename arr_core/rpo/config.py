@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from arr_core.judge.config import JudgeSettings, RewardMapping
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,13 +79,13 @@ class _JudgeReward(_Strict):
         return self
 
 
-class RankJudgeReward(_JudgeReward):
-    """The paper's judge: the VLM ranks each group (pairwise for G = 2, listwise above)."""
+class RankJudgeReward(_JudgeReward, JudgeSettings):
+    """The paper's judge: the VLM ranks each group (pairwise for G = 2, listwise above); ``order`` is
+    the judge's setting (``arr_core.judge.config.JudgeSettings``)."""
 
     mode: Literal["rank"] = "rank"
-    order: Literal["single", "swap", "random"] = Field("swap", description="Judge image-order handling.")
-    mapping: Literal["paper", "linear"] | None = Field(None, description="Rank → reward; None = paper "
-                                                       "(1.0/−0.1) for G = 2, linear for G > 2.")
+    mapping: RewardMapping | None = Field(None, description="Rank → reward; None = paper (1.0/−0.1) for "
+                                          "G = 2, linear for G > 2.")
 
 
 class ChecklistJudgeReward(_JudgeReward):

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from arr_core.judge.config import JudgeSettings, RewardMapping
 from arr_core.vlm.config import VLMConfig
 
 
@@ -60,15 +61,11 @@ class InduceConfig(BaseModel):
         }
 
 
-class JudgeConfig(BaseModel):
-    """The rubric-conditioned judge at inference (benchmarks, ``arr judge``, RPO rewards)."""
+class JudgeConfig(JudgeSettings):
+    """The rubric-conditioned judge at inference (``arr judge``, benchmarks); ``order`` is defined once
+    in ``arr_core.judge.config.JudgeSettings`` and shared with the RPO reward and the pipeline."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    order: Literal["single", "swap", "random"] = Field(
-        "swap", description="single: images as given; swap: as given and reversed, agreement wins and "
-        "disagreement is a tie; random: one seeded permutation per item (recorded)")
-    reward_mapping: Literal["paper", "linear"] = Field(
+    reward_mapping: RewardMapping = Field(
         "paper", description="paper: rank 1 → 1.0, others → −0.1, ties/abstentions 0; linear: 1.0 → −0.1 "
         "over ranks 1..N")
     seed: int = Field(0, description="seed of the random order mode")
