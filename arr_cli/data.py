@@ -13,8 +13,9 @@ from arr_cli.common import Home, console, home_dir
 from arr_core.data.images import DEFAULT_MAX_IMAGE_SIDE
 from arr_core.errors import InputError
 
-data_app = typer.Typer(help="Validate and import preference datasets (ARR reference JSON/JSONL/YAML, "
-                       "or the project's own JSONL/Parquet).", no_args_is_help=True)
+data_app = typer.Typer(help="Validate and import preference datasets: ARR reference JSON/JSONL/YAML, the "
+                       "project's own JSONL/Parquet, or a published benchmark format (HPDv3, MM-RewardBench2, "
+                       "EditReward-Bench, Pick-a-Pic, HPDv2, ImageReward; see docs/data.md).", no_args_is_help=True)
 
 Task = Annotated[Optional[str], typer.Option("--task", help="Expected task: t2i | edit (default: inferred "
                                              "per record).")]
@@ -29,18 +30,36 @@ AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s)
                                            "are capped when on).")]
 MaxSide = Annotated[int, typer.Option("--max-image-side", help="Refuse images larger than this many pixels "
                                       "per side.")]
+Format = Annotated[Optional[str], typer.Option("--format", help="Dataset format: arr (reference / project), "
+                                               "hpdv3, mmrb2, editreward-bench, pickapic, hpdv2, imagereward, "
+                                               "imagerewarddb (default: detected from the fields; printed).")]
+DataPath = Annotated[Path, typer.Argument(help="A dataset file, a folder (its dataset files) or a quoted glob "
+                                          "such as `'bench/*/train-*.parquet'`.")]
+
+
+def describe_format(path: Path, fmt: str | None) -> str:
+    """Resolve the dataset's format (named, or detected from its fields), print it, return its name."""
+    from rich.markup import escape
+
+    from arr_core.data.formats import FORMATS, resolve_format
+
+    name, how = resolve_format(path, fmt)
+    console.print(f"format: [bold]{name}[/] ({escape(how)}: {escape(FORMATS[name].title)})", soft_wrap=True)
+    return name
 
 
 @data_app.command("validate")
-def validate(path: Path, task: Task = None, allow_outside: AllowOutside = False,
+def validate(path: DataPath, task: Task = None, allow_outside: AllowOutside = False,
              allow_ties: AllowTies = False, max_image_side: MaxSide = DEFAULT_MAX_IMAGE_SIDE,
-             allow_remote: AllowRemote = False, root: Root = None) -> int:
-    """Check a dataset file and print record counts and every problem found (exit 2 if any record
-    is invalid). Writes nothing."""
+             allow_remote: AllowRemote = False, root: Root = None, fmt: Format = None) -> int:
+    """Check a dataset and print its format, record counts and every problem found (exit 2 if any
+    record is invalid). Writes nothing."""
     from arr_core.data.dataset import Dataset, scan_dataset
 
+    name = describe_format(path, fmt)
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside, allow_ties=allow_ties,
-                                     max_image_side=max_image_side, allow_remote=allow_remote, root=root)
+                                     max_image_side=max_image_side, allow_remote=allow_remote, root=root,
+                                     format=name)
     fatal = [p for p in problems if p.fatal]
     notes = [p for p in problems if not p.fatal]
     ds = Dataset(records=records, name=path.stem, source_uri=str(path), task=task or "mixed")
@@ -69,18 +88,19 @@ def validate(path: Path, task: Task = None, allow_outside: AllowOutside = False,
 
 
 @data_app.command("import")
-def import_(path: Path, name: Annotated[str, typer.Option("--name", help="A name for the dataset.")],
+def import_(path: DataPath, name: Annotated[str, typer.Option("--name", help="A name for the dataset.")],
             task: Task = None, allow_outside: AllowOutside = False, allow_ties: AllowTies = False,
             max_image_side: MaxSide = DEFAULT_MAX_IMAGE_SIDE, allow_remote: AllowRemote = False,
-            root: Root = None, home: Home = None) -> int:
-    """Validate and store a dataset (all or nothing) and print its content-derived id."""
+            root: Root = None, fmt: Format = None, home: Home = None) -> int:
+    """Validate and store a dataset (all or nothing) and print its format and content-derived id."""
     from arr_core.data.dataset import load_dataset
     from arr_core.store import Store
 
     if not name.strip():
         raise InputError("--name must not be empty", field="name")
+    fmt_name = describe_format(path, fmt)
     ds = load_dataset(path, task=task, name=name, allow_outside=allow_outside, allow_ties=allow_ties,
-                      max_image_side=max_image_side, allow_remote=allow_remote, root=root)
+                      max_image_side=max_image_side, allow_remote=allow_remote, root=root, format=fmt_name)
     dataset_id = Store(home_dir(home)).put_dataset(ds)
     for n in ds.notes:
         console.print(f"[yellow]note[/] {path}: {n}")

@@ -58,15 +58,20 @@ AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s)
                                            "(off by default; size and time capped).")]
 Split = Annotated[str, typer.Option("--split", help="Use only this split of the pairs: seed | validation | "
                                      "test (deterministic by pair digest, 60/20/20) or all.")]
+PairsFormat = Annotated[Optional[str], typer.Option("--format", help="Format of the pairs: arr, hpdv3, mmrb2, "
+                                                    "editreward-bench, pickapic, hpdv2, imagereward, imagerewarddb "
+                                                    "(default: detected from the fields; printed).")]
 
 
 def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remote: bool = False,
-                root: Path | None = None) -> Any:
+                root: Path | None = None, fmt: str | None = None) -> Any:
+    from arr_cli.data import describe_format
     from arr_core.data.dataset import SPLITS, Dataset, load_dataset
 
     if split != "all" and split not in SPLITS:
         raise InputError(f"must be one of {', '.join(SPLITS)} or all, got {split!r}", field="--split")
-    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root)
+    name = describe_format(pairs, fmt)
+    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, format=name)
     if ds.task not in ("t2i", "edit"):
         raise InputError(f"pairs must all be t2i or all be edit records, got {ds.task!r}", file=str(pairs),
                          field="task")
@@ -98,6 +103,7 @@ def register(app: typer.Typer) -> None:
         allow_remote: AllowRemote = False,
         root: Root = None,
         split: Split = "all",
+        fmt: PairsFormat = None,
         home: Home = None,
     ) -> int:
         """Induce a rubric set from preference pairs (generate → blind verify/refine → select →
@@ -118,7 +124,7 @@ def register(app: typer.Typer) -> None:
         check_endpoint(cfg.generator, "generator")
         if cfg.verifier is not None:
             check_endpoint(cfg.verifier, "verifier")
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt)
         store = Store(home_dir(home))
         parent_id = store.resolve_rubric_set_id(parent) if parent else None
 
@@ -178,6 +184,7 @@ def register(app: typer.Typer) -> None:
         allow_remote: AllowRemote = False,
         root: Root = None,
         split: Split = "all",
+        fmt: PairsFormat = None,
         allow_seed_pairs: Annotated[bool, typer.Option(
             "--allow-seed-pairs", help="Judge pairs the rubric set was induced from (normally refused: "
             "their accuracy is not a held-out figure).")] = False,
@@ -206,7 +213,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"must be one of {', '.join(REWARD_MAPPINGS)}, got {mapping!r}", field="--mapping")
         store = Store(home_dir(home))
         rs: RubricSet | None = resolve_rubrics(store, rubrics)
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt)
         if rs is not None and rs.task != ds.task:
             raise InputError(f"rubric set {rs.id} is for {rs.task} but the pairs are {ds.task}", field="--rubrics")
         seen = {p for p, _ in (rs.metadata.get("induction_pairs") or [])} if rs is not None else set()

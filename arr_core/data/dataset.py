@@ -13,11 +13,18 @@ Reference-format keys (aliases accepted):
 The project's own format (docs/data.md) is the same record with canonical names: ``task``,
 ``prompt``, ``images``, ``source_image``, ``label_rank``, ``label_score``, ``meta`` and optionally
 ``image_sha256`` / ``source_sha256`` (verified when present).
+
+Published benchmark formats (HPDv3, MM-RewardBench2, EditReward-Bench, Pick-a-Pic, HPDv2, ImageReward)
+are mapped to these records by :mod:`arr_core.data.formats` (``format=``, detected when not given). A
+dataset path may also be a folder or a glob of dataset files.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +60,10 @@ class Problem:
     record: int | None = None
     field: str | None = None
     fatal: bool = True
+    file: str | None = None  # set when a load reads several files (a folder or a glob)
 
     def __str__(self) -> str:
-        where = []
+        where = [f"file {self.file}"] if self.file is not None else []
         if self.record is not None:
             where.append(f"record {self.record}")
         if self.field is not None:
@@ -401,79 +409,166 @@ def _parse_record(obj: Any, i: int, task_hint: str | None, resolver: _ImageResol
                             meta=dict(meta), idx=i)
 
 
+DATA_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".parquet")
+
+
+def dataset_files(path: Path) -> list[Path]:
+    """The dataset files a path names: a file; the dataset files directly inside a folder; or the files a
+    glob pattern matches (``**`` reaches into sub-folders), sorted."""
+    text = str(path)
+    if not path.exists() and any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                       if Path(p).suffix.lower() in DATA_SUFFIXES and Path(p).is_file())
+        if not files:
+            raise InputError("no .json/.jsonl/.yaml/.parquet file matches this pattern", file=text)
+        return files
+    if not path.exists():
+        raise InputError("dataset file not found", file=text)
+    if path.is_dir():
+        files = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
+        if not files:
+            raise InputError("the folder holds no .json/.jsonl/.yaml/.parquet file (for files in sub-folders "
+                             "name a glob such as 'DIR/**/*.parquet')", file=text)
+        return files
+    return [path]
+
+
+_IMAGE_N = re.compile(r"image (\d+): ")
+_ARR_KEYS_HINT = re.compile(r" \(expected one of: [^)]*\)")
+
+
+def _source_field(p: Problem, fields: dict[str, Any]) -> str | None:
+    """The format's own field for a problem found in a mapped record (``images`` → ``jpg_0``…)."""
+    if p.field in ("query", "prompt", "instruction"):
+        return fields.get("prompt", p.field)
+    if p.field in ("images", "response"):
+        names = fields.get("images")
+        m = _IMAGE_N.match(p.message)
+        if isinstance(names, list) and m and int(m.group(1)) < len(names):
+            return names[int(m.group(1))]
+        return ", ".join(names) if isinstance(names, list) else names or p.field
+    return fields.get(p.field, p.field) if p.field in ("source_image", "label_rank") else p.field
+
+
+def _file_records(file: Path, fmt_name: str, task: str | None, resolver: _ImageResolver, allow_ties: bool,
+                  problems: list[Problem]) -> Iterator[PreferenceRecord]:
+    """The records of one file in format ``fmt_name``; problems are appended to ``problems``."""
+    from arr_core.data import formats
+
+    fmt = formats.format_named(fmt_name)
+    if fmt.convert is None:  # the ARR reference / project format
+        raw = formats.read_rows(file)
+        if not raw:
+            raise InputError("the dataset is empty (no records)", file=str(file))
+        for i, obj in enumerate(raw):
+            rec = _parse_record(obj, i, task, resolver, allow_ties, problems)
+            if rec is not None:
+                yield rec
+        return
+    outputs = 0
+    for m in formats.map_file(file, fmt):
+        outputs += 1
+        if m.record is None:
+            problems.append(Problem(m.problem or "unreadable row", record=m.index, field=m.column, fatal=m.fatal))
+            continue
+        found: list[Problem] = []
+        rec = _parse_record(m.record, m.index, task, resolver, allow_ties, found)
+        for p in found:
+            p.field = _source_field(p, m.fields)
+            p.message = _ARR_KEYS_HINT.sub("", p.message)  # the reference format's key names do not apply
+            if "contain a tie" in p.message:
+                p.message += " (pass --allow-ties to keep tied pairs)"
+        problems.extend(found)
+        if rec is not None:
+            yield rec
+    if not outputs:
+        raise InputError("the dataset is empty (no records)", file=str(file))
+
+
 def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bool = False,
                  allow_ties: bool = False, max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
-                 allow_remote: bool = False, root: str | Path | None = None
+                 allow_remote: bool = False, root: str | Path | None = None, format: str | None = None
                  ) -> tuple[list[PreferenceRecord], list[Problem]]:
     """Read and check every record; return the good records and all problems found.
 
-    Relative image paths are relative to the dataset file's folder, or to ``root`` when given (the
-    ARR reference's example files name images relative to the repository root).
+    ``path`` is a file, a folder (its dataset files) or a glob pattern. ``format`` names a published
+    benchmark format (``arr_core.data.formats.FORMATS``: hpdv3, mmrb2, editreward-bench, pickapic, hpdv2,
+    imagereward, imagerewarddb) or ``arr`` (the reference / project format); None detects it from the
+    first row's fields. Relative image paths are relative to each file's folder, or to ``root`` when
+    given (the ARR reference's example files name images relative to the repository root).
 
     Problems with ``fatal=True`` make :func:`load_dataset` refuse the file; duplicates and mode
     conversions are notes. File-level failures (unreadable file, invalid JSON) raise InputError.
     """
+    from arr_core.data.formats import resolve_format
+
     path = Path(path)
     if task is not None and task not in TASKS:
         raise InputError(f"unknown task '{task}' (expected one of {', '.join(TASKS)})")
-    if not path.exists():
-        raise InputError("dataset file not found", file=str(path))
-    if path.is_dir():
-        cands = [p for p in sorted(path.iterdir())
-                 if p.suffix.lower() in (".json", ".jsonl", ".yaml", ".yml", ".parquet")]
-        if len(cands) != 1:
-            raise InputError("a dataset folder must contain exactly one .json/.jsonl/.yaml/.parquet "
-                             f"file, found {len(cands)}", file=str(path))
-        path = cands[0]
-    raw = _read_raw(path)
-    if not raw:
-        raise InputError("the dataset is empty (no records)", file=str(path))
+    files = dataset_files(path)
     if root is not None and not Path(root).is_dir():
         raise InputError("the image root is not a folder", file=str(root), field="--root")
-    resolver = _ImageResolver(Path(root) if root is not None else path.parent, allow_outside=allow_outside,
-                              max_side=max_image_side, allow_remote=allow_remote)
+    fmt_name, _ = resolve_format(path, format)
     problems: list[Problem] = []
     records: list[PreferenceRecord] = []
-    seen: dict[str, int] = {}
-    for i, obj in enumerate(raw):
-        rec = _parse_record(obj, i, task, resolver, allow_ties, problems)
-        if rec is None:
-            continue
-        if task is not None and rec.task != task and not (task == "t2i" and rec.task == "pointwise"):
-            problems.append(Problem(f"is a '{rec.task}' record but --task {task} was given",
-                                    record=i, field="task"))
-            continue
-        first = seen.get(rec.pair_id)
-        if first is not None:
-            problems.append(Problem(f"duplicates record {first} (same prompt, images and labels); "
-                                    "kept the first", record=i, fatal=False))
-            continue
-        seen[rec.pair_id] = i
-        records.append(rec)
+    seen: dict[str, tuple[int, str]] = {}
+    for file in files:
+        resolver = _ImageResolver(Path(root) if root is not None else file.parent, allow_outside=allow_outside,
+                                  max_side=max_image_side, allow_remote=allow_remote)
+        found: list[Problem] = []
+        for rec in _file_records(file, fmt_name, task, resolver, allow_ties, found):
+            i = rec.idx
+            if task is not None and rec.task != task and not (task == "t2i" and rec.task == "pointwise"):
+                found.append(Problem(f"is a '{rec.task}' record but --task {task} was given", record=i, field="task"))
+                continue
+            first = seen.get(rec.pair_id)
+            if first is not None:
+                where = f"record {first[0]}" + (f" of {first[1]}" if len(files) > 1 else "")
+                found.append(Problem(f"duplicates {where} (same prompt, images and labels); kept the first",
+                                     record=i, fatal=False))
+                continue
+            seen[rec.pair_id] = (i, file.name)
+            if len(files) > 1:
+                rec.meta.setdefault("file", str(file))
+            records.append(rec)
+        if len(files) > 1:
+            for p in found:
+                p.file = str(file)
+        problems.extend(found)
     return records, problems
+
+
+def _default_name(path: Path) -> str:
+    """A dataset's name: the file's stem, a folder's name, or for a glob its first plain ancestor's name."""
+    if not path.exists() and any(c in str(path) for c in "*?["):
+        plain = [part for part in path.parts if not any(c in part for c in "*?[")]
+        return Path(*plain).name if plain else "dataset"
+    return path.stem
 
 
 def load_dataset(path: str | Path, *, task: str | None = None, name: str | None = None,
                  allow_outside: bool = False, allow_ties: bool = False,
                  max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, allow_remote: bool = False,
-                 root: str | Path | None = None) -> Dataset:
-    """Load and validate a dataset; raise InputError listing the problems if any record is bad.
-    Remote (http/https) images are fetched only with ``allow_remote`` (bounded in size and time)."""
+                 root: str | Path | None = None, format: str | None = None) -> Dataset:
+    """Load and validate a dataset (a file, a folder or a glob; ``format`` as in :func:`scan_dataset`);
+    raise InputError listing the problems if any record is bad. Remote (http/https) images are fetched
+    only with ``allow_remote`` (bounded in size and time)."""
     path = Path(path)
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside,
                                      allow_ties=allow_ties, max_image_side=max_image_side,
-                                     allow_remote=allow_remote, root=root)
+                                     allow_remote=allow_remote, root=root, format=format)
     fatal = [p for p in problems if p.fatal]
     if fatal:
         shown = "\n  ".join(str(p) for p in fatal[:20])
         more = f"\n  … and {len(fatal) - 20} more" if len(fatal) > 20 else ""
         first = fatal[0]
-        raise InputError(f"{len(fatal)} invalid record(s):\n  {shown}{more}", file=str(path),
-                         record=first.record if len(fatal) == 1 else None,
-                         field=first.field if len(fatal) == 1 else None)
+        one = len(fatal) == 1
+        raise InputError(f"{len(fatal)} invalid record(s):\n  {shown}{more}",
+                         file=first.file if one and first.file else str(path),
+                         record=first.record if one else None, field=first.field if one else None)
     tasks = {r.task for r in records}
     ds_task = task or (tasks.pop() if len(tasks) == 1 else "mixed")
-    return Dataset(records=records, name=name or path.stem, source_uri=str(path.resolve()),
+    return Dataset(records=records, name=name or _default_name(path), source_uri=str(path.resolve()),
                    task=ds_task, notes=[p for p in problems if not p.fatal])
 
 
