@@ -1,8 +1,10 @@
 """The offline scene VLM: a deterministic simulator of a VLM over the scene world (DESIGN.md).
 
-It receives exactly the chat messages a real VLM would (images as data URLs after their labels, the
-instruction text last), looks at the images through the scene world's detector, recognises the
-request kind from the JSON output contract in the text, and answers in that JSON:
+It receives exactly the chat messages a real VLM would (the static instructions, then the images as
+data URLs after their labels, then the caption or instruction), looks at the images through the scene
+world's detector, recognises the request kind from the JSON output contract in the text, and answers
+in that JSON (it reads sections by their headings — "Caption:", "Evaluation rubrics:", "Previous
+criteria:", "Feedback:" … — wherever they are, so the order of the text parts does not matter):
 
 - judge WITHOUT rubrics: a holistic look — it checks only object presence, counts and overall quality,
   adds seeded perception noise and prefers the first image when unsure (a position bias), so it is

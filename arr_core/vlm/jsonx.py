@@ -1,7 +1,11 @@
-"""JSON extraction from model answers that wrap it in fences or chat ("Sure! ```json {...}``` Hope…").
+"""JSON extraction from model answers that wrap it in fences, chat or reasoning.
 
 The reference parses answers with a bare ``json.loads`` and crashes on the first chatty reply; here
-the first JSON object that carries the required keys wins, else the first object found, else None.
+reasoning is removed first (``strip_reasoning``: ``<think>…</think>`` blocks, the reasoning before a
+lone ``</think>`` that Qwen3 thinking templates leave when the opening tag is in the prompt, and an
+unclosed ``<think>`` block cut off by the token budget), because a draft answer inside the reasoning
+is not the answer. Then the first JSON object that carries the required keys wins, else the first
+object found, else None.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ import json
 import re
 from typing import Any
 
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
 
@@ -28,6 +35,22 @@ def _objects_in(text: str) -> list[dict[str, Any]]:
             found.append(obj)
         i = text.find("{", end)
     return found
+
+
+def strip_reasoning(text: str) -> str:
+    """``text`` without its reasoning: closed ``<think>`` blocks removed, everything up to a remaining
+    ``</think>`` dropped (the opening tag was in the prompt), and an unclosed ``<think>`` block (cut off
+    by the budget) dropped to the end."""
+    if not isinstance(text, str) or "think>" not in text.lower():
+        return text
+    text = _THINK_BLOCK.sub("", text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    m = _THINK_OPEN.search(text)
+    if m:
+        text = text[:m.start()]
+    return text.strip()
 
 
 def extract_json(text: str, required_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -57,8 +80,9 @@ def extract_json(text: str, required_keys: tuple[str, ...] = ()) -> dict[str, An
 
 
 def check_answer(text: str, required_keys: tuple[str, ...], validator: Any = None) -> tuple[dict | None, str | None]:
-    """(parsed, None) when the answer is usable, else (None, what was wrong) for a re-ask."""
-    obj = extract_json(text, required_keys)
+    """(parsed, None) when the answer is usable, else (None, what was wrong) for a re-ask. Reasoning
+    in the text (``<think>`` blocks) is never parsed."""
+    obj = extract_json(strip_reasoning(text), required_keys)
     if obj is None:
         return None, "the answer contained no JSON object"
     missing = [k for k in required_keys if k not in obj]

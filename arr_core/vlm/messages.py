@@ -1,24 +1,35 @@
 """Shared helpers for OpenAI chat messages: image data URLs, labelled image parts, and reading them back.
 
-Every request the project sends has one user message whose content lists the images first, each
-preceded by its label text part, and the instruction text last (the ARR reference does the same):
+Every request the project sends has one user message; the templates (``arr_core.prompts``) put the
+static instructions first, then the images, each preceded by its label text part, then the text that
+varies per pair:
 
-- T2I: "Image 1:", <image>, "Image 2:", <image>, …, then the text;
-- editing: "Image BASE (original):", <source>, "Edited Image 1:", <image>, …, then the text.
+- T2I: <instructions>, "Image 1:", <image>, "Image 2:", <image>, …, "Caption: …";
+- editing: <instructions>, "Image BASE (original):", <source>, "Edited Image 1:", <image>, …,
+  "Instruction: …".
 
-Images travel as ``data:`` URLs (PNG, optionally downscaled so the longer side is ``max_side``). The
-reverse direction (``split_user_content``) is used by the offline scene VLM and by tests.
+Images travel as ``data:`` URLs encoded under an ``ImagePolicy`` (``arr_core.data.images``: size cap,
+PNG/JPEG/WebP, once per image content); ``encode_images`` re-encodes a request's images to the
+client's policy. The reverse direction (``split_user_content``) is used by the offline scene VLM and
+by tests.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
-from arr_core.data.images import decode_rgb, read_bytes, to_data_url
+from arr_core.data.images import (
+    DEFAULT_REQUEST_MAX_SIDE,
+    ImagePolicy,
+    decode_rgb,
+    encode_image,
+    payload_digest,
+    read_bytes,
+    reencode_data_url,
+)
 
 BASE_LABEL = "Image BASE (original):"
 T2I_TASKS = ("t2i",)
@@ -35,20 +46,26 @@ class SupportsDataURL(Protocol):
 ImageLike = Image.Image | SupportsDataURL | str
 
 
-def image_data_url(image: ImageLike, max_side: int | None = None) -> str:
-    """A ``data:`` URL for a PIL image, an ImageRef-like object or an existing data URL/path.
+def image_data_url(image: ImageLike, max_side: int | None = DEFAULT_REQUEST_MAX_SIDE, *,
+                   policy: ImagePolicy | None = None) -> str:
+    """A ``data:`` URL for a PIL image, an ImageRef-like object, an existing data URL or a path.
 
-    A data URL given as a string is passed through unchanged unless ``max_side`` asks for a
-    downscale (then it is decoded and re-encoded).
+    Encoded under ``policy`` (default: ``ImagePolicy(max_side=max_side)``: downscaled to
+    ``max_side``, PNG when small, JPEG q90 above 256 px), once per image content per process. A data
+    URL that already fits the policy is passed through unchanged.
     """
+    policy = policy or ImagePolicy(max_side=max_side)
     if isinstance(image, Image.Image):
-        return to_data_url(image, max_side=max_side)
+        return encode_image(image, policy)
     if isinstance(image, str):
-        if image.startswith("data:") and max_side is None:
-            return image
-        return to_data_url(decode_rgb(read_bytes(image)), max_side=max_side)
+        if image.startswith("data:"):
+            return reencode_data_url(image, policy)
+        return encode_image(decode_rgb(read_bytes(image)), policy)
+    sha = getattr(image, "sha256", None)
+    if isinstance(sha, str) and callable(getattr(image, "load", None)):  # an ImageRef: its file digest names it
+        return encode_image(image.load(), policy, digest="file:" + sha)
     if isinstance(image, SupportsDataURL):
-        return image.data_url(max_side=max_side)
+        return reencode_data_url(image.data_url(), policy)
     raise TypeError(f"image must be a PIL image, an ImageRef or a data URL string, got {type(image).__name__}")
 
 
@@ -70,7 +87,7 @@ def image_labels(task: str, n: int) -> list[str]:
 
 
 def labelled_image_parts(task: str, images: list[ImageLike], *, source: ImageLike | None = None,
-                         max_side: int | None = None) -> list[dict[str, Any]]:
+                         max_side: int | None = DEFAULT_REQUEST_MAX_SIDE) -> list[dict[str, Any]]:
     """Label + image parts, source first for editing. Raises ValueError on a task/source mismatch."""
     if task in EDIT_TASKS and source is None:
         raise ValueError("task 'edit' needs the source image (argument 'source')")
@@ -90,17 +107,24 @@ def user_message(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def data_url_digest(url: str) -> str:
     """sha256 of a data URL's payload (the part after the comma): the image's identity in cache keys."""
-    _, _, payload = url.partition(",")
-    return "sha256:" + hashlib.sha256(payload.encode("ascii", "replace")).hexdigest()
+    return payload_digest(url)
 
 
 def decode_data_url(url: str) -> Image.Image:
     return decode_rgb(read_bytes(url))
 
 
-def downscale_images(messages: list[dict[str, Any]], max_side: int) -> list[dict[str, Any]]:
-    """A copy of ``messages`` whose ``data:`` images are at most ``max_side`` px on the longer side
-    (Lanczos, PNG); smaller images, other parts and other URLs are kept as they are."""
+def _image_url(part: dict[str, Any]) -> str:
+    if part.get("type") != "image_url":
+        return ""
+    iu = part.get("image_url")
+    return (iu.get("url", "") if isinstance(iu, dict) else str(iu or ""))
+
+
+def encode_images(messages: list[dict[str, Any]], policy: ImagePolicy) -> list[dict[str, Any]]:
+    """A copy of ``messages`` whose ``data:`` images follow ``policy`` (size cap, format, quality);
+    other parts and other URLs are kept as they are. Each image is encoded once per process
+    (``arr_core.data.images.reencode_data_url``), so both orders of a pair and every retry reuse it."""
     out = []
     for m in messages:
         content = m.get("content")
@@ -109,14 +133,39 @@ def downscale_images(messages: list[dict[str, Any]], max_side: int) -> list[dict
             continue
         parts = []
         for part in content:
-            url = (part.get("image_url") or {}).get("url", "") if part.get("type") == "image_url" else ""
+            url = _image_url(part)
             if url.startswith("data:"):
-                im = decode_data_url(url)
-                if max(im.size) > max_side:
-                    part = image_part(to_data_url(im, max_side=max_side))
+                new = reencode_data_url(url, policy)
+                if new is not url:
+                    part = image_part(new)
             parts.append(part)
         out.append({**m, "content": parts})
     return out
+
+
+def downscale_images(messages: list[dict[str, Any]], max_side: int) -> list[dict[str, Any]]:
+    """``encode_images`` with a size cap only, lossless (PNG)."""
+    return encode_images(messages, ImagePolicy(max_side=max_side, fmt="png"))
+
+
+def count_images(messages: list[dict[str, Any]]) -> int:
+    """Number of image parts in ``messages``."""
+    return sum(1 for m in messages if isinstance(m.get("content"), list)
+               for p in m["content"] if p.get("type") == "image_url")
+
+
+def request_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters of the message content (image URLs and text): within a few hundred bytes of the
+    JSON request body for image requests."""
+    n = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            n += len(content)
+            continue
+        for p in content or []:
+            n += len(_image_url(p)) if p.get("type") == "image_url" else len(p.get("text", ""))
+    return n
 
 
 @dataclass

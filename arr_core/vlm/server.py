@@ -148,7 +148,8 @@ def create_app(backend: VLMBackend, faults: FaultConfig | None = None, *, api_ke
                 try:
                     text, usage = await backend.chat(
                         messages, temperature=float(body.get("temperature") or 0.0),
-                        max_tokens=int(body.get("max_tokens") or 1024), seed=body.get("seed"),
+                        max_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 1024),
+                        seed=body.get("seed"),
                         json_mode=(body.get("response_format") or {}).get("type") == "json_object")
                 except VLMTransportError as e:
                     return error(502, f"upstream: {e}")

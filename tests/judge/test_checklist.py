@@ -87,8 +87,10 @@ def test_checklist_template_contract_and_lineage():
         build_checklist("t2i", prompt, clean, rubrics=[])
     with pytest.raises(ValueError, match="source"):
         build_checklist("t2i", prompt, clean, rubrics=["x"], source=clean)
-    # Rubric-set ids are digests over PROMPT_VERSION: the new template must not change them.
-    assert PROMPT_VERSION == "categorize-v1+check-v1+generate-v1+judge-v2+revise-v1"
+    # Rubric-set ids are digests over PROMPT_VERSION (its lineage): the checklist template is not part
+    # of it (it judges with a rubric set, it does not make one). Issue 21's prompt changes bumped it.
+    assert PROMPT_VERSION == "categorize-v1+check-v1+generate-v2+judge-v3+revise-v2"
+    assert "checklist" not in PROMPT_VERSION
 
 
 # ---- the offline VLM's verdicts ------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Prompt templates: message layout, labels, blind judging, validators, image handling."""
+"""Prompt templates: message layout (static text, images, per-pair text), labels, blind judging, the
+position-bias and Image BASE instructions, answer schemas, validators, image handling."""
 
 from __future__ import annotations
 
@@ -26,16 +27,17 @@ def _parts(req):
     return req.messages[0]["content"]
 
 
-def test_t2i_layout_images_first_each_after_its_label_text_last():
+def test_t2i_layout_static_text_then_labelled_images_then_the_caption():
     req = T.build_judge("t2i", "a photo of a red circle", [A, B, C], rubrics_block=None)
     parts = _parts(req)
     kinds = [p["type"] for p in parts]
-    assert kinds == ["text", "image_url"] * 3 + ["text"]
-    assert [parts[i]["text"] for i in (0, 2, 4)] == ["Image 1:", "Image 2:", "Image 3:"]
-    assert "Caption: a photo of a red circle" in parts[-1]["text"]
+    assert kinds == ["text"] + ["text", "image_url"] * 3 + ["text"]
+    assert [parts[i]["text"] for i in (1, 3, 5)] == ["Image 1:", "Image 2:", "Image 3:"]
+    assert parts[-1]["text"] == "Caption: a photo of a red circle"
+    assert '"rank"' in parts[0]["text"] and "Caption:" not in parts[0]["text"]
     # images round-trip in order
     for k, im in enumerate([A, B, C]):
-        url = parts[2 * k + 1]["image_url"]["url"]
+        url = parts[2 * k + 2]["image_url"]["url"]
         assert url.startswith("data:image/png;base64,")
         assert decode_data_url(url).getpixel((5, 5)) == im.getpixel((5, 5))
 
@@ -43,9 +45,9 @@ def test_t2i_layout_images_first_each_after_its_label_text_last():
 def test_edit_layout_base_then_edited_images():
     req = T.build_generate("edit", "change the red circle to blue", [A, B], source=SRC, preferred=1)
     parts = _parts(req)
-    labels = [p["text"] for p in parts[:-1] if p["type"] == "text"]
+    labels = [p["text"] for p in parts[1:-1] if p["type"] == "text"]
     assert labels == [BASE_LABEL, "Edited Image 1:", "Edited Image 2:"]
-    assert decode_data_url(parts[1]["image_url"]["url"]).getpixel((5, 5)) == SRC.getpixel((5, 5))
+    assert decode_data_url(parts[2]["image_url"]["url"]).getpixel((5, 5)) == SRC.getpixel((5, 5))
     assert "Instruction: change the red circle to blue" in parts[-1]["text"]
     assert "preferred Edited Image 2" in parts[-1]["text"]
     uc = split_user_content(req.messages)
@@ -58,9 +60,9 @@ def test_judge_never_carries_the_preference():
     g1 = T.build_generate("t2i", "a photo of a cat", [A, B], preferred=1)
     assert g0.messages != g1.messages
     j = T.build_judge("t2i", "a photo of a cat", [A, B], rubrics_block="1. Objects are present.")
-    text = _parts(j)[-1]["text"].lower()
+    text = split_user_content(j.messages).text.lower()
     assert "prefer" not in text and "label" not in text and "human" not in text
-    assert "1. Objects are present." in _parts(j)[-1]["text"]
+    assert "Evaluation rubrics:\n1. Objects are present." in _parts(j)[0]["text"]
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
@@ -90,17 +92,21 @@ def test_contracts_and_versions_of_every_kind():
         assert req.kind == kind
         assert req.prompt_version == T.PROMPT_VERSIONS[kind] and req.prompt_version in T.PROMPT_VERSION
         assert req.required_keys == keys[kind]
-        text = _parts(req)[-1]["text"]
+        text = split_user_content(req.messages).text
         for k in keys[kind]:
             assert f'"{k}"' in text  # the output contract names every required key
-    assert "exactly 3 criteria" in _parts(reqs["generate"])[-1]["text"]
+        # the schema for structured output requires exactly the keys the validator needs
+        assert req.schema["type"] == "object" and tuple(req.schema["required"]) == keys[kind]
+    assert "exactly 3 criteria" in _parts(reqs["generate"])[0]["text"]
+    assert reqs["generate"].schema["properties"]["rubrics"]["minItems"] == 3
+    assert reqs["judge"].schema["properties"]["rank"]["maxItems"] == 2
     assert all(p["type"] == "text" for p in _parts(reqs["categorize"]))  # no images
 
 
 def test_revise_carries_previous_criteria_and_feedback():
     req = T.build_revise("t2i", "p", [A, B], preferred=1, previous=["Crit one", "Crit two"],
                          feedback="Order (2, 1) failed: the judge said Image 1 is sharper.")
-    text = _parts(req)[-1]["text"]
+    text = _parts(req)[-1]["text"]  # per-pair text comes after the images
     assert "Previous criteria:\n1. Crit one\n2. Crit two" in text
     assert "Feedback:\nOrder (2, 1) failed" in text
 
@@ -145,7 +151,45 @@ def test_image_refs_and_downscaling(tmp_path):
     urls = [p["image_url"]["url"] for p in _parts(req) if p["type"] == "image_url"]
     sizes = [decode_data_url(u).size for u in urls]
     assert sizes == [(64, 32), (64, 32)]
-    full = T.build_judge("t2i", "p", [ref, big], rubrics_block=None)
+    full = T.build_judge("t2i", "p", [ref, big], rubrics_block=None, max_side=None)
     assert [decode_data_url(p["image_url"]["url"]).size for p in _parts(full) if p["type"] == "image_url"] \
         == [(300, 150), (300, 150)]
+    # the default caps images at 1024 px; above 256 px "auto" encodes JPEG, small images stay PNG
+    huge = Image.new("RGB", (2048, 1024), (10, 120, 200))
+    dflt = T.build_judge("t2i", "p", [huge, A], rubrics_block=None)
+    urls = [p["image_url"]["url"] for p in _parts(dflt) if p["type"] == "image_url"]
+    assert decode_data_url(urls[0]).size == (1024, 512) and urls[0].startswith("data:image/jpeg;base64,")
+    assert urls[1].startswith("data:image/png;base64,")
     json.dumps(req.messages)  # the messages are plain JSON (sendable as is)
+
+
+def test_judge_prompts_carry_the_position_bias_instruction_and_edit_prompts_the_base_requirements():
+    t2i = [T.build_judge("t2i", "p", [A, B], rubrics_block=rb) for rb in (None, "1. Objects are sharp.")]
+    edit = [T.build_judge("edit", "p", [A, B], source=SRC, rubrics_block=rb) for rb in (None, "1. Edit applied.")]
+    for req in t2i + edit:
+        assert T.POSITION_BIAS in _parts(req)[0]["text"]
+    for req in edit + [T.build_generate("edit", "p", [A, B], source=SRC, preferred=0),
+                       T.build_revise("edit", "p", [A, B], source=SRC, preferred=0, previous=["c"], feedback="f"),
+                       T.build_checklist("edit", "p", B, source=SRC, rubrics=["c"])]:
+        text = split_user_content(req.messages).text
+        assert "against Image BASE" in text and "is never ranked" in text
+    for req in t2i + [T.build_generate("t2i", "p", [A, B], preferred=0)]:
+        assert "BASE" not in split_user_content(req.messages).text
+
+
+def test_static_text_is_identical_across_pairs_so_servers_can_reuse_the_prefix():
+    """Everything before the first image depends only on task, N and the rubric block."""
+    block = "1. Objects are sharp.\n2. Colours match."
+    a = T.build_judge("t2i", "a red circle", [A, B], rubrics_block=block)
+    b = T.build_judge("t2i", "two blue squares", [C, SRC], rubrics_block=block)
+    assert _parts(a)[0] == _parts(b)[0] and _parts(a)[1] == _parts(b)[1]  # static text + first label
+    assert _parts(a)[-1] != _parts(b)[-1]
+    g = [T.build_generate("edit", q, [A, B], source=SRC, preferred=p) for q, p in (("make it red", 0), ("move it", 1))]
+    assert _parts(g[0])[0] == _parts(g[1])[0]
+    assert "preferred Edited Image 1 over" in _parts(g[0])[-1]["text"]
+
+
+def test_prompt_versions_bumped_for_the_new_layout():
+    assert T.PROMPT_VERSIONS["judge"] == "judge-v3" and T.PROMPT_VERSIONS["generate"] == "generate-v2"
+    assert T.PROMPT_VERSIONS["revise"] == "revise-v2" and T.PROMPT_VERSIONS["checklist"] == "checklist-v2"
+    assert T.PROMPT_VERSION == "categorize-v1+check-v1+generate-v2+judge-v3+revise-v2"

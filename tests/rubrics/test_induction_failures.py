@@ -87,17 +87,28 @@ def test_empty_rubric_set_is_never_stored(tmp_path: Path) -> None:
 def test_dead_endpoint_fails_loudly_stores_nothing_and_a_rerun_recovers(tmp_path: Path, capsys) -> None:
     pairs = make_pairs("t2i", 6, 3, tmp_path / "pairs", size=32)
     home, dead = tmp_path / "home", free_port()
-    t0 = time.monotonic()
+    # 1. Unreachable from the start: preflight fails in seconds, naming the endpoint and the field.
     assert main(["induce", "--pairs", str(pairs), "--config", str(_config(tmp_path / "dead.yaml", dead)),
                  "--home", str(home)]) == 4
-    err = capsys.readouterr().err
-    assert f"127.0.0.1:{dead}" in err and "Nothing failed was stored" in err, err
-    assert time.monotonic() - t0 < 60
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"127.0.0.1:{dead}/v1 (generator.base_url) does not answer" in err, err
+    # 2. Up at preflight, failing every chat call (HTTP 500): the transport failures end the stage.
+    failing = Served("--error-rate", "1.0")
+    try:
+        t0 = time.monotonic()
+        assert main(["induce", "--pairs", str(pairs), "--config",
+                     str(_config(tmp_path / "failing.yaml", failing.port)), "--home", str(home)]) == 4
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"127.0.0.1:{failing.port}" in err and "Nothing failed was stored" in err, err
+        assert time.monotonic() - t0 < 120
+    finally:
+        failing.stop()
     store = Store(home)
     assert store.list_rubric_sets() == []
     with store.connect() as con:  # no pair is recorded as finished (passed or discarded)
         assert con.execute("SELECT count(*) FROM induction_records WHERE final_status IS NOT NULL").fetchone() == (0,)
 
+    # 3. The endpoint back: the rerun completes with the same rubric set as an uninterrupted run.
     server = Served()
     try:
         cfg = _config(tmp_path / "live.yaml", server.port)
@@ -111,7 +122,7 @@ def test_dead_endpoint_fails_loudly_stores_nothing_and_a_rerun_recovers(tmp_path
 
 
 @pytest.mark.slow
-def test_judge_on_a_dead_endpoint_exits_4_instead_of_abstaining(tmp_path: Path, capsys) -> None:
+def test_judge_on_a_dead_or_failing_endpoint_exits_4_instead_of_abstaining(tmp_path: Path, capsys) -> None:
     pairs = make_pairs("t2i", 4, 5, tmp_path / "pairs", size=32)
     dead = free_port()
     cfg = tmp_path / "judge.yaml"
@@ -119,5 +130,15 @@ def test_judge_on_a_dead_endpoint_exits_4_instead_of_abstaining(tmp_path: Path, 
                                        "model": "scene-test", "max_retries": 0, "timeout_s": 5}}))
     assert main(["judge", "--rubrics", "none", "--pairs", str(pairs), "--config", str(cfg),
                  "--home", str(tmp_path / "home")]) == 4
-    err = capsys.readouterr().err
-    assert f"127.0.0.1:{dead}" in err and "4 of 4 items failed" in err
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"127.0.0.1:{dead}/v1 (vlm.base_url) does not answer" in err  # preflight
+    failing = Served("--error-rate", "1.0")
+    try:
+        cfg.write_text(json.dumps({"vlm": {"backend": "openai", "base_url": f"http://127.0.0.1:{failing.port}/v1",
+                                           "model": "scene-test", "max_retries": 0, "timeout_s": 5}}))
+        assert main(["judge", "--rubrics", "none", "--pairs", str(pairs), "--config", str(cfg),
+                     "--home", str(tmp_path / "home")]) == 4
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"127.0.0.1:{failing.port}" in err and "4 of 4 items failed" in err, err
+    finally:
+        failing.stop()

@@ -50,3 +50,28 @@ def test_scene_defaults():
     assert cfg.backend == "scene" and cfg.model == "scene-vlm-1"
     client = build_client(cfg)
     assert isinstance(client.backend, SceneVLM) and client.concurrency == 8
+
+
+def test_request_parameter_and_image_fields_reach_the_client_and_backend():
+    from arr_core.data.images import ImagePolicy
+
+    dflt = VLMConfig()
+    assert (dflt.token_param, dflt.temperature, dflt.max_side, dflt.image_format, dflt.jpeg_quality) == \
+        ("auto", 0.0, 1024, "auto", 90)
+    assert dflt.max_request_bytes == 15_000_000 and dflt.structured_output and dflt.max_tokens_cap == 16384
+    cfg = VLMConfig(backend="openai", model="m", base_url="http://127.0.0.1:1/v1", api_key="k",
+                    max_tokens={"judge": 2048}, token_param="max_completion_tokens", temperature=None,
+                    reasoning_effort="low", image_format="webp", jpeg_quality=80, max_side=768,
+                    max_images_per_request=2, structured_output=False)
+    client = build_client(cfg)
+    assert client.image_policy == ImagePolicy(max_side=768, fmt="webp", quality=80)
+    assert client.budgets == {"judge": 2048} and client.temperature is None and client.reasoning_effort == "low"
+    assert client.max_images_per_request == 2 and not client.structured_output
+    assert client.backend.token_param == "max_completion_tokens"
+    with pytest.raises(ValidationError, match="request kinds"):
+        VLMConfig(max_tokens={"judging": 100})
+    with pytest.raises(ValidationError):
+        VLMConfig(token_param="max_output_tokens")
+    with pytest.raises(ValidationError):
+        VLMConfig(image_format="gif")
+    assert "temperature" in VLMConfig(temperature=None).safe_dump()

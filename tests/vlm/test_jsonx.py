@@ -33,3 +33,18 @@ def test_check_answer_says_what_was_wrong():
     # a validator that trips over an odd type is reported, not raised
     _, problem = check_answer('{"rank": 5}', ("rank",), lambda o: "x" if len(o["rank"]) else None)
     assert "unexpected shape" in problem
+
+
+def test_reasoning_is_never_parsed_as_the_answer():
+    from arr_core.vlm.jsonx import strip_reasoning
+
+    draft, answer = '{"rank": [2, 1], "reason": "draft"}', '{"rank": [1, 2], "reason": "final"}'
+    # a closed block, a lone closing tag (the opening one was in the prompt), an unclosed block
+    assert extract_json(strip_reasoning(f"<think>maybe {draft}</think>\n\n{answer}")) == {"rank": [1, 2], "reason": "final"}
+    assert extract_json(strip_reasoning(f"maybe {draft} ... </think>\n{answer}"))["reason"] == "final"
+    assert strip_reasoning(f"<think>\nmaybe {draft} and then I ran out of") == ""
+    assert strip_reasoning(f"<THINK>{draft}</THINK>{answer}") == answer
+    assert strip_reasoning(answer) == answer
+    # check_answer strips before parsing: a draft inside reasoning is no answer at all
+    assert check_answer(f"<think>{draft}", ("rank", "reason"))[1] == "the answer contained no JSON object"
+    assert check_answer(f"<think>{draft}</think>{answer}", ("rank", "reason"))[0]["reason"] == "final"
