@@ -21,7 +21,8 @@ def is_secret_key(key: str) -> bool:
 def redact(obj: Any) -> Any:
     """A copy of a JSON-like value with every secret-named key removed (recursively).
 
-    Pydantic models are dumped first; ``SecretStr`` values are dropped whatever their key is.
+    Pydantic models are dumped first; ``SecretStr`` values are dropped whatever their key is, and
+    credentials embedded in a URL (``https://user:key@host``) are masked wherever the URL appears.
     """
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="python")
@@ -32,6 +33,8 @@ def redact(obj: Any) -> Any:
         return [redact(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, str) and "://" in obj and "@" in obj:
+        return redact_url(obj)
     return obj
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 SCENE_MODEL = "scene-vlm-1"
 REQUEST_KINDS = ("judge", "generate", "revise", "categorize", "check", "checklist")
@@ -108,6 +116,14 @@ class VLMConfig(BaseModel):
         elif self.model is None:
             self.model = SCENE_MODEL
         return self
+
+    @field_serializer("base_url", when_used="json")
+    def _mask_url_credentials(self, v: str | None) -> str | None:
+        """Stored forms (Prefect parameters, MLflow, JSON files) never carry credentials embedded in the
+        URL; like the API key, give them to workers through their environment."""
+        from arr_core.secrets import redact_url
+
+        return redact_url(v)
 
     def safe_dump(self) -> dict[str, Any]:
         """A dict for logs and MLflow params: the key is left out entirely."""

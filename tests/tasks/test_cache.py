@@ -30,6 +30,15 @@ def test_redact_drops_secret_keys_and_values() -> None:
     assert _cache.redact(cfg) == {"vlm": {"model": "m", "base_url": "http://x"}, "nested": [{"keep": 1}]}
 
 
+def test_redact_masks_credentials_embedded_in_urls() -> None:
+    """Issue 20: a base_url with user:key@ reached MLflow and Prefect parameters verbatim."""
+    out = _cache.redact({"vlm": {"base_url": "https://bob:sk-live-123@api.example.com/v1", "model": "m@x"},
+                         "urls": ["http://u:p@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"]})
+    assert out == {"vlm": {"base_url": "https://***@api.example.com/v1", "model": "m@x"},
+                   "urls": ["http://***@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"]}
+    assert "sk-live-123" not in str(out)
+
+
 def test_key_follows_listed_content_only() -> None:
     key = _cache.keyed_by("config", "dataset_digest")
     ctx = _ctx(stage_a)

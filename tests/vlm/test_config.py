@@ -75,3 +75,12 @@ def test_request_parameter_and_image_fields_reach_the_client_and_backend():
     with pytest.raises(ValidationError):
         VLMConfig(image_format="gif")
     assert "temperature" in VLMConfig(temperature=None).safe_dump()
+
+
+def test_credentials_in_base_url_never_reach_stored_json() -> None:
+    """Issue 20: a base_url with user:key@ was stored verbatim in Prefect parameters and MLflow."""
+    from arr_core.vlm.config import VLMConfig
+
+    cfg = VLMConfig(backend="openai", model="m", base_url="https://bob:sk-live-9@api.example.com/v1")
+    assert "sk-live-9" not in cfg.model_dump_json() and "https://***@api.example.com/v1" in cfg.model_dump_json()
+    assert cfg.base_url == "https://bob:sk-live-9@api.example.com/v1"  # the client still connects with it
