@@ -32,6 +32,12 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option(help="model name (openai: the upstream model)")] = None,
         upstream_url: Annotated[Optional[str], typer.Option(
             help="openai backend: upstream base URL (default OPENAI_BASE_URL); key from OPENAI_API_KEY")] = None,
+        token: Annotated[Optional[str], typer.Option(
+            "--token", envvar="ARR_SERVE_TOKEN", help="Bearer token clients must send (required in proxy mode, "
+            "so nobody spends the owner's OPENAI_API_KEY without it; default ARR_SERVE_TOKEN)")] = None,
+        allow_remote_images: Annotated[bool, typer.Option(
+            "--allow-remote-images", help="Accept http(s) image URLs (data: URLs only by default; local paths "
+            "never).")] = False,
     ) -> int:
         """Serve POST /v1/chat/completions and GET /v1/models until interrupted."""
         from arr_core.vlm.config import VLMConfig, build_backend
@@ -48,14 +54,17 @@ def register(app: typer.Typer) -> None:
             cfg = VLMConfig(backend=backend, model=model, base_url=upstream_url, seed=seed)
         except ValueError as e:
             raise InputError(str(e)) from None
-        if host not in LOOPBACK:
+        if backend == "openai" and not token:
+            raise InputError("the proxy attaches the owner's OPENAI_API_KEY to what it forwards: give clients a "
+                             "token of their own (--token or ARR_SERVE_TOKEN)", field="--token")
+        if host not in LOOPBACK and not token:
             err_console.print(f"[yellow]warning:[/] serving on {host}, reachable from other machines; "
-                              "the server has no authentication")
+                              "the server has no authentication (--token)")
         be = build_backend(cfg)
         console.print(f"serving {be.name} model {be.model!r} at http://{host}:{port}/v1 "
                       f"(latency {latency_ms:g} ms, faults: 500 {error_rate:g}, 429 {rate_limit_rate:g}, "
                       f"hang {timeout_rate:g}, malformed {malformed_rate:g})")
-        serve(be, faults, host=host, port=port)
+        serve(be, faults, host=host, port=port, api_key=token, allow_remote_images=allow_remote_images)
         return 0
 
     @vlm.command("cache-stats")

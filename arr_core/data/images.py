@@ -226,7 +226,10 @@ _SOURCES_LOCK = threading.Lock()
 
 
 def payload_digest(url: str) -> str:
-    """sha256 of a data URL's payload (the part after the comma): the image's identity in cache keys."""
+    """sha256 of a data URL's payload (the part after the comma): the image's identity in cache keys.
+    Any other URL is identified by the whole URL (every http URL used to share the empty payload's key)."""
+    if not url.startswith("data:"):
+        return "url-sha256:" + hashlib.sha256(url.encode("utf-8", "replace")).hexdigest()
     _, _, payload = url.partition(",")
     return "sha256:" + hashlib.sha256(payload.encode("ascii", "replace")).hexdigest()
 

@@ -82,8 +82,33 @@ class ServerStats:
                     "max_in_flight": self.max_in_flight, "outcomes": dict(self.outcomes)}
 
 
-def create_app(backend: VLMBackend, faults: FaultConfig | None = None, *, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app. ``api_key``: if set, requests must carry ``Authorization: Bearer <key>``."""
+def _image_url_problem(messages: list[Any], allow_remote_images: bool) -> str | None:
+    """Why a request's image URLs are refused, or None. Images must be ``data:`` URLs: the server never
+    reads local files and fetches ``http(s)`` URLs only when started to (a request must not make the
+    server reach into its own machine or network)."""
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if url.startswith("data:"):
+                continue
+            if url.startswith(("http://", "https://")) and allow_remote_images:
+                continue
+            shown = url[:60]
+            if url.startswith(("http://", "https://")):
+                return (f"image_url {shown!r}: this server does not fetch URLs (send the image as a data: URL, "
+                        "or start it with --allow-remote-images)")
+            return f"image_url {shown!r}: only data: URLs are accepted (the server never reads local files)"
+    return None
+
+
+def create_app(backend: VLMBackend, faults: FaultConfig | None = None, *, api_key: str | None = None,
+               allow_remote_images: bool = False) -> FastAPI:
+    """The FastAPI app. ``api_key``: if set, requests must carry ``Authorization: Bearer <key>``.
+    ``allow_remote_images``: accept ``http(s)`` image URLs (the backend fetches them); ``data:`` URLs
+    only by default, and never local paths."""
     faults = faults or FaultConfig()
     stats = ServerStats()
     rng = random.Random(faults.seed)
@@ -142,6 +167,9 @@ def create_app(backend: VLMBackend, faults: FaultConfig | None = None, *, api_ke
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 return error(400, "'messages' must be a non-empty list")
+            refused = _image_url_problem(messages, allow_remote_images)
+            if refused:
+                return error(400, refused)
             if outcome == "malformed":
                 text, usage = MALFORMED_TEXT, {"prompt_tokens": 0, "completion_tokens": 16}
             else:
@@ -220,10 +248,10 @@ class ServedVLM:
 
 
 def serve(backend: VLMBackend, faults: FaultConfig, *, host: str = "127.0.0.1", port: int = 8000,
-          api_key: str | None = None) -> None:
+          api_key: str | None = None, allow_remote_images: bool = False) -> None:
     """Run the server in the foreground until interrupted."""
     import uvicorn
 
-    app = create_app(backend, faults, api_key=api_key)
+    app = create_app(backend, faults, api_key=api_key, allow_remote_images=allow_remote_images)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
                 timeout_graceful_shutdown=2)
