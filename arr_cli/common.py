@@ -10,6 +10,21 @@ from rich.console import Console
 
 from arr_core.home import resolve_home
 
+# Options of every command that reads a dataset (arr data validate/import, arr induce, arr judge):
+# defined once so the flags mean the same everywhere.
+AllowOutside = Annotated[bool, typer.Option("--allow-outside", help="Allow image paths outside the dataset "
+                                            "file's folder (or --root).")]
+AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s) image URLs named in the "
+                                           "dataset (off: no request leaves the machine; size and time "
+                                           "are capped when on).")]
+Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that relative image paths are relative "
+                                            "to (default: the dataset file's folder; the ARR reference's "
+                                            "example files name images relative to the repository root).")]
+Format = Annotated[Optional[str], typer.Option("--format", help="Dataset format: arr (reference / project), "
+                                               "hpdv3, mmrb2, editreward-bench, pickapic, hpdv2, imagereward, "
+                                               "imagerewarddb (default: detected from the fields; printed).")]
+
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 

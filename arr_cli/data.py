@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from arr_cli.common import Home, console, home_dir
+from arr_cli.common import AllowOutside, AllowRemote, Format, Home, Root, console, home_dir
 from arr_core.data.images import DEFAULT_MAX_IMAGE_SIDE
 from arr_core.errors import InputError
 
@@ -19,20 +19,9 @@ data_app = typer.Typer(help="Validate and import preference datasets: ARR refere
 
 Task = Annotated[Optional[str], typer.Option("--task", help="Expected task: t2i | edit (default: inferred "
                                              "per record).")]
-AllowOutside = Annotated[bool, typer.Option("--allow-outside", help="Allow image paths outside the dataset "
-                                            "file's folder.")]
 AllowTies = Annotated[bool, typer.Option("--allow-ties", help="Accept tied label_rank values.")]
-Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that relative image paths are relative "
-                                            "to (default: the dataset file's folder; the ARR reference's "
-                                            "example files name images relative to the repository root).")]
-AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s) image URLs named in the "
-                                           "dataset (off: no request leaves the machine; size and time "
-                                           "are capped when on).")]
 MaxSide = Annotated[int, typer.Option("--max-image-side", help="Refuse images larger than this many pixels "
                                       "per side.")]
-Format = Annotated[Optional[str], typer.Option("--format", help="Dataset format: arr (reference / project), "
-                                               "hpdv3, mmrb2, editreward-bench, pickapic, hpdv2, imagereward, "
-                                               "imagerewarddb (default: detected from the fields; printed).")]
 DataPath = Annotated[Path, typer.Argument(help="A dataset file, a folder (its dataset files) or a quoted glob "
                                           "such as `'bench/*/train-*.parquet'`.")]
 

@@ -10,7 +10,16 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from arr_cli.common import Home, console, home_dir, resolve_rubrics
+from arr_cli.common import (
+    AllowOutside,
+    AllowRemote,
+    Format,
+    Home,
+    Root,
+    console,
+    home_dir,
+    resolve_rubrics,
+)
 from arr_core.errors import InputError
 
 Pairs = Annotated[Path, typer.Option("--pairs", help="Preference pairs: ARR reference JSON/JSONL/YAML or "
@@ -21,8 +30,6 @@ BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compa
                                                 "http://127.0.0.1:8000/v1 (default OPENAI_BASE_URL).")]
 Model = Annotated[Optional[str], typer.Option("--model", help="Served model name.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the VLM response cache.")]
-AllowOutside = Annotated[bool, typer.Option("--allow-outside", help="Allow image paths outside the "
-                                            "dataset file's folder.")]
 
 
 def _vlm_overrides(cfg: Any, backend: str | None, base_url: str | None, model: str | None,
@@ -52,15 +59,8 @@ def _vlm_overrides(cfg: Any, backend: str | None, base_url: str | None, model: s
         raise InputError(err["msg"], field=".".join(str(x) for x in err["loc"]) or "--backend") from None
 
 
-Root = Annotated[Optional[Path], typer.Option("--root", help="Folder that relative image paths are relative to "
-                                            "(default: the pairs file's folder).")]
-AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Fetch http(s) image URLs named in the pairs "
-                                           "(off by default; size and time capped).")]
 Split = Annotated[str, typer.Option("--split", help="Use only this split of the pairs: seed | validation | "
                                      "test (deterministic by pair digest, 60/20/20) or all.")]
-PairsFormat = Annotated[Optional[str], typer.Option("--format", help="Format of the pairs: arr, hpdv3, mmrb2, "
-                                                    "editreward-bench, pickapic, hpdv2, imagereward, imagerewarddb "
-                                                    "(default: detected from the fields; printed).")]
 
 
 def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remote: bool = False,
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         allow_remote: AllowRemote = False,
         root: Root = None,
         split: Split = "all",
-        fmt: PairsFormat = None,
+        fmt: Format = None,
         home: Home = None,
     ) -> int:
         """Induce a rubric set from preference pairs (generate → blind verify/refine → select →
@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
         allow_remote: AllowRemote = False,
         root: Root = None,
         split: Split = "all",
-        fmt: PairsFormat = None,
+        fmt: Format = None,
         allow_seed_pairs: Annotated[bool, typer.Option(
             "--allow-seed-pairs", help="Judge pairs the rubric set was induced from (normally refused: "
             "their accuracy is not a held-out figure).")] = False,

@@ -15,6 +15,8 @@ from typing import Any
 
 from arr_core.errors import EndpointError
 
+# How the VLM client marks a transport failure in ``VLMResponse.error`` (which the judge's per-order
+# results keep), so the stages can tell it from a model-output failure.
 TRANSPORT_PREFIX = "transport:"
 
 

@@ -321,7 +321,7 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: li
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
-        if not all(bool(torch.isfinite(p).all()) for p in params):
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one host sync
             raise TrainingHealthError(f"non-finite LoRA weights after the update of training step {step} "
                                       f"(lr {scheduler.get_last_lr()[0]:g}): the run diverged; they were not "
                                       "saved. Lower lr")
@@ -533,15 +533,16 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 pg = torch.maximum(-adv * ratio,
                                    -adv * ratio.clamp(1 - args.clip_range, 1 + args.clip_range)).mean()
                 loss = pg + args.beta * kl.mean()
-                if not torch.isfinite(loss):
+                loss_value = float(loss)  # one host sync, used for the check and the metrics
+                if not math.isfinite(loss_value):
                     raise TrainingHealthError(
-                        f"non-finite loss ({float(loss)}) at training step {step + 1}, denoising step {i}: the run "
+                        f"non-finite loss ({loss_value}) at training step {step + 1}, denoising step {i}: the run "
                         f"diverged (lr {scheduler.get_last_lr()[0]:g}); nothing non-finite was saved, the newest "
                         "checkpoint before it is resumable. Lower lr or check the inputs")
                 (loss / size).backward()
                 stepped = True
                 with torch.no_grad():
-                    sums["loss"] += float(loss)
+                    sums["loss"] += loss_value
                     sums["pg"] += float(pg)
                     sums["kl"] += float(kl.mean())
                     sums["ratio"] += float(ratio.mean())

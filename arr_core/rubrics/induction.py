@@ -402,7 +402,6 @@ async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: 
     per_pair = [outcomes[k] for k in keys if k in outcomes]
     after = _client_counts([client_gen, client_ver])
     stats = induction_stats(per_pair, {k: after.get(k, 0) - before.get(k, 0) for k in after})
-    stats["pairs_transport_failed"] = failures.failed
     return InductionResult(per_pair, stats, failed_pairs=failures.failed)
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from arr_core.data.images import ImagePolicy
+from arr_core.failures import TRANSPORT_PREFIX
 from arr_core.vlm.base import (
     ChatParams,
     Completion,
@@ -375,7 +376,7 @@ class VLMClient:
                     self._counts["failures"] += 1
                     return VLMResponse(parsed=None, text=text, usage=usage,
                                        latency_s=time.perf_counter() - t_start,
-                                       error=f"transport: {e}", attempts=attempt)
+                                       error=f"{TRANSPORT_PREFIX} {e}", attempts=attempt)
                 text = strip_reasoning(c.text)  # the answer only: reasoning is never parsed or stored
                 self._count_call(c, text, messages, usage, time.perf_counter() - t0)
                 parsed, problem = check_answer(text, req.required_keys, req.validator)
