@@ -11,7 +11,10 @@ folder before the first flow runs): a variable the user already set (``PREFECT_A
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -95,9 +98,7 @@ def start_local_api_early() -> None:
 
     def start() -> None:
         try:
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().start()
+            parent_bound_local_api().start()
         except Exception:  # the flow run starts it again and reports the error
             pass
 
@@ -108,3 +109,76 @@ def start_local_api_early() -> None:
 def wait_local_api() -> None:
     if _LOCAL_API is not None:
         _LOCAL_API.join()
+
+
+# Run in the server's own interpreter in place of ``python -m uvicorn ...``: a thread that polls the
+# parent pid and, once the parent is gone (its children are re-parented), stops the server (SIGTERM:
+# uvicorn shuts down cleanly; SIGKILL-equivalent ``os._exit`` if that takes over 10 s); then uvicorn runs
+# in-process with Prefect's own arguments (so its exit code 3, "port in use", still reaches Prefect).
+# Not PR_SET_PDEATHSIG: Linux sends that signal when the *thread* that forked the child ends, and the
+# server is started from a short-lived background thread (``start_local_api_early``).
+_WATCH_PARENT = """
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv[1])
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.25)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+    os._exit(1)
+threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+sys.argv = sys.argv[3:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+class _ParentBoundPopen:
+    """``subprocess`` as Prefect's server module sees it while it starts the server: ``Popen`` of
+    ``[python, -m, MODULE, ...]`` becomes ``[python, -c, _WATCH_PARENT, PARENT_PID, -m, MODULE, ...]``;
+    every other name is the real module's."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(args: list[str], **kwargs: object) -> subprocess.Popen:  # noqa: N802 (subprocess's name)
+        args = list(args)
+        if len(args) >= 3 and args[0] == sys.executable and args[1] == "-m":
+            args = [sys.executable, "-c", _WATCH_PARENT, str(os.getpid()), *args[1:]]
+        return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
+
+
+def parent_bound_local_api() -> object:
+    """Prefect's temporary local API server (its ``SubprocessASGIServer``, same port choice, health
+    wait and ``stop``) whose process ends when this process ends, also on ``kill -9`` (within ~0.3 s
+    plus uvicorn's shutdown), instead of living on (~230 MB).
+
+    Registered as Prefect's port-less singleton (``SubprocessASGIServer._instances[None]``, as
+    ``prefect.testing.utilities.prefect_test_harness`` does), so every ``SubprocessASGIServer()`` call
+    of the flow engine, the event and log clients returns this one. A server already running the
+    plain way is returned as it is.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    cls = _parent_bound_server_class()
+    existing = SubprocessASGIServer._instances.get(None)
+    if existing is not None and (isinstance(existing, cls) or existing.running):
+        return existing
+    SubprocessASGIServer._instances.pop(None, None)
+    return cls()
+
+
+@functools.cache
+def _parent_bound_server_class() -> type:
+    from prefect.server.api import server as prefect_server
+
+    class ParentBoundServer(prefect_server.SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            real = prefect_server.subprocess
+            prefect_server.subprocess = _ParentBoundPopen()  # type: ignore[assignment]
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                prefect_server.subprocess = real
+
+    return ParentBoundServer

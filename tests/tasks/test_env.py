@@ -50,3 +50,20 @@ def test_fail_point_is_a_test_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InjectedFailure, match="stage 'train' failed on purpose"):
         fail_point("train")
     fail_point("induce")
+
+
+def test_parent_bound_local_api_is_prefects_singleton() -> None:
+    """Every ``SubprocessASGIServer()`` of the flow engine gets the server that dies with its parent
+    (started nowhere here: ``tests/reliability/test_kill9.py`` kills real processes)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    saved = SubprocessASGIServer._instances.pop(None, None)
+    try:
+        bound = _env.parent_bound_local_api()
+        assert type(bound) is not SubprocessASGIServer and isinstance(bound, SubprocessASGIServer)
+        assert SubprocessASGIServer() is bound and _env.parent_bound_local_api() is bound
+        assert not bound.running
+    finally:
+        SubprocessASGIServer._instances.pop(None, None)
+        if saved is not None:
+            SubprocessASGIServer._instances[None] = saved
