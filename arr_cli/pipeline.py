@@ -6,6 +6,7 @@ chosen ``--home`` (``tasks._env.apply_defaults``); a user's PREFECT_API_URL / ML
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -178,31 +179,177 @@ def register(app: typer.Typer) -> None:
         return 0
 
     @app.command("ui")
-    def ui_cmd(home: Home = None) -> int:
-        """How to open the Prefect and MLflow UIs on 127.0.0.1 for this state folder."""
+    def ui_cmd(
+        home: Home = None,
+        start: Annotated[bool, typer.Option("--start", help="start both UIs on 127.0.0.1 and keep them up "
+                                            "until Ctrl-C (needs the ui extra for MLflow)")] = False,
+        mlflow_port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+        prefect_port: Annotated[int, typer.Option(help="Prefect UI port")] = 4200,
+        wait_s: Annotated[float, typer.Option(help="seconds to wait for each UI to answer")] = 120.0,
+    ) -> int:
+        """The Prefect and MLflow UIs on 127.0.0.1 for this state folder: the commands that start them,
+        or (``--start``) both started here."""
         import os
 
         h = _prepare(home)
-        from tasks._env import prefect_home
-
         tracking = os.environ["MLFLOW_TRACKING_URI"]
         api = os.environ.get("PREFECT_API_URL")
-        console.print("Prefect UI")
+        cmds = ui_commands(h, mlflow_port, prefect_port)
+        if not start:
+            console.print("Prefect UI")
+            if api:
+                console.print(f"  your server: {api.removesuffix('/api')}")
+            else:
+                console.print(f"  {_shell(cmds['prefect'])}\n  then open http://127.0.0.1:{prefect_port} (the runs "
+                              "of `arr demo` / `arr pipeline run` are in that PREFECT_HOME's database)\n"
+                              f"  to run flows against it: export PREFECT_API_URL=http://127.0.0.1:{prefect_port}/api",
+                              soft_wrap=True)
+            console.print("MLflow UI")
+            if "mlflow" in cmds:
+                console.print(f"  {_shell(cmds['mlflow'])}\n  then open http://127.0.0.1:{mlflow_port}", soft_wrap=True)
+                problem = mlflow_ui_problem()
+                if problem:
+                    console.print(f"  [yellow]{problem}[/yellow]", soft_wrap=True)
+            else:
+                console.print(f"  your tracking server: {tracking}")
+            console.print("Or start both here: arr ui --start")
+            return 0
+        if "mlflow" in cmds and (problem := mlflow_ui_problem()):
+            raise InputError(problem, field="--start")
         if api:
-            console.print(f"  your server: {api.removesuffix('/api')}")
-        else:
-            console.print(f"  PREFECT_HOME={prefect_home(h)} prefect server start --host 127.0.0.1 --port 4200\n"
-                          "  then open http://127.0.0.1:4200 (the runs of `arr demo` / `arr pipeline run` are in "
-                          "that PREFECT_HOME's database)\n"
-                          "  to run flows against it: export PREFECT_API_URL=http://127.0.0.1:4200/api")
-        console.print("MLflow UI")
-        if tracking.startswith("sqlite:"):
-            console.print(f"  mlflow ui --backend-store-uri {tracking} --host 127.0.0.1 --port 5000 --workers 1\n"
-                          "  then open http://127.0.0.1:5000 (the UI needs the full `mlflow` package; "
-                          "mlflow-skinny, which arr depends on, has no UI)")
-        else:
-            console.print(f"  your tracking server: {tracking}")
-        return 0
+            cmds.pop("prefect")
+            console.print(f"Prefect UI: your server {api.removesuffix('/api')}")
+        procs = start_uis(cmds, h)
+        try:
+            for name, url in wait_uis(procs, wait_s).items():
+                console.print(f"{name} UI: {url}")
+            console.print("Ctrl-C stops them.")
+            while all(p.poll() is None for p, _ in procs.values()):
+                time.sleep(1.0)
+            gone = [n for n, (p, _) in procs.items() if p.poll() is not None]
+            raise RuntimeError(f"the {', '.join(gone)} UI exited; its log: {procs[gone[0]][1]}")
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            stop_uis(procs)
 
     app.add_typer(pipeline)
     app.add_typer(runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the UIs (`arr ui`)
+
+
+def ui_commands(home: Path, mlflow_port: int, prefect_port: int) -> dict[str, list[str]]:
+    """The commands serving the Prefect UI (this state folder's PREFECT_HOME database) and, for a
+    local SQLite tracking store, the MLflow UI; both bound to 127.0.0.1. A remote tracking URI is a
+    server already: no MLflow command then."""
+    import os
+    import sys
+
+    from tasks._env import prefect_home
+
+    py = sys.executable
+    cmds = {"prefect": ["env", f"PREFECT_HOME={prefect_home(home)}", py, "-m", "prefect", "server", "start",
+                        "--host", "127.0.0.1", "--port", str(prefect_port)]}
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if tracking.startswith("sqlite:"):
+        cmds["mlflow"] = [py, "-m", "mlflow", "server", "--backend-store-uri", tracking, "--host", "127.0.0.1",
+                          "--port", str(mlflow_port), "--workers", "1"]
+    return cmds
+
+
+def _shell(cmd: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def mlflow_ui_problem() -> str | None:
+    """Why the MLflow UI cannot serve this tracking store, or None: the server is the full ``mlflow``
+    package (the ``ui`` extra), and it must be the tracking client's version (``mlflow-skinny``) or it
+    cannot read the database schema that client wrote."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        server = version("mlflow")
+    except PackageNotFoundError:
+        return ("the MLflow UI needs the full `mlflow` package: pip install 'arr-pipeline[ui]' "
+                "(mlflow-skinny, which arr depends on, has no UI)")
+    try:
+        client = version("mlflow-skinny")
+    except PackageNotFoundError:
+        return None
+    if client != server:
+        return (f"mlflow {server} (UI) and mlflow-skinny {client} (tracking client) differ: a UI older than the "
+                f"client cannot read its database. Install one version of both: pip install 'mlflow=={client}' "
+                f"or pip install 'arr-pipeline[ui]', which resolves a matching pair")
+    return None
+
+
+def start_uis(cmds: dict[str, list[str]], home: Path) -> dict[str, tuple[Any, Path]]:
+    """Start each command in its own process group (so stopping it stops its workers too), output
+    to ``home/logs/ui-<name>.log``; returns name → (process, log path)."""
+    import subprocess
+
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, tuple[Any, Path]] = {}
+    for name, cmd in cmds.items():
+        log = logs / f"ui-{name}.log"
+        with log.open("wb") as f:
+            procs[name] = (subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True), log)
+    return procs
+
+
+def ui_url(cmd: list[str]) -> str:
+    return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
+
+
+def wait_uis(procs: dict[str, tuple[Any, Path]], timeout_s: float) -> dict[str, str]:
+    """Wait until each UI answers ``GET /`` with 200; name → URL. Raises naming the UI, its URL and
+    its log when one exits or does not answer within ``timeout_s``."""
+    import httpx
+
+    urls = {n: ui_url(p.args) for n, (p, _) in procs.items()}
+    deadline = time.monotonic() + timeout_s
+    pending = dict(urls)
+    while pending:
+        for name, url in list(pending.items()):
+            proc, log = procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"the {name} UI exited with code {proc.returncode} before answering at {url}; "
+                                   f"its log: {log}")
+            try:
+                if httpx.get(url + "/", timeout=2.0).status_code == 200:
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+        if pending and time.monotonic() > deadline:
+            name = next(iter(pending))
+            raise RuntimeError(f"the {name} UI did not answer at {pending[name]} within {timeout_s:.0f} s; "
+                               f"its log: {procs[name][1]}")
+        if pending:
+            time.sleep(0.5)
+    return urls
+
+
+def stop_uis(procs: dict[str, tuple[Any, Path]], grace_s: float = 10.0) -> None:
+    """SIGTERM each UI's process group, SIGKILL what is left after ``grace_s``."""
+    import os
+    import signal
+
+    for p, _ in procs.values():
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p, _ in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
