@@ -19,6 +19,9 @@ criteria:", "Feedback:" … — wherever they are, so the order of the text part
 - revise: recomputes the differences, keeps previous criteria that still point the right way,
   drops vague ones and those the feedback names as favouring the other image, adds what is missing;
 - categorize: groups criteria by the check they map to into themes with tips;
+- zero-shot (no preference given): k general criteria for what the caption or instruction asks for,
+  from the caption's words alone (objects, counts, colours, relations; for edits instruction and
+  preservation) and image quality, in a fixed order of checks, then paraphrases, then vague fillers;
 - checklist: for ONE image, a yes/no/n/a verdict per rubric: a rubric it maps to a check is "yes"
   when that check holds fully (content checks: score 1; sharpness and contrast >= 0.7, noise <= 0.2,
   the thresholds of ``check``), "n/a" when it cannot map the rubric or does not know the caption;
@@ -289,6 +292,8 @@ def request_kind(text: str) -> str:
     if '"answers"' in text:
         return "check"
     if '"rubrics"' in text:
+        if "No preference between images is given" in text:  # arr_core.rubrics.zeroshot
+            return "zeroshot"
         return "revise" if "Previous criteria:" in text else "generate"
     return "unknown"
 
@@ -331,6 +336,8 @@ class SceneVLM:
             obj = self._generate(uc, rng, revise=False)
         elif kind == "revise":
             obj = self._generate(uc, rng, revise=True)
+        elif kind == "zeroshot":
+            obj = self._zeroshot(uc)
         elif kind == "categorize":
             obj = self._categorize(uc)
         elif kind == "check":
@@ -484,6 +491,27 @@ class SceneVLM:
         reason = (f"{names[pref]} is better on: {', '.join(helps) or 'nothing I can see'}"
                   + (f"; the other image is better on: {', '.join(hurts)}" if hurts else "") + ".")
         return {"rubrics": chosen, "reason": reason}
+
+    @staticmethod
+    def _zeroshot(uc: UserContent) -> dict[str, Any]:
+        """k criteria from the caption or instruction alone: the checks its words call for, then image
+        quality, stated once each; more than that: their other paraphrases, then vague fillers."""
+        k_m = re.search(r"Write (\d+) evaluation criteria", uc.text)
+        k = int(k_m.group(1)) if k_m else 5
+        edit = "Instruction:" in uc.text
+        prompt = (_section(uc.text, "Instruction:" if edit else "Caption:", ("\n",)) or "").lower()
+        if edit:
+            checks = ["follows", "preserved"]
+        else:
+            wanted = {"count": r"\b(two|three|four|five|six|\d+)\b", "relation": r"left|right|above|below",
+                      "color": r"red|green|blue|yellow|purple|orange|black|white|gr[ae]y|brown|pink"}
+            checks = ["all", "presence"] + [c for c, pat in wanted.items() if re.search(pat, prompt)]
+            checks += ["shape", "extra"]
+        checks += list(QUALITY_CHECKS)
+        pool = [PHRASES[c][j] for j in range(3) for c in checks] + list(VAGUE)
+        chosen = [pool[i % len(pool)] for i in range(k)]
+        return {"rubrics": chosen, "reason": f"The {'instruction' if edit else 'caption'} calls for: "
+                f"{', '.join(checks)}."}
 
     @staticmethod
     def _phrase(check: str, rng: np.random.Generator) -> str:
