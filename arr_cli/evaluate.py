@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table as RichTable
 
-from arr_cli.common import Home, console, home_dir
+from arr_cli.common import AllowOutside, AllowRemote, Format, Home, Root, console, home_dir
 from arr_core.errors import InputError
 
 eval_app = typer.Typer(help="Benchmarks: judge preference accuracy (with/without rubrics, position bias, "
@@ -85,9 +85,74 @@ def _print_table(t) -> None:
     console.print(rt)
 
 
+JudgeModel = Annotated[Optional[list[str]], typer.Option("--judge-model", help="Judge with this model (repeat "
+                                                        "for several: one run, cross-model transfer of --rubrics); "
+                                                        "same --backend and --base-url.")]
+SubsetKey = Annotated[Optional[str], typer.Option("--subset-key", help="Record meta field of the per-subset "
+                                                  "breakdown (default: subset, prompt_source, category, "
+                                                  "classification or source, whichever the records carry; "
+                                                  "'task' for t2i vs edit).")]
+
+
+def _records(pairs: Path, fmt: str | None, root: Path | None, allow_outside: bool, allow_remote: bool, split: str,
+             limit: int | None) -> list:
+    """The records to evaluate: any format ``arr data`` reads, tied labels kept (the benchmark counts
+    and skips them), one split, the first ``limit``."""
+    from arr_cli.data import describe_format
+    from arr_core.data.dataset import load_dataset
+
+    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, allow_ties=True,
+                      format=describe_format(pairs, fmt))
+    records = ds.records if split == "all" else ds.split().get(split)
+    if records is None:
+        raise InputError(f"--split must be all, seed, validation or test, got {split!r}", field="split")
+    return records[:limit] if limit else records
+
+
+def _judges(judge: list[str] | None, judge_model: list[str] | None, backend: str, model: str | None,
+            base_url: str | None, seed: int, store) -> dict:
+    """name → client: every --judge spec and --judge-model, else the --backend/--model judge."""
+    judges = dict(_judge_spec(s, backend, base_url, seed, store) for s in (judge or []))
+    for m in judge_model or []:
+        client, name = _vlm_client(backend, m, base_url, seed, store)
+        judges[name] = client
+    if not judges:
+        client, name = _vlm_client(backend, model, base_url, seed, store)
+        judges[name] = client
+    return judges
+
+
+def _ks(ks: str, field: str = "ks") -> list[int]:
+    try:
+        out = [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        raise InputError(f"--{field} must be comma-separated integers, got {ks!r}", field=field) from None
+    if not out or any(k < 1 for k in out):
+        raise InputError(f"--{field} must be positive integers, got {ks!r}", field=field)
+    return out
+
+
+def _paper(store, records, judges: dict, rs, *, ks: list[int], generator: str | None, with_images: bool,
+           modes: str, subset_key: str | None, backend: str, base_url: str | None, seed: int, n_boot: int):
+    from arr_core.bench import preference as pf
+
+    gen = None
+    if generator:
+        client, name = _vlm_client(backend, generator, base_url, seed, store)
+        gen = (name, client)
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    try:
+        return pf.run_paper(judges, records, rubric_set=rs, zeroshot_ks=ks, zeroshot_generator=gen,
+                            with_images=with_images, modes=mode_list, subset=subset_key, n_boot=n_boot, seed=seed,
+                            simulated=all(n.startswith("scene") for n in judges))
+    except ValueError as e:
+        raise InputError(str(e), field="pairs") from None
+
+
 @eval_app.command("preference")
 def preference(
-    pairs: Annotated[Path, typer.Option("--pairs", help="Preference pairs file (any format `arr data` reads).")],
+    pairs: Annotated[Path, typer.Option("--pairs", help="Preference pairs: a file, folder or glob in any format "
+                                        "`arr data` reads (--format).")],
     rubrics: Annotated[Optional[list[str]], typer.Option("--rubrics", help="Rubric set id or prefix in the store "
                                                          "(repeat for --ablation transfer).")] = None,
     ablation: Annotated[Optional[str], typer.Option("--ablation", help="cardinality | transfer")] = None,
@@ -98,24 +163,33 @@ def preference(
     split: Annotated[str, typer.Option("--split", help="all | seed | validation | test (deterministic split "
                                        "by pair digest, default fractions).")] = "all",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="The ARR paper's protocol (Table 1): per judge, accuracy "
+                                        "without and with --rubrics, order-balanced (forward + reversed, default "
+                                        "mode single), position-bias table, per-subset accuracy and cost.")] = False,
+    judge_model: JudgeModel = None, subset_key: SubsetKey = None,
+    fmt: Format = None, root: Root = None, allow_outside: AllowOutside = False, allow_remote: AllowRemote = False,
     backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
     n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
 ) -> int:
     """Judge accuracy against human labels without/with rubrics, per order mode, forward and reversed
-    (position bias), with bootstrap 95% intervals; or a rubric-count / cross-model ablation."""
+    (position bias), with bootstrap 95% intervals; or a rubric-count / cross-model ablation; or, with
+    --paper, the paper's protocol (several --judge-model: cross-model transfer in one run)."""
     from arr_core.bench import preference as pf
-    from arr_core.data.dataset import load_dataset
     from arr_core.store import Store
 
     store = Store(home_dir(home))
-    ds = load_dataset(pairs)
-    records = ds.records if split == "all" else ds.split().get(split)
-    if records is None:
-        raise InputError(f"--split must be all, seed, validation or test, got {split!r}", field="split")
-    records = records[:limit] if limit else records
+    records = _records(pairs, fmt, root, allow_outside, allow_remote, split, limit)
     sets = [store.get_rubric_set(r) for r in (rubrics or [])]
     simulated = backend == "scene"
-    if ablation is None:
+    if paper:
+        if ablation is not None or len(sets) > 1:
+            raise InputError("--paper takes at most one --rubrics and no --ablation (use --judge-model for transfer)",
+                             field="paper")
+        judges = _judges(judge, judge_model, backend, model, base_url, seed, store)
+        result = _paper(store, records, judges, sets[0] if sets else None, ks=[], generator=None, with_images=False,
+                        modes="single" if modes == "single,swap,random" else modes, subset_key=subset_key,
+                        backend=backend, base_url=base_url, seed=seed, n_boot=n_boot)
+    elif ablation is None:
         if len(sets) > 1:
             raise InputError("give one --rubrics for the plain preference benchmark (several are for transfer)",
                              field="rubrics")
@@ -146,6 +220,47 @@ def preference(
                                  simulated=all(s.startswith("scene") for s in specs))
     else:
         raise InputError(f"--ablation must be cardinality or transfer, got {ablation!r}", field="ablation")
+    _finish(store, result, report)
+    return 0
+
+
+@eval_app.command("zeroshot")
+def zeroshot(
+    pairs: Annotated[Path, typer.Option("--pairs", help="Preference pairs: a file, folder or glob in any format "
+                                        "`arr data` reads (--format). Labels are used only to score.")],
+    ks: Annotated[str, typer.Option("--ks", help="Rubrics generated per prompt, one condition each (the "
+                                    "paper's cardinality table).")] = "1,5,10,20",
+    rubrics: Annotated[Optional[str], typer.Option("--rubrics", help="Induced rubric set (few-shot) to show side "
+                                                   "by side.")] = None,
+    with_images: Annotated[bool, typer.Option("--with-images", help="Also show the unlabelled candidates to the "
+                                              "rubric generator (one generation per pair instead of per "
+                                              "prompt).")] = False,
+    generator_model: Annotated[Optional[str], typer.Option("--generator-model", help="Model that writes the "
+                                                           "zero-shot rubrics (default: each judge writes its "
+                                                           "own).")] = None,
+    judge: Annotated[Optional[list[str]], typer.Option("--judge", help="Judges: scene | scene:SEED | "
+                                                       "openai:MODEL (repeat).")] = None,
+    judge_model: JudgeModel = None, subset_key: SubsetKey = None,
+    modes: Annotated[str, typer.Option("--modes", help="Order modes, comma-separated (each forward and "
+                                       "reversed).")] = "single",
+    split: Annotated[str, typer.Option("--split", help="all | seed | validation | test.")] = "all",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")] = None,
+    fmt: Format = None, root: Root = None, allow_outside: AllowOutside = False, allow_remote: AllowRemote = False,
+    backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+) -> int:
+    """Zero-shot ARR: for every pair, k rubrics generated from its prompt without the label (cached per
+    prompt), then judged with them; one condition per k, beside no rubrics and the few-shot --rubrics, in
+    the paper protocol's tables (order-balanced accuracy, position bias, per subset, cost)."""
+    from arr_core.store import Store
+
+    k_list = _ks(ks)
+    store = Store(home_dir(home))
+    records = _records(pairs, fmt, root, allow_outside, allow_remote, split, limit)
+    rs = store.get_rubric_set(rubrics) if rubrics else None
+    judges = _judges(judge, judge_model, backend, model, base_url, seed, store)
+    result = _paper(store, records, judges, rs, ks=k_list, generator=generator_model, with_images=with_images,
+                    modes=modes, subset_key=subset_key, backend=backend, base_url=base_url, seed=seed, n_boot=n_boot)
     _finish(store, result, report)
     return 0
 

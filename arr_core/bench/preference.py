@@ -22,8 +22,9 @@ Records whose human label has no unique best image are skipped and counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from arr_core.bench.report import JudgedPair, Report, Section, Table
@@ -32,7 +33,8 @@ from arr_core.bench.svg import Plot, Series
 from arr_core.data.records import PreferenceRecord
 from arr_core.digest import digest_obj
 from arr_core.judge.judge import ORDER_MODES, JudgeItem, Judgment, judge_many
-from arr_core.stats import bootstrap_ci
+from arr_core.rubrics.zeroshot import COST_KEYS, cost_delta, generate_zeroshot
+from arr_core.stats import bootstrap_ci, paired_order_stats
 
 DIRECTIONS = ("forward", "reversed")
 DEFAULT_KS = (1, 5, 10, 20)
@@ -98,10 +100,37 @@ def _outcome(rec: PreferenceRecord, j: Judgment, mode: str, direction: str) -> P
                        first_wins=[o.presented_rank[0] == 1 for o in j.orders if o.presented_rank])
 
 
+def _unjudged(rec: PreferenceRecord, mode: str, direction: str, why: str) -> PairOutcome:
+    """A pair that could not be judged under a condition (e.g. its zero-shot rubrics failed): abstains."""
+    return PairOutcome(pair_id=rec.pair_id, human=int(_human_best(rec)), mode=mode, direction=direction, rank=None,
+                       winner=None, outcome="abstain", reasons=[why], first_wins=[])
+
+
+async def _judge_per_pair(client: Any, records: Sequence[PreferenceRecord], blocks: Mapping[str, str | None],
+                          mode: str, direction: str, seed: int) -> list[PairOutcome]:
+    """Each record with its own rubric block (records sharing a block share one ``judge_many`` batch;
+    the batches run concurrently under the client's cap); a record without a block abstains."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        b = blocks.get(r.pair_id)
+        if b is not None:
+            groups.setdefault(b, []).append(i)
+    batches = await asyncio.gather(*(judge_many(client, [_item(records[i], direction) for i in idx], rubric_block=b,
+                                                order=mode, seed=seed) for b, idx in groups.items()))
+    got = {i: j for idx, js in zip(groups.values(), batches, strict=True) for i, j in zip(idx, js, strict=True)}
+    return [_outcome(r, got[i], mode, direction) if i in got else
+            _unjudged(r, mode, direction, "no rubrics for this pair (their generation failed)")
+            for i, r in enumerate(records)]
+
+
 async def judge_outcomes(client: Any, records: Sequence[PreferenceRecord], *, rubric_block: str | None,
                          rubric_set_id: str | None, modes: Sequence[str] = ORDER_MODES,
-                         directions: Sequence[str] = DIRECTIONS, seed: int = 0) -> list[PairOutcome]:
-    """Judge every record under every (mode, direction); one ``judge_many`` batch per combination."""
+                         directions: Sequence[str] = DIRECTIONS, seed: int = 0,
+                         per_pair_blocks: Mapping[str, str | None] | None = None) -> list[PairOutcome]:
+    """Judge every record under every (mode, direction); one ``judge_many`` batch per combination.
+
+    ``per_pair_blocks`` (pair id → rubric block, e.g. zero-shot rubrics): judge each record with its own
+    block instead of ``rubric_block``; a record whose block is missing or None abstains."""
     for m in modes:
         if m not in ORDER_MODES:
             raise ValueError(f"order mode must be one of {ORDER_MODES}, got {m!r}")
@@ -111,6 +140,9 @@ async def judge_outcomes(client: Any, records: Sequence[PreferenceRecord], *, ru
     out: list[PairOutcome] = []
     for mode in modes:
         for direction in directions:
+            if per_pair_blocks is not None:
+                out += await _judge_per_pair(client, records, per_pair_blocks, mode, direction, seed)
+                continue
             items = [_item(r, direction) for r in records]
             js = await judge_many(client, items, rubric_block=rubric_block, rubric_set_id=rubric_set_id,
                                   order=mode, seed=seed)
@@ -367,3 +399,220 @@ def run_transfer(judges: dict[str, Any], rubric_sets: dict[str, Any], records: S
     first = next(iter(rubric_sets.values()))
     return EvalResult("transfer", config, summary, [t], report, rubric_set_id=first.id,
                       details={"outcomes": outcomes})
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper's Table 1 protocol: judges × rubric conditions, order-balanced, per subset, with cost
+
+PAPER_MODES = ("single",)
+COST_COLUMNS = COST_KEYS
+# Record meta fields that name a benchmark's subset, first present wins (editreward-bench: subset;
+# mmrb2: prompt_source; imagerewarddb: classification; hpdv3: source). "task" splits t2i from edit.
+SUBSET_KEYS = ("subset", "prompt_source", "category", "classification", "source")
+
+
+@dataclass
+class Condition:
+    """One way of judging: no rubrics, one rubric set for every pair (few-shot: induced), or rubrics per
+    pair (zero-shot: ``per_pair`` maps pair id → block, None where generation failed)."""
+
+    name: str
+    tag: str  # summary-key part: none | fewshot | zeroshot_k5
+    block: str | None = None
+    rubric_set_id: str | None = None
+    per_pair: dict[str, str | None] | None = None
+    rubrics_by: str = ""  # the model that wrote the rubrics
+    k: int | None = None
+    generation_cost: dict[str, int] = field(default_factory=dict)
+
+
+def subset_key(records: Sequence[PreferenceRecord], key: str | None = None) -> str | None:
+    """The meta field that names each record's subset: ``key`` if given, else the first of
+    ``SUBSET_KEYS`` any record carries, else ``task`` when tasks are mixed, else None."""
+    if key:
+        return key
+    for k in SUBSET_KEYS:
+        if any(k in (r.meta or {}) for r in records):
+            return k
+    return "task" if len({r.task for r in records}) > 1 else None
+
+
+def subset_of(rec: PreferenceRecord, key: str) -> str:
+    v = rec.task if key == "task" else (rec.meta or {}).get(key)
+    return "(none)" if v is None else str(v)
+
+
+def _pair_correct(outs: Sequence[PairOutcome], mode: str) -> tuple[list[str], list[float], list[float]]:
+    """(pair ids, forward correct, reversed correct) of ``mode``, for pairs judged in both directions."""
+    fw = {o.pair_id: float(o.correct) for o in outs if o.mode == mode and o.direction == "forward"}
+    rv = {o.pair_id: float(o.correct) for o in outs if o.mode == mode and o.direction == "reversed"}
+    ids = [p for p in fw if p in rv]
+    return ids, [fw[p] for p in ids], [rv[p] for p in ids]
+
+
+def _ci(t: tuple[float, float, float]) -> dict[str, float]:
+    return {"point": t[0], "lo": t[1], "hi": t[2]}
+
+
+async def _zeroshot_conditions(gen_name: str, gen_client: Any, recs: Sequence[PreferenceRecord], ks: Sequence[int],
+                               with_images: bool) -> list[Condition]:
+    out = []
+    for k in ks:  # one batch per k, so each k's generation cost is its own
+        zs = await generate_zeroshot(gen_client, recs, [k], with_images=with_images, generator_name=gen_name)
+        out.append(Condition(f"zero-shot k={k}", f"zeroshot_k{k}", per_pair=zs.blocks(k), rubrics_by=gen_name, k=k,
+                             generation_cost=dict(zs.cost, prompts=zs.n_requests)))
+    return out
+
+
+def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *, rubric_set: Any | None = None,
+              zeroshot_ks: Sequence[int] = (), zeroshot_generator: tuple[str, Any] | None = None,
+              with_images: bool = False, modes: Sequence[str] = PAPER_MODES, subset: str | None = None,
+              n_boot: int = 2000, seed: int = 0, simulated: bool = False, n_examples: int = 4) -> EvalResult:
+    """The ARR paper's preference protocol (its Table 1, and its zero-shot cardinality table) on any records.
+
+    judges: name → ``VLMClient`` (several: cross-model transfer in one run — the rubric set's
+    ``generator_model`` is shown next to every judge); rubric_set: the induced (few-shot) set or None;
+    zeroshot_ks: k rubrics generated per prompt without labels, one condition per k
+    (``arr_core.rubrics.zeroshot``), by ``zeroshot_generator`` (name, client) or else by each judge itself;
+    modes: order modes, each run forward and reversed (the first is the headline; ``single`` is the
+    paper's: one call per order); subset: the meta field of the per-subset breakdown (default
+    :func:`subset_key`).
+
+    Per judge and condition: forward, reversed and order-balanced accuracy (paired bootstrap 95 %),
+    the gain over no rubrics (paired), tie and abstain rates; the position-bias table per mode; accuracy
+    per subset; the cost from the client's counters (requests, calls, cache hits, tokens, request bytes;
+    zero-shot generation on rows of its own). Records without a unique human-preferred image (tied
+    labels) are left out and counted.
+    """
+    if not judges:
+        raise ValueError("the paper protocol needs at least one judge")
+    recs, skipped = usable_records(records)
+    if not recs:
+        raise ValueError("no usable records: every record lacks a unique human-preferred image")
+    n_tied = sum(r.task in ("t2i", "edit") and _human_best(r) is None for r in records)
+    skey = subset_key(recs, subset)
+    ks = [int(k) for k in zeroshot_ks]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"zero-shot k must be positive, got {ks}")
+    fixed: list[Condition] = [Condition("no rubrics", "none")]
+    if rubric_set is not None:
+        fixed.append(Condition(f"few-shot {rubric_set.id}", "fewshot", block=rubric_set.prompt_block(),
+                               rubric_set_id=rubric_set.id,
+                               rubrics_by=str(rubric_set.metadata.get("generator_model") or "")))
+
+    async def go() -> dict[str, list[tuple[Condition, list[PairOutcome], dict[str, int]]]]:
+        shared = (await _zeroshot_conditions(*zeroshot_generator, recs, ks, with_images)
+                  if ks and zeroshot_generator is not None else None)
+        res: dict[str, list[tuple[Condition, list[PairOutcome], dict[str, int]]]] = {}
+        for jname, client in judges.items():
+            conds = list(fixed)
+            if ks:
+                conds += shared if shared is not None else await _zeroshot_conditions(jname, client, recs, ks,
+                                                                                      with_images)
+            res[jname] = []
+            for c in conds:
+                before = client.stats()
+                outs = await judge_outcomes(client, recs, rubric_block=c.block, rubric_set_id=c.rubric_set_id,
+                                            modes=modes, seed=seed, per_pair_blocks=c.per_pair)
+                res[jname].append((c, outs, cost_delta(before, client.stats())))
+        return res
+
+    results = run_sync(go())
+    head = modes[0]
+    summary: dict[str, float] = {"n_pairs": float(len(recs)), "n_skipped": float(skipped),
+                                 "n_tied_labels": float(n_tied)}
+    acc_rows, bias_rows, sub_rows, cost_rows = [], [], [], []
+    bars: dict[str, list[float]] = {}
+    subsets = sorted({subset_of(r, skey) for r in recs}) if skey else []
+    gen_seen: set[tuple[str, str]] = set()
+    for jname, runs in results.items():
+        base_ids, base_f, base_r = _pair_correct(runs[0][1], head)
+        base_bal = dict(zip(base_ids, [(a + b) / 2 for a, b in zip(base_f, base_r, strict=True)], strict=True))
+        for c, outs, cost in runs:
+            pre = f"{jname}/{c.tag}"
+            for mode in modes:
+                ids, f, r = _pair_correct(outs, mode)
+                st = paired_order_stats(f, r, n_boot=n_boot, seed=seed)
+                flips = {o.pair_id: o.winner for o in outs if o.mode == mode and o.direction == "forward"}
+                flipr = {o.pair_id: o.winner for o in outs if o.mode == mode and o.direction == "reversed"}
+                flip = sum(flips[p] != flipr[p] for p in ids) / len(ids) if ids else float("nan")
+                bias_rows.append([jname, c.name, mode, _ci(st["forward"]), _ci(st["reverse"]), _ci(st["gap"]),
+                                  flip, len(ids)])
+                for k in ("forward", "reverse", "gap", "balanced"):
+                    summary[f"{'bias' if k == 'gap' else 'acc'}/{pre}/{mode}" + ("" if k == "gap" else f"/{k}")] = \
+                        st[k][0]
+                if mode != head:
+                    continue
+                bal = [(a + b) / 2 for a, b in zip(f, r, strict=True)]
+                gain = (paired_order_stats([x for p, x in zip(ids, bal, strict=True) if p in base_bal],
+                                           [base_bal[p] for p in ids if p in base_bal], n_boot=n_boot,
+                                           seed=seed)["gap"] if c.tag != "none" else None)
+                head_outs = [o for o in outs if o.mode == head]
+                ties = sum(o.outcome == "tie" for o in head_outs) / len(head_outs)
+                abst = sum(o.outcome == "abstain" for o in head_outs) / len(head_outs)
+                acc_rows.append([jname, c.name, c.rubrics_by or "–", _ci(st["forward"]), _ci(st["reverse"]),
+                                 _ci(st["balanced"]), _ci(gain) if gain else None, ties, abst, len(ids)])
+                bars.setdefault(jname, []).append(st["balanced"][0])
+                if gain:
+                    summary[f"gain/{pre}/{head}"] = gain[0]
+                by_id = dict(zip(ids, bal, strict=True))
+                for sname in subsets:
+                    vals = [by_id[x.pair_id] for x in recs if subset_of(x, skey) == sname and x.pair_id in by_id]
+                    p, lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+                    sub_rows.append([sname, jname, c.name, {"point": p, "lo": lo, "hi": hi}, len(vals)])
+                    summary[f"acc/{pre}/{head}/subset/{sname}"] = p
+            n_calls = cost.get("calls", 0)
+            cost_rows.append([jname, f"judge · {c.name}", *[cost.get(k, 0) for k in COST_COLUMNS],
+                              round(n_calls / len(recs), 2)])
+            for k in COST_COLUMNS:
+                summary[f"cost/{pre}/{k}"] = float(cost.get(k, 0))
+            if c.generation_cost and (c.rubrics_by, c.tag) not in gen_seen:
+                gen_seen.add((c.rubrics_by, c.tag))
+                g = c.generation_cost
+                cost_rows.append([c.rubrics_by, f"generate · {c.name} ({g.get('prompts', 0)} prompts)",
+                                  *[g.get(k, 0) for k in COST_COLUMNS], round(g.get("calls", 0) / len(recs), 2)])
+                for k in COST_COLUMNS:
+                    summary[f"cost/{c.rubrics_by}/{c.tag}/generate/{k}"] = float(g.get(k, 0))
+    t_acc = Table("Accuracy vs human labels (paper protocol)",
+                  ["judge", "rubrics", "rubrics by", "forward", "reversed", "order-balanced (95% CI)",
+                   "gain over no rubrics", "tie rate", "abstain rate", "n"], acc_rows,
+                  note=f"Order mode {head}; every pair judged as given (forward) and with the images reversed; "
+                  "order-balanced = mean of the two per pair. Ties and abstentions count as not correct. "
+                  "Intervals: percentile bootstrap over pairs (gain: paired with no rubrics).")
+    t_bias = Table("Position bias", ["judge", "rubrics", "order mode", "forward accuracy", "reverse accuracy",
+                                     "gap (forward − reverse)", "flip rate", "n"], bias_rows,
+                   note="Gap with a paired bootstrap interval; flip rate: share of pairs whose winner changes "
+                   "when the order is reversed.")
+    t_cost = Table("Cost", ["model", "step", *COST_COLUMNS, "calls per pair"], cost_rows,
+                   note="From the VLM client's counters: requests (asked), calls (sent to the endpoint; cache "
+                   "hits make none), tokens as the endpoint reported them, request bytes as sent.")
+    tables = [t_acc, t_bias]
+    if sub_rows:
+        tables.append(Table(f"Accuracy per subset ({skey})", ["subset", "judge", "rubrics",
+                                                              "order-balanced (95% CI)", "n"], sub_rows,
+                            note=f"Order mode {head}; subset = the records' '{skey}' field."))
+    tables.append(t_cost)
+    names = [c.name for c, _, _ in next(iter(results.values()))]
+    plot = Plot("Order-balanced accuracy by rubric condition", "bar",
+                [Series(j, names, v) for j, v in bars.items()], x_label="rubrics", y_label="accuracy",
+                y_range=(0.0, 1.0), hlines=[(0.5, "chance")])
+    last_runs = next(iter(results.values()))
+    ex_cond, ex_outs, _ = last_runs[1] if len(last_runs) > 1 else last_runs[0]
+    sections = [Section("metrics", "Metrics", text=f"{len(recs)} pairs judged ({skipped} skipped, of which "
+                        f"{n_tied} with a tied human label).", tables=tables),
+                Section("plots", "Plots", plots=[plot]),
+                Section("pairs", "Judged pairs", text=f"First {min(n_examples, len(recs))} pairs, judged by "
+                        f"{next(iter(results))} with '{ex_cond.name}'.",
+                        pairs=_judged_pairs(recs, ex_outs, rubric_set.to_text() if rubric_set is not None and
+                                            ex_cond.tag == "fewshot" else "", n_examples))]
+    config = {"protocol": "paper", "records": _records_digest(recs), "judges": list(judges), "modes": list(modes), "n_boot": n_boot,
+              "seed": seed, "rubric_set_id": rubric_set.id if rubric_set is not None else None,
+              "zeroshot_ks": ks, "zeroshot_generator": zeroshot_generator[0] if zeroshot_generator else None,
+              "with_images": with_images, "subset_key": skey}
+    report = Report("Preference benchmark (paper protocol)", sections,
+                    subtitle=f"judges {', '.join(judges)} · {len(recs)} pairs", notes=[SCENE_NOTE] if simulated
+                    else [], meta=dict(config))
+    return EvalResult("preference", config, summary, tables, report,
+                      rubric_set_id=rubric_set.id if rubric_set is not None else None,
+                      details={"outcomes": {j: {c.name: outs for c, outs, _ in runs} for j, runs in results.items()}})
+

@@ -1,0 +1,115 @@
+"""The paper's preference protocol (issue 24 item 2) on a benchmark file in its published format
+(EditReward-Bench Parquet, written by the loaders' own fixture writer): the bias-table maths against
+hand-computed values, sane bootstrap bounds, the per-subset breakdown, the cost counters and the
+cross-model transfer in one invocation."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from arr_core.bench import preference as pf
+from arr_core.data.dataset import load_dataset
+from arr_core.rubrics.rubric_set import RubricSet
+from arr_core.stats import paired_order_stats
+from arr_core.vlm.client import VLMClient
+
+from .scripted import FirstBackend, RedBackend
+
+_spec = importlib.util.spec_from_file_location("_format_writers", Path(__file__).parents[1] / "data" / "test_formats.py")
+writers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(writers)
+
+# candidate_1 is red, candidate_2 blue (the writer's images). People prefer red in rows 0-2 and blue in
+# row 3; row 4 is a tie (A=B), which the protocol leaves out and counts.
+ROWS = [("A>B", None, "2pair"), ("A>B", None, "2pair"), ("A>C", "AvsC", "3pair"), ("C>A", "AvsC", "3pair"),
+        ("A=B", "AvsB", "2pair")]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> list:
+    path = writers.write_editreward(tmp_path_factory.mktemp("erb") / "2pair" / "train-00000-of-00001.parquet", ROWS)
+    return load_dataset(path, format="editreward-bench", allow_ties=True).records
+
+
+def _rubrics() -> RubricSet:
+    return RubricSet(task="edit", criteria=["the edited image is red"], metadata={"generator_model": "model-A"})
+
+
+def _rows(res, title: str) -> list[list]:
+    return res.table(title).rows
+
+
+def test_paired_order_stats_hand_computed() -> None:
+    st = paired_order_stats([1, 1, 0, 1], [0, 1, 0, 0], n_boot=500)
+    assert st["forward"][0] == 0.75 and st["reverse"][0] == 0.25
+    assert st["gap"][0] == 0.5 and st["balanced"][0] == 0.5
+    for name, (p, lo, hi) in st.items():
+        assert lo <= p <= hi, name
+    # per-item gaps are 1, 0, 0, 1: every resampled mean lies in [0, 1], and the interval is not degenerate
+    assert 0.0 <= st["gap"][1] < 0.5 < st["gap"][2] <= 1.0
+    assert paired_order_stats([1.0], [0.0])["gap"] == (1.0, 1.0, 1.0)
+    assert all(math.isnan(v) for v in paired_order_stats([], [])["gap"])
+    with pytest.raises(ValueError, match="pair up"):
+        paired_order_stats([1, 0], [1])
+
+
+def test_bias_table_hand_computed_on_a_benchmark_file(records) -> None:
+    first = FirstBackend()
+    res = pf.run_paper({"first": VLMClient(first, cache_mode="off")}, records, n_boot=400)
+    assert res.summary["n_pairs"] == 4 and res.summary["n_tied_labels"] == 1
+    (row,) = [r for r in _rows(res, "Position bias") if r[1] == "no rubrics"]
+    # The first-shown image always wins: forward picks candidate_1 (red: right in 3 of 4 pairs), reversed
+    # picks candidate_2 (right in 1 of 4); gap 0.5; every pair is right in exactly one order.
+    fw, rv, gap = row[3], row[4], row[5]
+    assert (fw["point"], rv["point"], gap["point"]) == (0.75, 0.25, 0.5)
+    assert row[6] == 1.0  # every winner flips
+    (acc,) = _rows(res, "Accuracy vs human labels (paper protocol)")
+    assert acc[5] == {"point": 0.5, "lo": 0.5, "hi": 0.5}  # order-balanced: 0.5 for every pair
+    for cell in (fw, rv, gap):
+        assert cell["lo"] <= cell["point"] <= cell["hi"] and -1.0 <= cell["lo"] and cell["hi"] <= 1.0
+    assert 0.0 <= fw["lo"] < 0.75 and rv["hi"] > 0.25  # four pairs: wide, not degenerate
+
+
+def test_subsets_cost_and_transfer_in_one_invocation(records) -> None:
+    red, first = RedBackend(needs_rubrics=1), FirstBackend()
+    judges = {"model-B": VLMClient(red, cache_mode="off"), "model-C": VLMClient(first, cache_mode="off")}
+    res = pf.run_paper(judges, records, rubric_set=_rubrics(), n_boot=300)
+    acc = {(r[0], r[1]): r for r in _rows(res, "Accuracy vs human labels (paper protocol)")}
+    few = f"few-shot {_rubrics().id}"
+    # model-B with A's rubrics ranks by redness in both orders: right on the 3 red-preferred pairs.
+    b = acc[("model-B", few)]
+    assert b[2] == "model-A" and b[3]["point"] == b[4]["point"] == b[5]["point"] == 0.75
+    assert b[6]["point"] == pytest.approx(0.25)  # gain over its own no-rubric 0.5, paired
+    assert acc[("model-B", "no rubrics")][5]["point"] == 0.5
+    assert acc[("model-C", few)][5]["point"] == 0.5  # position-only judge: the rubrics do not help it
+    assert res.summary["gain/model-B/fewshot/single"] == pytest.approx(0.25)
+    # per subset (the records' meta 'subset'): 2pair = rows 0-1 (red preferred), 3pair = rows 2-3
+    sub = {(r[0], r[1], r[2]): r for r in _rows(res, "Accuracy per subset (subset)")}
+    assert sub[("2pair", "model-B", few)][3]["point"] == 1.0 and sub[("2pair", "model-B", few)][4] == 2
+    assert sub[("3pair", "model-B", few)][3]["point"] == 0.5
+    # cost: single mode, forward + reversed: 2 calls per pair per condition; the scripted backend reports
+    # 1 prompt and 1 completion token per call
+    cost = {(r[0], r[1]): r for r in _rows(res, "Cost")}
+    (req, calls, hits, ptok, ctok, nbytes, per_pair) = cost[("model-B", f"judge · {few}")][2:]
+    assert (req, calls, hits, ptok, ctok, per_pair) == (8, 8, 0, 8, 8, 2.0)
+    assert nbytes > 3 * 8 * 50  # three PNGs per request (source + two candidates)
+    assert red.calls == first.calls == 16  # two conditions each
+    assert res.summary["cost/model-C/none/calls"] == 8.0
+
+
+def test_cli_paper_protocol_with_judge_models(records, tmp_path: Path, capsys) -> None:
+    from arr_cli import main
+
+    path = writers.write_editreward(tmp_path / "erb.parquet", ROWS)
+    rc = main(["eval", "preference", "--pairs", str(path), "--paper", "--judge-model", "scene-vlm-1",
+               "--judge-model", "scene-vlm-2", "--n-boot", "50", "--home", str(tmp_path / "home"),
+               "--report", str(tmp_path / "r.html")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "format: editreward-bench" in out and "Position bias" in out and "Accuracy per subset" in out
+    assert "scene:scene-vlm-1" in out and "scene:scene-vlm-2" in out and "Cost" in out
+    assert (tmp_path / "r.html").stat().st_size > 1000
