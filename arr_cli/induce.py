@@ -85,6 +85,53 @@ def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remo
     return ds
 
 
+def _judge_by_scores(client: Any, records: list[Any], rs: Any, store: Any, scale: str, seed: int,
+                     max_failure_rate: float, title: str) -> int:
+    """``arr judge --mode scores``: accuracy of the composite's ranking and the per-theme/criterion means."""
+    import asyncio
+
+    from arr_core.failures import FailureCounter, endpoint_name
+    from arr_core.judge.metrics import accuracy_summary
+    from arr_core.judge.scores import judge_records_by_scores, scored_criteria, summary
+
+    if rs is None:
+        raise InputError("--mode scores scores rubric criteria; give a rubric set, not 'none'", field="--rubrics")
+    try:
+        criteria = scored_criteria(rs, default_scale=scale)
+    except ValueError as e:
+        raise InputError(str(e), field="--rubrics") from None
+    t0 = time.perf_counter()
+    with store.connect():
+        js, results = asyncio.run(judge_records_by_scores(client, records, criteria, rubric_set_id=rs.id,
+                                                          store=store))
+    counter = FailureCounter("judge", endpoint_name(client), max_failure_rate=max_failure_rate, early_abort=0)
+    for r in (r for res in results for r in res):
+        if r.transport_failed:
+            counter.fail(str(r.error))
+        else:
+            counter.ok()
+    counter.check()  # exit 4 past the fail policy: transport failures are not verdicts
+    acc = accuracy_summary(js, records, seed=seed)
+    summ = summary(criteria, results)
+    table = Table(title=title, show_header=False)
+    table.add_row("pairs", str(acc["n"]))
+    table.add_row("accuracy (95 % bootstrap)", f"{acc['accuracy']:.3f} [{acc['accuracy_lo']:.3f}, "
+                  f"{acc['accuracy_hi']:.3f}]")
+    table.add_row("tie rate", f"{acc['tie_rate']:.3f}")
+    table.add_row("abstain rate", f"{acc['abstain_rate']:.3f}")
+    table.add_row("images scored (unusable answers, transport failures)",
+                  f"{summ['images']} ({summ['unusable']}, {summ['transport_failed']})")
+    if "composite" in summ:
+        table.add_row("mean composite", f"{summ['composite']:.3f}")
+        for theme, v in summ["themes"].items():
+            table.add_row(f"theme: {theme}", f"{v:.3f}")
+        for label, v in summ["criteria"].items():
+            table.add_row(f"criterion {label}", f"{v:.3f}")
+    table.add_row("wall time", f"{time.perf_counter() - t0:.1f} s")
+    console.print(table)
+    return 0
+
+
 def register(app: typer.Typer) -> None:
     @app.command("induce")
     def induce_cmd(
@@ -176,6 +223,11 @@ def register(app: typer.Typer) -> None:
                                                        "(default paper)")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="seed of the random order and the "
                                                     "bootstrap (default 0)")] = None,
+        mode: Annotated[str, typer.Option("--mode", help="rank: the judge ranks each pair (default); scores: "
+                                          "each image is scored on every rubric criterion and the pair "
+                                          "ranked by composite; prints per-theme and per-criterion means")] = "rank",
+        scale: Annotated[Optional[str], typer.Option("--scale", help="scores mode: the scale of criteria the "
+                                                     "rubric set leaves open, binary | 1-5 (default 1-5)")] = None,
         backend: Backend = None,
         base_url: BaseUrl = None,
         model: Model = None,
@@ -211,6 +263,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"must be one of {', '.join(ORDER_MODES)}, got {order!r}", field="--order")
         if mapping not in REWARD_MAPPINGS:
             raise InputError(f"must be one of {', '.join(REWARD_MAPPINGS)}, got {mapping!r}", field="--mapping")
+        if mode not in ("rank", "scores"):
+            raise InputError(f"must be rank or scores, got {mode!r}", field="--mode")
+        if scale is not None and (mode != "scores" or scale not in ("binary", "1-5")):
+            raise InputError(f"applies to --mode scores and must be binary or 1-5, got {scale!r}", field="--scale")
         store = Store(home_dir(home))
         rs: RubricSet | None = resolve_rubrics(store, rubrics)
         ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt)
@@ -236,6 +292,9 @@ def register(app: typer.Typer) -> None:
         block = rs.prompt_block() if rs is not None else None
         rid = rs.id if rs is not None else None
         t0 = time.perf_counter()
+        if mode == "scores":
+            return _judge_by_scores(client, ds.records, rs, store, scale or "1-5", seed, jcfg.max_failure_rate,
+                                    f"judge {cfg.backend}:{cfg.model} · rubrics {rid} · scores")
 
         async def run() -> tuple[list[Any], list[Any]]:
             js = await judge_many(client, ds.records, rubric_block=block, rubric_set_id=rid, order=order,

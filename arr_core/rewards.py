@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from PIL import Image
 
@@ -32,13 +32,17 @@ class GroupOutcome:
     rewards: G floats (0 for every image when the outcome is a tie or an abstention);
     outcome: "win" (a strict ranking), "tie" or "abstain" (the judge gave no usable answer);
     ranks: 1 = best, a permutation of 1..G, or None for ties/abstentions;
-    latency_s: wall time the judge spent on this group's request (the batch's time for batched calls).
+    latency_s: wall time the judge spent on this group's request (the batch's time for batched calls);
+    details: what the rewarder measured beyond the rewards, or None. Its ``"metrics"`` entry (a flat
+    ``{name: float}``) is averaged over the step's groups that report each name and logged by the
+    trainer (``detail_metrics``): per-theme scores, per-criterion attribution, per-component counts.
     """
 
     rewards: list[float]
     outcome: Outcome
     ranks: list[int] | None
     latency_s: float
+    details: dict[str, Any] | None = None
 
 
 class GroupRewarder(Protocol):
@@ -75,6 +79,15 @@ def check_batch(prompts: list[str], groups: list[list[Image.Image]],
 ScoreFn = Callable[[str, Image.Image], float]
 
 
+def ranks_of(values: list[float]) -> list[int]:
+    """Ranks (1 = highest value; equal values ranked by position) of ``values``."""
+    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    ranks = [0] * len(values)
+    for r, idx in enumerate(order):
+        ranks[idx] = r + 1
+    return ranks
+
+
 def outcome_from_scores(scores: list[float | None], tie_tol: float = 0.0, latency_s: float = 0.0) -> GroupOutcome:
     """Per-image scores (higher is better) → the group's outcome.
 
@@ -89,16 +102,39 @@ def outcome_from_scores(scores: list[float | None], tie_tol: float = 0.0, latenc
     vals = [float(s) for s in scores]  # type: ignore[arg-type]
     if max(vals) - min(vals) <= tie_tol:
         return GroupOutcome([0.0] * n, "tie", None, latency_s)
-    order = sorted(range(n), key=lambda i: (-vals[i], i))
-    ranks = [0] * n
-    for r, idx in enumerate(order):
-        ranks[idx] = r + 1
+    ranks = ranks_of(vals)
     by_rank = rank_rewards(ranks)
     rewards = []
     for s in vals:
         same = [j for j, s2 in enumerate(vals) if abs(s2 - s) <= tie_tol]
         rewards.append(sum(by_rank[j] for j in same) / len(same))
     return GroupOutcome(rewards, "win", ranks, latency_s)
+
+
+def outcome_from_values(values: list[float | None], tie_tol: float = 0.0, latency_s: float = 0.0,
+                        details: dict[str, Any] | None = None) -> GroupOutcome:
+    """Per-image reward values (higher is better) → the group's outcome with the values themselves as
+    rewards (not rank rewards): a missing or non-finite value abstains, values all equal within
+    ``tie_tol`` tie (rewards 0), otherwise a win with ``ranks`` by value."""
+    n = len(values)
+    if any(v is None or v != v or abs(v) == float("inf") for v in values):
+        return GroupOutcome([0.0] * n, "abstain", None, latency_s, details)
+    vals = [float(v) for v in values]  # type: ignore[arg-type]
+    if max(vals) - min(vals) <= tie_tol:
+        return GroupOutcome([0.0] * n, "tie", None, latency_s, details)
+    return GroupOutcome(vals, "win", ranks_of(vals), latency_s, details)
+
+
+def detail_metrics(outcomes: list[GroupOutcome]) -> dict[str, float]:
+    """The mean of every ``details["metrics"]`` entry over the groups that report it (a group that does
+    not report a name, e.g. an abstained one, does not count for it). Names in sorted order."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        for k, v in ((o.details or {}).get("metrics") or {}).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+            counts[k] = counts.get(k, 0) + 1
+    return {k: sums[k] / counts[k] for k in sorted(sums)}
 
 
 class CallableRewarder:

@@ -34,7 +34,7 @@ from typing import Any
 
 from PIL import Image
 
-from arr_core.judge.reward import check_judge_batch
+from arr_core.judge.reward import check_judge_batch, check_pointwise_args
 from arr_core.prompts.templates import build_checklist, normalize_verdict
 from arr_core.rewards import GroupOutcome, outcome_from_scores
 from arr_core.rubrics.rubric_set import RubricSet
@@ -104,14 +104,7 @@ class ChecklistRewarder:
     def __init__(self, client: Any, rubric_set: RubricSet, task: str, *,
                  hard_themes: list[str] | tuple[str, ...] = (), hard_only: bool = False,
                  tie_tol: float = 1e-9) -> None:
-        if task not in ("t2i", "edit"):
-            raise ValueError(f"task must be 't2i' or 'edit', got {task!r}")
-        if rubric_set is None:
-            raise ValueError("the checklist judge needs a rubric set (there is nothing to check without one)")
-        if rubric_set.task != task:
-            raise ValueError(f"rubric set {rubric_set.id} is for task {rubric_set.task!r}, not {task!r}")
-        if tie_tol < 0:
-            raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
+        check_pointwise_args(task, rubric_set, tie_tol, "checklist")
         if hard_only and not hard_themes:
             raise ValueError("hard_only scores images by the hard themes alone; it needs hard_themes")
         self.client, self.rubric_set, self.task, self.tie_tol = client, rubric_set, task, tie_tol

@@ -44,6 +44,19 @@ def check_judge_batch(task: str, prompts: list[str], groups: list[list[Image.Ima
             raise ValueError(f"group {k} has {len(grp)} images; RPO needs G >= 2")
 
 
+def check_pointwise_args(task: str, rubric_set: RubricSet | None, tie_tol: float, what: str) -> None:
+    """Raise ValueError unless a pointwise judge (``what``: "checklist", "per-criterion") can run: a
+    known task, a rubric set for that task, tie_tol >= 0."""
+    if task not in ("t2i", "edit"):
+        raise ValueError(f"task must be 't2i' or 'edit', got {task!r}")
+    if rubric_set is None:
+        raise ValueError(f"the {what} judge needs a rubric set (there is nothing to check without one)")
+    if rubric_set.task != task:
+        raise ValueError(f"rubric set {rubric_set.id} is for task {rubric_set.task!r}, not {task!r}")
+    if tie_tol < 0:
+        raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
+
+
 def to_group_outcome(j: Judgment) -> GroupOutcome:
     """Judgment → GroupOutcome. ``ranks`` is the integer ranking only for a win (orders agreed)."""
     ranks = [int(r) for r in j.final_rank] if j.outcome == "win" and j.final_rank is not None else None

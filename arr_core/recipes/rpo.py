@@ -138,7 +138,8 @@ def load_prompts(cfg: TrainConfig) -> tuple[list[str], list[Image.Image] | None]
 
 def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any = None) -> tuple[Any, str]:
     """(group rewarder, description) for ``cfg.reward``: the rank judge (``JudgeRewarder``; judgments
-    go to ``store`` when given) or the checklist judge (``ChecklistRewarder``, hard themes)."""
+    go to ``store`` when given), the checklist judge (``ChecklistRewarder``, hard themes) or the
+    per-criterion judge (``ScoresRewarder``; scores go to ``store``)."""
     rc = cfg.reward
     task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
     if rc.mode == "checklist":
@@ -156,6 +157,8 @@ def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any
         hard = f", hard themes {rc.hard_themes}" if rc.hard_themes else ""
         hard += " only" if hard_only else ""
         return rewarder, f"checklist judge, rubrics {rubric_set.id}{hard}"
+    if rc.mode == "scores":
+        return scores_rewarder(rc, task, rubric_set, client, store=store, where="reward")
     from arr_core.judge.reward import JudgeRewarder
 
     try:
@@ -164,6 +167,24 @@ def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any
     except ValueError as e:
         raise InputError(str(e), field="--rubrics") from None
     return rewarder, f"judge, rubrics {rubric_set.id if rubric_set else 'none'}, order {rc.order}"
+
+
+def scores_rewarder(rc: Any, task: str, rubric_set: Any, client: Any, *, store: Any = None,
+                    where: str = "reward") -> tuple[Any, str]:
+    """The per-criterion judge (``ScoresRewarder``) for settings ``rc`` (default_scale, scales,
+    weights); ``where`` names the config section in errors."""
+    from arr_core.judge.scores import ScoresRewarder
+
+    if rubric_set is None:
+        raise InputError(f"{where}: the per-criterion judge scores rubric criteria; give a rubric set, not "
+                         "'none'", field="--rubrics")
+    try:
+        rewarder = ScoresRewarder(client, rubric_set, task, default_scale=rc.default_scale, scales=rc.scales,
+                                  weights=rc.weights, store=store)
+    except ValueError as e:  # a scale/weight key the set does not have; a set for another task
+        field = f"{where}.weights" if "weights" in str(e) else f"{where}.scales" if "scale" in str(e) else "--rubrics"
+        raise InputError(str(e), field=field) from None
+    return rewarder, f"per-criterion judge, rubrics {rubric_set.id}, {len(rewarder.criteria)} criteria"
 
 
 def judge_vlm(cfg: TrainConfig, default: Any = None) -> Any:

@@ -102,6 +102,34 @@ class ChecklistJudgeReward(_JudgeReward):
         return self
 
 
+ScaleName = Literal["binary", "1-5"]
+
+
+class _ScoresSettings(_Strict):
+    """How the per-criterion judge scores (``arr_core.judge.scores``)."""
+
+    default_scale: ScaleName = Field("1-5", description="Scale of a criterion the rubric set and ``scales`` "
+                                     "leave open: 'binary' (0/1) or '1-5'.")
+    scales: dict[str, ScaleName] = Field(default_factory=dict, description="Criterion text or theme name → "
+                                         "scale; a scale the rubric set carries (metadata.scales) wins.")
+    weights: dict[str, float] = Field(default_factory=dict, description="Criterion text or theme name → "
+                                      "weight (>= 0) in the composite; unnamed criteria weigh 1.")
+
+    @model_validator(mode="after")
+    def _weights(self) -> _ScoresSettings:
+        bad = {k: w for k, w in self.weights.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        return self
+
+
+class ScoresJudgeReward(_JudgeReward, _ScoresSettings):
+    """A score per rubric criterion for each image, one VLM request per image; the reward is the
+    composite (weighted mean of the normalised scores)."""
+
+    mode: Literal["scores"]
+
+
 # The reward is one of the judge modes, told apart by ``mode`` (default ``rank``). Rule-based and
 # benchmark rewards (the scene checker, a fixed-latency stand-in, the shuffled control) are not
 # configuration: the benchmarks build them (``arr_core.sim.rewards``) and hand them to the recipe.
@@ -110,7 +138,8 @@ def _reward_mode(v: Any) -> str:
 
 
 RewardConfig = Annotated[Union[Annotated[RankJudgeReward, Tag("rank")],
-                               Annotated[ChecklistJudgeReward, Tag("checklist")]],
+                               Annotated[ChecklistJudgeReward, Tag("checklist")],
+                               Annotated[ScoresJudgeReward, Tag("scores")]],
                          Discriminator(_reward_mode)]
 
 

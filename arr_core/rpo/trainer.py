@@ -51,7 +51,7 @@ import torch
 from PIL import Image
 
 from arr_core.errors import TrainingHealthError
-from arr_core.rewards import GroupOutcome, GroupRewarder
+from arr_core.rewards import GroupOutcome, GroupRewarder, detail_metrics
 from arr_core.rpo.checkpoint import (
     find_checkpoint,
     incomplete_after,
@@ -582,6 +582,9 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 "time_rollout_s": t_roll, "time_judge_s": t_judge, "time_train_s": t_train,
             }
             m = all_reduce_mean(m, ctx)
+            # the rewarder's own metrics (per-theme scores, criterion attribution, component counts):
+            # means over this rank's groups that report them (names differ between rewarders and steps)
+            m.update(detail_metrics(outcomes_all))
             m["time_step_s"] = time.perf_counter() - t_step
             m["images_per_s"] = args.prompts_per_step * G * ctx.world_size / m["time_step_s"]
             m["lr"] = scheduler.get_last_lr()[0]
