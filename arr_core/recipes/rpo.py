@@ -95,6 +95,8 @@ def load_prompts(cfg: TrainConfig) -> tuple[list[str], list[Image.Image] | None]
     from PIL import Image
 
     pc = cfg.prompts
+    if pc is None:
+        raise InputError("this run needs training prompts", field="prompts")
     if pc.source == "world":
         import numpy as np
 
@@ -228,8 +230,9 @@ def trainer_args(cfg: TrainConfig) -> RPOArgs:
 def run(cfg: TrainConfig, out: str | Path, *, rubric_set: Any = None, vlm: Any = None, store: Any = None,
         rewarder: Any = None, reward_desc: str | None = None, policy: Any = None, prompts: list[str] | None = None,
         resume: str | Path | None = None, progress: Callable[[str], None] | None = print,
-        dist_ctx: DistContext | None = None) -> TrainResult:
-    """Build the policy, the rewarder and the prompts from ``cfg`` and train.
+        dist_ctx: DistContext | None = None, pairs: list[Any] | None = None) -> TrainResult:
+    """Build the policy, the rewarder and the prompts from ``cfg`` and train (``algorithm: dpo``:
+    :func:`run_dpo`, where a benchmark may also pass ready ``pairs``).
 
     ``rubric_set``: the judge's rubrics (None judges without); ``vlm``: the judge's ``VLMConfig``
     when ``reward.vlm`` is empty; ``store``: where the judge's VLM cache and judgments go (None: memory
@@ -239,6 +242,9 @@ def run(cfg: TrainConfig, out: str | Path, *, rubric_set: Any = None, vlm: Any =
     from arr_core.rpo.distributed import DistContext
     from arr_core.rpo.trainer import train
 
+    if cfg.algorithm == "dpo":
+        return run_dpo(cfg, out, rubric_set=rubric_set, vlm=vlm, store=store, rewarder=rewarder, policy=policy,
+                       prompts=prompts, pairs=pairs, resume=resume, progress=progress)
     ctx = dist_ctx or DistContext()
     device = resolve_device(cfg.policy.device, ctx.local_rank)
     sources = None
@@ -259,6 +265,133 @@ def run(cfg: TrainConfig, out: str | Path, *, rubric_set: Any = None, vlm: Any =
             + (f" × {ctx.world_size} ranks" if ctx.active else ""))
     return train(policy, rewarder, prompts, trainer_args(cfg), out, sources=sources, resume=resume,
                  progress=progress, dist_ctx=ctx)
+
+
+def dpo_args(cfg: TrainConfig) -> Any:
+    """The DPO trainer's plain hyperparameters (``arr_core.rpo.dpo.DPOArgs``) from the stage config."""
+    from arr_core.rpo.dpo import DPOArgs
+
+    d = cfg.dpo
+    assert d is not None
+    return DPOArgs(
+        steps=cfg.steps, config_digest=config_digest(cfg), pairs_per_step=d.pairs_per_step,
+        micro_batch=d.micro_batch, beta=d.beta, sigma_sampling=d.sigma_sampling, logit_mean=d.logit_mean,
+        logit_std=d.logit_std, seed=cfg.seed, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout, lora_targets=tuple(cfg.lora.targets) if cfg.lora.targets else None,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, adam_betas=tuple(cfg.adam_betas), adam_eps=cfg.adam_eps,
+        warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, bf16_autocast=cfg.bf16_autocast,
+        gradient_checkpointing=cfg.gradient_checkpointing, attention_backend=cfg.attention_backend,
+        checkpoint_every=cfg.checkpoint_every, config_json=cfg.model_dump_json(indent=2))
+
+
+def image_encoder(policy: Any) -> Callable[[list[Image.Image]], torch.Tensor]:
+    """Images → the policy's clean latents x₀: its VAE (``encode_latents``: FLUX, SD3, Qwen-Image-Edit),
+    or for the pixel-space toy its own pixel scaling (``images_to_latents``)."""
+    if hasattr(policy, "encode_latents"):
+        return policy.encode_latents
+    from arr_core.sim.toy_policy import ToyPolicy, images_to_latents
+
+    if isinstance(policy, ToyPolicy):
+        size = int(policy.config["image_size"])
+        return lambda ims: images_to_latents(ims, size).to(policy.device)
+    raise InputError(f"{type(policy).__name__} cannot encode images to latents (no encode_latents)",
+                     field="policy.kind")
+
+
+def label_pairs(rewarder: Any, prompts: list[str], groups: list[list[Image.Image]],
+                sources: list[Image.Image] | None, batch_size: int = 16) -> tuple[list[Any], dict[str, int]]:
+    """Judge each prompt's two candidates (the rewarder's order handling: ``swap`` for the rank judge)
+    and keep the pairs with a verdict (``arr_core.rpo.dpo.pairs_from_outcomes``; ties and
+    abstentions dropped and counted)."""
+    import asyncio
+
+    from arr_core.rpo.dpo import pairs_from_outcomes
+
+    async def judge_all() -> list[Any]:
+        outs = []
+        for s in range(0, len(prompts), batch_size):
+            outs += await rewarder.score(prompts[s:s + batch_size], groups[s:s + batch_size],
+                                         sources[s:s + batch_size] if sources is not None else None)
+        return outs
+
+    return pairs_from_outcomes(prompts, groups, sources, asyncio.run(judge_all()))
+
+
+def dpo_pairs(cfg: TrainConfig, policy: Any, out: Path, *, rubric_set: Any = None, vlm: Any = None,
+              store: Any = None, rewarder: Any = None, prompts: list[str] | None = None,
+              resume: str | Path | None = None, say: Callable[[str], None] = print
+              ) -> tuple[list[Any], dict[str, int]]:
+    """The pairs of ``cfg.dpo.pairs``, weighted. ``dataset``: preference records (``arr_core.data``);
+    ``generated``: two base-policy samples per prompt labelled by the judge (``reward``), saved under
+    ``out/pairs/`` so that a resumed run trains on the same pairs."""
+    from arr_core.rpo import dpo
+
+    d = cfg.dpo
+    assert d is not None
+    pc = d.pairs
+    saved = out / "pairs"
+    if pc.source == "dataset":
+        from arr_core.data.dataset import load_dataset
+
+        assert pc.path is not None
+        task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
+        try:
+            records = load_dataset(pc.path, task=task).records
+            pairs, counts = dpo.pairs_from_records(records[:pc.count] if pc.count else records)
+        except (ValueError, OSError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(str(e), file=str(pc.path), field="dpo.pairs.path") from None
+    elif resume is not None and (saved / dpo.PAIRS_FILE).is_file():
+        pairs = dpo.load_pairs(saved)
+        counts = json.loads((saved / "counts.json").read_text(encoding="utf-8"))
+        say(f"resume: {len(pairs)} pairs from {saved}")
+    else:
+        sources = None
+        if prompts is None:
+            prompts, sources = load_prompts(cfg)
+        prompts = prompts[:pc.count] if pc.count else prompts
+        sources = sources[:len(prompts)] if sources is not None else None
+        if rewarder is None:
+            from arr_core.vlm.config import build_client
+
+            rewarder, _ = build_rewarder(cfg, rubric_set, build_client(judge_vlm(cfg, vlm), store), store=store)
+        groups = dpo.sample_candidates(policy, prompts, sources, steps=pc.sample_steps, seed=pc.seed)
+        pairs, counts = label_pairs(rewarder, prompts, groups, sources)
+    if not pairs:
+        raise InputError(f"no preference pairs left ({counts}): every candidate tied or abstained",
+                         field="dpo.pairs")
+    try:
+        pairs = dpo.apply_weighting(pairs, d.weighting)
+    except ValueError as e:
+        raise InputError(str(e), field="dpo.weighting") from None
+    if pc.source == "generated":
+        dpo.save_pairs(pairs, saved, counts)
+    say(f"DPO pairs ({pc.source}): {counts['kept']} kept of {counts['candidates']}; dropped {counts['tie']} "
+        f"ties, {counts['abstain']} abstentions")
+    return pairs, counts
+
+
+def run_dpo(cfg: TrainConfig, out: str | Path, *, rubric_set: Any = None, vlm: Any = None, store: Any = None,
+            rewarder: Any = None, policy: Any = None, prompts: list[str] | None = None, pairs: list[Any] | None = None,
+            resume: str | Path | None = None, progress: Callable[[str], None] | None = print) -> TrainResult:
+    """``algorithm: dpo``: the pairs (``dpo_pairs``, unless given), then ``arr_core.rpo.dpo.train_dpo``
+    with the same checkpoints, resume and LoRA export as RPO."""
+    from arr_core.rpo.dpo import train_dpo
+
+    say = progress or (lambda _s: None)
+    out = Path(out)
+    if policy is None:
+        policy = build_policy(cfg, resolve_device(cfg.policy.device))
+    counts: dict[str, int] = {}
+    if pairs is None:
+        pairs, counts = dpo_pairs(cfg, policy, out, rubric_set=rubric_set, vlm=vlm, store=store, rewarder=rewarder,
+                                  prompts=prompts, resume=resume, say=say)
+    extra = {f"pairs_{k}": float(v) for k, v in counts.items()}
+    say(f"policy {cfg.policy.kind}; DPO on {len(pairs)} pairs; {cfg.steps} steps x {cfg.dpo.pairs_per_step} pairs, "
+        f"beta {cfg.dpo.beta:g}")
+    return train_dpo(policy, pairs, dpo_args(cfg), out, encode_images=image_encoder(policy), resume=resume,
+                     progress=progress, extra_metrics=extra)
 
 
 RESULT_FILE = "rank0_result.json"

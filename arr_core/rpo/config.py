@@ -166,12 +166,67 @@ class LoraConfigModel(_Strict):
                                       "projections (Policy.lora_targets).")
 
 
+class DPOPairsConfig(_Strict):
+    """Where the DPO pairs come from (``arr_core/rpo/dpo.py``)."""
+
+    source: Literal["dataset", "generated"] = Field(
+        description="'dataset': preference records (arr_core.data: JSON/JSONL/Parquet, label_rank or "
+        "label_score); 'generated': the base policy samples two images per training prompt and the "
+        "rubric judge (reward section) labels them in both orders; ties and disagreeing orders are dropped.")
+    path: Path | None = Field(None, description="Preference dataset file or folder (source: dataset).")
+    count: int | None = Field(None, ge=1, description="source generated: number of prompts to sample a "
+                              "pair for (the first of the prompt list); None = every prompt. source "
+                              "dataset: use at most this many records (in file order).")
+    sample_steps: int = Field(8, ge=2, description="source generated: ODE (Euler) steps of the base "
+                              "policy's samples.")
+    seed: int = Field(0, description="source generated: seed of the two images' initial noise.")
+
+    @model_validator(mode="after")
+    def _path(self) -> DPOPairsConfig:
+        if self.source == "dataset" and self.path is None:
+            raise ValueError("dpo.pairs.path is required when dpo.pairs.source is 'dataset'")
+        if self.source == "generated" and self.path is not None:
+            raise ValueError("dpo.pairs.path must be empty when dpo.pairs.source is 'generated'")
+        return self
+
+
+class DPOConfig(_Strict):
+    """Offline Diffusion-DPO for flow models (``algorithm: dpo``; arr_core/rpo/dpo.py)."""
+
+    pairs: DPOPairsConfig
+    beta: float = Field(2500.0, gt=0, description="Coefficient of (Δ_policy − Δ_ref) inside −log σ(−β·…). "
+                        "Diffusion-DPO's code scales by β_dpo/2, so β = 2500 here is its SD1.5 β_dpo = 5000.")
+    weighting: Literal["none", "margin"] = Field(
+        "none", description="Per-pair weight: 'margin' = the composite-score margin of the pair (dataset: "
+        "label_score difference; generated: the composites of reward.mode 'scores') divided by the mean margin "
+        "of the pairs (mean weight 1).")
+    sigma_sampling: Literal["uniform", "logit_normal"] = Field(
+        "uniform", description="Noise level σ per pair: uniform on (0, 1) (Diffusion-DPO's uniform "
+        "timesteps) or logit-normal (SD3's training density).")
+    logit_mean: float = Field(0.0, description="logit_normal: mean of logit(σ).")
+    logit_std: float = Field(1.0, gt=0, description="logit_normal: std of logit(σ).")
+    pairs_per_step: int = Field(8, ge=1, description="Pairs per optimizer step (per rank).")
+    micro_batch: int = Field(4, ge=1, description="Pairs per forward (winner and loser together: 2× "
+                             "this many images); gradients accumulate over pairs_per_step / micro_batch.")
+
+    @model_validator(mode="after")
+    def _batch(self) -> DPOConfig:
+        if self.pairs_per_step % self.micro_batch:
+            raise ValueError(f"dpo.pairs_per_step ({self.pairs_per_step}) must be a multiple of "
+                             f"dpo.micro_batch ({self.micro_batch})")
+        return self
+
+
 class TrainConfig(_Strict):
     """One RPO run. Sizes are per process (rank) under torchrun."""
 
     policy: PolicyConfig
-    prompts: PromptsConfig
+    prompts: PromptsConfig | None = Field(None, description="Training prompts; required except for "
+                                          "algorithm dpo with dpo.pairs.source 'dataset'.")
     reward: RewardConfig = RankJudgeReward()
+    algorithm: Literal["rpo", "dpo"] = Field("rpo", description="'rpo': online RPO (the paper); 'dpo': "
+                                             "offline Diffusion-DPO on preference pairs (the dpo section).")
+    dpo: DPOConfig | None = Field(None, description="algorithm dpo: pairs source and DPO settings.")
     lora: LoraConfigModel = LoraConfigModel()
     output_dir: Path | None = Field(None, description="Run folder; the CLI may override it.")
 
@@ -266,7 +321,20 @@ class TrainConfig(_Strict):
         if self.judged_image == "deterministic_last_step" and self.num_steps - 1 in self.trained_step_indices():
             raise ValueError("judged_image 'deterministic_last_step' makes the last step an Euler step, which "
                              "has no density: trained_window must end before num_steps")
-        if self.policy.kind == "qwen_edit" and self.prompts.source == "world":
+        if (self.algorithm == "dpo") != (self.dpo is not None):
+            raise ValueError("algorithm 'dpo' needs a dpo section (dpo.pairs.source, ...), and a dpo section "
+                             "needs algorithm: dpo")
+        if self.dpo is not None:
+            if self.distributed != "none":
+                raise ValueError("algorithm 'dpo' runs in one process: distributed must be 'none'")
+            order = getattr(self.reward, "order", "swap")
+            if self.dpo.pairs.source == "generated" and order != "swap":
+                raise ValueError("dpo.pairs.source 'generated' labels each pair in both orders: reward.order "
+                                 f"must be 'swap', got {order!r}")
+        if self.prompts is None and not (self.dpo is not None and self.dpo.pairs.source == "dataset"):
+            raise ValueError("prompts is required (only algorithm dpo with dpo.pairs.source 'dataset' "
+                             "trains without a prompt list)")
+        if self.policy.kind == "qwen_edit" and self.prompts is not None and self.prompts.source == "world":
             raise ValueError("policy.kind 'qwen_edit' needs edit instructions with source images "
                              "(prompts.source 'file')")
         return self

@@ -252,6 +252,16 @@ class FluxPolicy:
             self.decode_tensor(latents).permute(0, 2, 3, 1).cpu().numpy()
         )
 
+    @torch.no_grad()
+    def encode_latents(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images → packed clean latents x₀ (b, h/16·w/16, 4c), fp32: the inverse of ``decode`` up to
+        the VAE (resized to the policy's size, VAE distribution mode, (z − shift)·scale, packed 2×2)."""
+        pixels = self.pipe.image_processor.preprocess(images, self.height, self.width)
+        z = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
+        z = (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+        b, c, h, w = z.shape
+        return self.pipe._pack_latents(z, b, c, h, w).to(self.device, torch.float32)
+
     def describe(self) -> dict[str, Any]:
         return {
             "class": type(self).__name__,

@@ -343,6 +343,11 @@ class QwenEditPolicy:
         b, z, _, h, w = latents.shape
         return self.pipe._pack_latents(latents, b, z, h, w).to(self.device, torch.float32)
 
+    def encode_latents(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images → packed clean latents x₀ (b, n, 4z) in the space ``decode`` reads: the same
+        normalised VAE latents as the source conditioning (``encode_images``)."""
+        return self.encode_images([img.convert("RGB") for img in images])
+
     def encode(
         self,
         prompts: list[str],

@@ -278,6 +278,15 @@ class SD3Policy:
             self.decode_tensor(latents).permute(0, 2, 3, 1).cpu().numpy()
         )
 
+    @torch.no_grad()
+    def encode_latents(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images → clean latents x₀ (b, c, h/8, w/8), fp32: the inverse of ``decode`` up to the VAE
+        (resized to the policy's size, VAE distribution mode, (z − shift)·scale)."""
+        pixels = self.pipe.image_processor.preprocess(images, self.height, self.width)
+        z = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
+        shift = self.vae.config.shift_factor or 0.0
+        return ((z - shift) * self.vae.config.scaling_factor).to(self.device, torch.float32)
+
     def describe(self) -> dict[str, Any]:
         return {
             "class": type(self).__name__,
