@@ -71,7 +71,7 @@ from arr_core.rpo.distributed import (
 from arr_core.rpo.kernels import attention_context, compile_repeated_blocks
 from arr_core.rpo.lora import add_lora
 from arr_core.rpo.policy import Cond, Policy, index_cond
-from arr_core.rpo.sde import analytic_kl, sde_mean_std, sde_step, step_log_prob
+from arr_core.rpo.sde import StepTable
 
 
 @dataclass
@@ -190,7 +190,7 @@ def set_eval_mode(policy: Policy) -> None:
 def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | None, *, group_size: int,
             sigmas: torch.Tensor, generator: torch.Generator, noise: str, a: float, eta: float,
             shared_initial_noise: bool, bf16: bool, sde_mask: Sequence[bool] | None = None,
-            noise_block: int = 1, judged_image: str = "clean_estimate") -> Rollout:
+            noise_block: int = 1, judged_image: str = "clean_estimate", table: StepTable | None = None) -> Rollout:
     """Sample G images per prompt with the SDE sampler, recording latents and per-step log-probs.
 
     ``sde_mask`` (one flag per step, default all True): steps flagged False take the deterministic
@@ -201,15 +201,11 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
     and v = ε − x₀, exactly x₀ for a perfect v), which is that step's Euler result; ``last_sample``: the
     last stochastic sample x_n; ``deterministic_last_step`` (Flow-GRPO): x_n, which ``sde_mask`` must
     make an Euler step (so it equals the clean estimate).
+    ``table``: the ``StepTable`` of (sigmas, noise, a, eta, noise_block) when the caller keeps one
+    (the trainer builds it once per run); else it is built here. The denoising loop makes no host
+    synchronisation: every check runs before it, the step maths is ``StepTable``'s (tested).
     """
-    b, g = len(prompts), group_size
-    cond = policy.encode(prompts, sources)
-    cond = index_cond(cond, torch.arange(b).repeat_interleave(g))
-    if shared_initial_noise:
-        x = policy.initial_latents(b, generator).float().repeat_interleave(g, dim=0)
-    else:
-        x = policy.initial_latents(b * g, generator).float()
-    n = len(sigmas) - 1
+    b, g, n = len(prompts), group_size, len(sigmas) - 1
     if sde_mask is not None and len(sde_mask) != n:
         raise ValueError(f"sde_mask has {len(sde_mask)} flags for {n} steps")
     if judged_image not in ("clean_estimate", "last_sample", "deterministic_last_step"):
@@ -217,18 +213,26 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
                          f"got {judged_image!r}")
     if judged_image == "deterministic_last_step" and (sde_mask is None or sde_mask[-1]):
         raise ValueError("judged_image 'deterministic_last_step' needs sde_mask[-1] False (an Euler last step)")
+    tab = table if table is not None else StepTable(sigmas, kind=noise, a=a, eta=eta, noise_block=noise_block)
+    sde = [True] * n if sde_mask is None else list(sde_mask)
+    tab.check_density([i for i in range(n) if sde[i]])  # the checks run here, never inside the loop
+    cond = policy.encode(prompts, sources)
+    cond = index_cond(cond, torch.arange(b).repeat_interleave(g))
+    if shared_initial_noise:
+        x = policy.initial_latents(b, generator).float().repeat_interleave(g, dim=0)
+    else:
+        x = policy.initial_latents(b * g, generator).float()
     lats, lps = [x], []
     x0_hat = None
-    for i in range(n):
+    for i in range(n):  # no host sync in here (tests/rpo/test_rollout_syncs.py)
         v = _velocity(policy, x, sigmas[i], cond, bf16)
         if i == n - 1 and judged_image == "clean_estimate":
             x0_hat = x - sigmas[i] * v  # fp32; bit-equal to the Euler step to σ_n = 0
-        if sde_mask is None or sde_mask[i]:
-            x, mean, std = sde_step(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, generator=generator,
-                                    noise_block=noise_block)
-            lps.append(step_log_prob(x, mean, std, noise_block))
+        if sde[i]:
+            x, lp = tab.sample(i, x, v, generator)
+            lps.append(lp)
         else:
-            x = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind="ode")[0]
+            x = tab.euler(i, x, v)
             lps.append(torch.zeros(x.shape[0], dtype=torch.float32, device=x.device))
         lats.append(x)
     images = policy.decode(x if x0_hat is None else x0_hat)
@@ -236,21 +240,26 @@ def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | Non
 
 
 def step_terms(policy: Policy, peft_model: torch.nn.Module, ro: Rollout, i: int, sigmas: torch.Tensor, *,
-               noise: str, a: float, eta: float, bf16: bool, need_ref: bool, noise_block: int = 1
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               noise: str, a: float, eta: float, bf16: bool, need_ref: bool, noise_block: int = 1,
+               table: StepTable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Recompute step i of a stored rollout under the current LoRA: (log-prob with grad (b·G,),
-    analytic KL to the adapter-off reference (b·G,), zeros when ``need_ref`` is False)."""
+    analytic KL to the adapter-off reference (b·G,), zeros when ``need_ref`` is False).
+
+    With the run's ``table`` (built once) this makes no host synchronisation; without, one is built
+    and checked here."""
+    if table is None:
+        table = StepTable(sigmas, kind=noise, a=a, eta=eta, noise_block=noise_block)
+        table.check_density([i])
     x, x_next = ro.latents[i], ro.latents[i + 1]
     v = _velocity(policy, x, sigmas[i], ro.cond, bf16)
-    mean, std = sde_mean_std(x, v, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta, noise_block=noise_block)
-    log_prob = step_log_prob(x_next, mean, std, noise_block)
+    mean = table.mean(i, x, v)
+    log_prob = table.log_prob(i, x_next, mean)
     if not need_ref:
         return log_prob, torch.zeros_like(log_prob)
     with torch.no_grad(), peft_model.disable_adapter():
         v_ref = _velocity(policy, x, sigmas[i], ro.cond, bf16)
-        mean_ref, _ = sde_mean_std(x, v_ref, sigmas[i], sigmas[i + 1], kind=noise, a=a, eta=eta,
-                                   noise_block=noise_block)
-    return log_prob, analytic_kl(mean, mean_ref, std)
+        mean_ref = table.mean(i, x, v_ref)
+    return log_prob, table.kl(i, mean, mean_ref)
 
 
 def warm_up(policy: Policy, peft_model: torch.nn.Module, params: list[torch.nn.Parameter], prompts: list[str],
@@ -269,7 +278,7 @@ def warm_up(policy: Policy, peft_model: torch.nn.Module, params: list[torch.nn.P
                  generator=torch.Generator(device=device).manual_seed(0), **roll_kw)
     log_prob, kl = step_terms(policy, peft_model, ro, step, roll_kw["sigmas"], noise=roll_kw["noise"],
                               a=roll_kw["a"], eta=roll_kw["eta"], bf16=roll_kw["bf16"], need_ref=need_ref,
-                              noise_block=roll_kw["noise_block"])
+                              noise_block=roll_kw["noise_block"], table=roll_kw.get("table"))
     (log_prob.mean() + kl.mean()).backward()
     for p in params:
         p.grad = None
@@ -460,6 +469,10 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
     roll_kw = dict(group_size=G, sigmas=sigmas, noise=args.noise, a=args.a, eta=args.eta,
                    shared_initial_noise=args.shared_initial_noise, bf16=args.bf16_autocast, sde_mask=sde_mask,
                    noise_block=args.noise_block, judged_image=args.judged_image)
+    # The step maths' coefficients, once per run: rollouts and trained steps then make no host sync.
+    table = StepTable(sigmas, kind=args.noise, a=args.a, eta=args.eta, noise_block=args.noise_block)
+    table.check_density(trained)
+    roll_kw["table"] = table
     last: dict[str, Any] = {}
     ckpt_dir: Path | None = None
     with _JudgeLoop() as judge, attention_context(args.attention_backend, device):
@@ -527,7 +540,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 size = min(first + chunk, len(units)) - first  # units in this optimizer step
                 log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=args.noise, a=args.a,
                                           eta=args.eta, bf16=args.bf16_autocast, need_ref=args.beta > 0,
-                                          noise_block=args.noise_block)
+                                          noise_block=args.noise_block, table=table)
                 ratio = torch.exp(log_prob - ro.log_probs[i])
                 adv = ro.advantages
                 pg = torch.maximum(-adv * ratio,

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from arr_core.bench import preference as pf
+from arr_core.bench.results import load_eval_row
 from arr_core.data.dataset import load_dataset
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.stats import paired_order_stats
+from arr_core.store.store import Store
 from arr_core.vlm.client import VLMClient
 
 from .scripted import FirstBackend, RedBackend
@@ -110,6 +112,12 @@ def test_cli_paper_protocol_with_judge_models(records, tmp_path: Path, capsys) -
                "--report", str(tmp_path / "r.html")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "format: editreward-bench" in out and "Position bias" in out and "Accuracy per subset" in out
-    assert "scene:scene-vlm-1" in out and "scene:scene-vlm-2" in out and "Cost" in out
+    assert "format: editreward-bench" in out
+    row = load_eval_row(Store(tmp_path / "home"), out.strip().splitlines()[-1])
+    titles = [t["title"] for t in row["metrics"]["tables"]]
+    assert titles == ["Accuracy vs human labels (paper protocol)", "Position bias", "Accuracy per subset (subset)",
+                      "Cost"]
+    assert row["metrics"]["summary"]["n_tied_labels"] == 1
+    for judge in ("scene:scene-vlm-1(seed 0)", "scene:scene-vlm-2(seed 0)"):
+        assert f"cost/{judge}/none/calls" in row["metrics"]["summary"]
     assert (tmp_path / "r.html").stat().st_size > 1000
