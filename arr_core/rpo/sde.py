@@ -43,6 +43,7 @@ the sampled latent instead, whose expected gradient is zero on-policy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -191,3 +192,88 @@ def analytic_kl(mean_theta: torch.Tensor, mean_ref: torch.Tensor, std: torch.Ten
     d2 = (mean_theta.float() - mean_ref.float()) ** 2 / (2 * std**2)
     d2 = d2.expand_as(mean_theta)
     return d2.mean(dim=tuple(range(1, d2.ndim)))
+
+
+class StepTable:
+    """The SDE step of one σ schedule, for the sampling loop: every per-step coefficient (Δ, σ_t, s,
+    2·s², log s, …) is computed once, vectorised over the schedule, and the input checks run once here,
+    so a step is a few elementwise kernels over the latent with no host synchronisation (no ``.item()``,
+    no Python ``if`` on a tensor). Results are bit-identical to ``sde_step`` / ``step_log_prob`` /
+    ``analytic_kl``: the same fp32 operations in the same order (each elementwise fp32 operation
+    rounds the same way whether it runs on a scalar or on a vector of the schedule's values).
+
+    ``sigmas``: (n + 1,) from 1 down to 0 on the latents' device. Step i is read by its integer index.
+    """
+
+    def __init__(self, sigmas: torch.Tensor, *, kind: NoiseKind = "flow_grpo", a: float = 0.7, eta: float = 0.3,
+                 noise_block: int = 1) -> None:
+        if kind not in ("flow_grpo", "dance_grpo", "ode"):
+            raise ValueError(f"kind must be one of flow_grpo, dance_grpo, ode; got {kind!r}")
+        if noise_block < 1:
+            raise ValueError(f"noise_block must be >= 1, got {noise_block}")
+        if eta < 0 and kind == "dance_grpo":
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        sig = torch.as_tensor(sigmas, dtype=torch.float32)
+        if sig.ndim != 1 or sig.shape[0] < 2:
+            raise ValueError(f"sigmas must have shape (n + 1,) with n >= 1, got {tuple(sig.shape)}")
+        t, t_next = sig[:-1], sig[1:]
+        if bool((t_next >= t).any()):  # one host sync per table, none per step
+            raise ValueError("sigma_next must be smaller than sigma_i (sampling runs from 1 down to 0)")
+        self.kind, self.noise_block, self.sigmas = kind, noise_block, sig
+        self.dt = t_next - t  # Δ < 0
+        self.one_minus = 1 - t
+        self.std = torch.zeros_like(self.dt)
+        if kind == "flow_grpo":
+            std_t = flow_grpo_sigma(t, a, t_at_one=t_next)  # checks t in [0, 1] once
+            # noise_block 1: μ = x·c_x + (v·c_v)·Δ; else μ = x + Δ·v + k·P(x + (1−t)·v) (sde_mean_std's order)
+            self.c_x = 1 + std_t**2 / (2 * t) * self.dt
+            self.c_v = 1 + std_t**2 * (1 - t) / (2 * t)
+            self.k = self.dt * std_t**2 / (2 * t)
+            self.std = std_t * torch.sqrt(-self.dt)
+        elif kind == "dance_grpo":
+            self.k = self.dt * (eta**2 / 2)  # μ = x + Δ·v + k·P(x + (1−t)·v)/t
+            self.std = eta * torch.sqrt(-self.dt)
+        self.two_var = 2 * self.std**2
+        self.log_std = torch.log(self.std)
+        self._has_density = self.std > 0
+
+    def check_density(self, steps: Sequence[int]) -> None:
+        """Raise unless every step in ``steps`` has a density (std > 0); one host sync."""
+        if steps and not bool(self._has_density[list(steps)].all()):
+            raise ValueError("std must be > 0 (the ode step has no density; train with flow_grpo or dance_grpo)")
+
+    def mean(self, i: int, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """μ of step i (fp32, shape of x); x, v (b, ...) at σ_i. No checks, no host sync."""
+        x, v, dt = x.float(), v.float(), self.dt[i]
+        if self.kind == "ode":
+            return x + dt * v
+        nb = self.noise_block
+        if self.kind == "flow_grpo":
+            if nb == 1:
+                return x * self.c_x[i] + v * self.c_v[i] * dt
+            return x + dt * v + self.k[i] * block_project(x + self.one_minus[i] * v, nb)
+        return x + dt * v + self.k[i] * block_project(x + self.one_minus[i] * v, nb) / self.sigmas[i]
+
+    def euler(self, i: int, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The deterministic (ODE) step i: x + Δ·v (fp32)."""
+        return x.float() + self.dt[i] * v.float()
+
+    def sample(self, i: int, x: torch.Tensor, v: torch.Tensor, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One stochastic step i: (x_next, log π(x_next | x) (b,)), all fp32; the noise is drawn from
+        ``generator`` exactly as ``sde_step`` draws it."""
+        mean = self.mean(i, x, v)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+        x_next = block_project(noise, self.noise_block).mul_(self.std[i]).add_(mean)  # = μ + s·P·ε
+        return x_next, self.log_prob(i, x_next, mean)
+
+    def log_prob(self, i: int, x_next: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """(b,) ``step_log_prob`` of step i without its checks (call ``check_density`` once)."""
+        diff = block_coords(x_next.detach().float() - mean.float(), self.noise_block)
+        lp = -(diff**2) / self.two_var[i] - self.log_std[i] - _LOG_SQRT_2PI
+        return lp.mean(dim=tuple(range(1, lp.ndim)))
+
+    def kl(self, i: int, mean_theta: torch.Tensor, mean_ref: torch.Tensor) -> torch.Tensor:
+        """(b,) ``analytic_kl`` of step i without its checks."""
+        d2 = (mean_theta.float() - mean_ref.float()) ** 2 / self.two_var[i]
+        return d2.mean(dim=tuple(range(1, d2.ndim)))
