@@ -26,6 +26,8 @@ from typing import Any
 from tasks._cache import is_secret_key, redact
 
 PARENT_TAG = "mlflow.parentRunId"
+# Set on every experiment this project creates: `arr runs compare` lists only those.
+PROJECT_TAG, PROJECT = "arr.project", "arr-pipeline"
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 MAX_TAG_LEN = 8000
 
@@ -59,13 +61,15 @@ def experiment_id(name: str, home: Path | None = None) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(PROJECT_TAG) != PROJECT:  # made before the tag existed, or by hand
+            c.set_experiment_tag(exp.experiment_id, PROJECT_TAG, PROJECT)
         _EXPERIMENTS[key] = exp.experiment_id
         return exp.experiment_id
     location = None
     if home is not None and _uses_local_store(home):
         location = (home / "mlflow" / "artifacts").resolve().as_uri()
     try:
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=location, tags={PROJECT_TAG: PROJECT})
     except Exception:  # created concurrently by another task or process
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -228,6 +232,34 @@ def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None
         client().log_artifact(run_id, str(p), artifact_path)
     else:
         raise FileNotFoundError(f"artifact {p} does not exist")
+
+
+def log_step_images(run_id: str, images: dict[int, str | Path], key: str = "samples") -> int:
+    """Images as MLflow step-indexed images (``log_image(key=, step=)``: the run's Images tab shows
+    them on a step slider); ``images`` maps step → PNG path. Returns how many were logged."""
+    from PIL import Image
+
+    for step, path in sorted(images.items()):
+        with Image.open(path) as im:
+            client().log_image(run_id, im.convert("RGB"), key=key, step=int(step))
+    return len(images)
+
+
+def register_model_version(name: str, source: str, run_id: str, tags: dict[str, Any],
+                           alias: str | None = None) -> str:
+    """Register ``source`` (the run's artifact URI of a LoRA folder) as a new version of the
+    registered model ``name`` (created when missing), with ``tags``; point ``alias`` at it. Returns
+    the version number. Works with the local SQLite store as with a tracking server."""
+    c = client()
+    try:
+        c.get_registered_model(name)
+    except Exception:  # missing (RESOURCE_DOES_NOT_EXIST); a concurrent creator wins the race below
+        with contextlib.suppress(Exception):
+            c.create_registered_model(name, tags={PROJECT_TAG: PROJECT})
+    mv = c.create_model_version(name, source=source, run_id=run_id, tags=_clean_tags(tags))
+    if alias:
+        c.set_registered_model_alias(name, alias, mv.version)
+    return str(mv.version)
 
 
 def artifact_uri(run_id: str) -> str:

@@ -22,6 +22,22 @@ from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path
 
 RESULT_FILE = "train_result.json"
+# Set on a LoRA's registered model version once its training finished: `models:/<name>@trained`
+# is the newest successfully trained LoRA of that name.
+LORA_ALIAS = "trained"
+
+
+def registered_model_name(experiment: str, policy_kind: str) -> str:
+    """The registered model of a pipeline's LoRAs: the MLflow experiment (the config's
+    ``mlflow.experiment``) and the base policy kind, so LoRAs of different bases never share a name."""
+    return f"{experiment}-{policy_kind}-lora"
+
+
+def step_samples(samples_dir: str | Path) -> dict[int, Path]:
+    """The trainer's per-step sample grids (``samples/step_000010.png``) by step."""
+    d = Path(samples_dir)
+    return {int(p.stem.removeprefix("step_")): p for p in sorted(d.glob("step_*.png"))
+            if p.stem.removeprefix("step_").isdigit()} if d.is_dir() else {}
 
 
 def _vlm_from_env(vlm: dict[str, Any]) -> Any:
@@ -79,11 +95,18 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
             mlf.log_artifact(run_id, result["samples_dir"], "samples")
         lora_artifact = mlf.artifact_uri(run_id).rstrip("/") + "/lora"
         mlf.set_tags(run_id, {"arr.lora_uri": lora_artifact})
+        mlf.log_step_images(run_id, step_samples(result["samples_dir"]))
+        model = {"name": registered_model_name(experiment, cfg.policy.kind), "alias": LORA_ALIAS}
+        model["version"] = mlf.register_model_version(
+            model["name"], lora_artifact, run_id, {**tags, "arr.dataset_digest": rs.metadata.get("dataset_digest")
+                                                    if rs else None}, alias=LORA_ALIAS)
+        mlf.set_tags(run_id, {"arr.registered_model": f"{model['name']}/{model['version']}"})
     tags["arr.lora_uri"] = lora_artifact
+    metrics["registered_version"] = int(model["version"])
     summary = {"stage": "train", "entity_kind": "training_run", "entity_id": train_key,
                "mlflow_run_id": run_id, "policy_id": policy_id, "lora_uri": result["lora_dir"],
                "lora_artifact_uri": lora_artifact, "steps": result["steps"], "tags": tags,
-               "metrics": metrics, "artifacts": {"lora": result["lora_dir"],
+               "registered_model": model, "metrics": metrics, "artifacts": {"lora": result["lora_dir"],
                                                  "metrics": result["metrics_uri"]}}
     (out / RESULT_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary

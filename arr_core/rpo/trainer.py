@@ -581,8 +581,14 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             else:
                 abstain_steps = 0
             rewards = [r for o in outcomes_all for r in o.rewards]
+            reward_mean = sum(rewards) / len(rewards)
+            # Group-ranked rewards have a fixed mean (0.45 at G = 2); their spread is what moves: it
+            # falls with ties and abstentions, the steps that carry no learning signal.
+            spreads = [max(o.rewards) - min(o.rewards) for o in outcomes_all if o.rewards]
             m = {
-                "reward_mean": sum(rewards) / len(rewards),
+                "reward_mean": reward_mean,
+                "reward_std": math.sqrt(sum((r - reward_mean) ** 2 for r in rewards) / len(rewards)),
+                "reward_spread": sum(spreads) / len(spreads) if spreads else 0.0,
                 "win_rate": sum(o.outcome == "win" for o in outcomes_all) / n_g,
                 "tie_rate": sum(o.outcome == "tie" for o in outcomes_all) / n_g,
                 "abstain_rate": sum(o.outcome == "abstain" for o in outcomes_all) / n_g,
