@@ -30,6 +30,10 @@ BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compa
                                                 "http://127.0.0.1:8000/v1 (default OPENAI_BASE_URL).")]
 Model = Annotated[Optional[str], typer.Option("--model", help="Served model name.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the VLM response cache.")]
+AllowTies = Annotated[bool, typer.Option("--allow-ties", help="Keep pairs whose label ties (e.g. Pick-a-Pic 0.5/0.5, "
+                                         "EditReward-Bench A=B) instead of refusing the file: induce sets them "
+                                         "aside (no preference to explain) and counts them; judge reports how "
+                                         "often the judge also ties on them, apart from the accuracy.")]
 
 
 def _vlm_overrides(cfg: Any, backend: str | None, base_url: str | None, model: str | None,
@@ -64,14 +68,15 @@ Split = Annotated[str, typer.Option("--split", help="Use only this split of the 
 
 
 def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remote: bool = False,
-                root: Path | None = None, fmt: str | None = None) -> Any:
+                root: Path | None = None, fmt: str | None = None, allow_ties: bool = False) -> Any:
     from arr_cli.data import describe_format
     from arr_core.data.dataset import SPLITS, Dataset, load_dataset
 
     if split != "all" and split not in SPLITS:
         raise InputError(f"must be one of {', '.join(SPLITS)} or all, got {split!r}", field="--split")
     name = describe_format(pairs, fmt)
-    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, format=name)
+    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, format=name,
+                      allow_ties=allow_ties)
     if ds.task not in ("t2i", "edit"):
         raise InputError(f"pairs must all be t2i or all be edit records, got {ds.task!r}", file=str(pairs),
                          field="task")
@@ -151,6 +156,7 @@ def register(app: typer.Typer) -> None:
         root: Root = None,
         split: Split = "all",
         fmt: Format = None,
+        allow_ties: AllowTies = False,
         home: Home = None,
     ) -> int:
         """Induce a rubric set from preference pairs (generate → blind verify/refine → select →
@@ -171,7 +177,7 @@ def register(app: typer.Typer) -> None:
         check_endpoint(cfg.generator, "generator")
         if cfg.verifier is not None:
             check_endpoint(cfg.verifier, "verifier")
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt, allow_ties)
         store = Store(home_dir(home))
         parent_id = store.resolve_rubric_set_id(parent) if parent else None
 
@@ -183,7 +189,7 @@ def register(app: typer.Typer) -> None:
                       f"(generator {cfg.generator.backend}:{cfg.generator.model}, verifier "
                       f"{cfg.verifier_config().backend}:{cfg.verifier_config().model})")
         t0 = time.perf_counter()
-        rs = induce_rubrics(ds, cfg, store, parent_id=parent_id, progress=progress)
+        rs = induce_rubrics(ds, cfg, store, parent_id=parent_id, progress=progress, skip_tied=allow_ties)
         wall = time.perf_counter() - t0
         if parent_id is not None and rs.id == parent_id:
             console.print(f"no change: the new pairs leave rubric set {parent_id} as it is (parent unchanged)")
@@ -193,6 +199,8 @@ def register(app: typer.Typer) -> None:
         rows = [
             ("pairs used / passed / discarded", f"{st.get('pairs_used')} / {st.get('passed')} / {st.get('discarded')}"),
             ("pairs reused (resume or parent)", str(st.get("reused"))),
+            *([("pairs with a tied label (set aside)", str(st["tied_pairs_skipped"]))]
+              if st.get("tied_pairs_skipped") else []),
             ("epochs histogram", str(st.get("epochs_histogram"))),
             ("criteria pooled → selected", f"{st.get('criteria_pooled')} → {st.get('criteria_selected')}"),
             ("themes", f"{len(rs.themes)}" + (" (categorization failed: flat list)" if st.get("categorize_fallback") else "")),
@@ -240,12 +248,14 @@ def register(app: typer.Typer) -> None:
         allow_seed_pairs: Annotated[bool, typer.Option(
             "--allow-seed-pairs", help="Judge pairs the rubric set was induced from (normally refused: "
             "their accuracy is not a held-out figure).")] = False,
+        allow_ties: AllowTies = False,
         home: Home = None,
     ) -> int:
         """Judge labelled pairs and print accuracy against the labels (bootstrap 95 % interval), tie
         and abstain rates, and accuracy with the images as given vs reversed. Pairs the rubric set
         was induced from are refused unless --allow-seed-pairs (use --split test)."""
         import asyncio
+        import dataclasses
 
         from arr_core.failures import check_judgments
         from arr_core.judge.judge import ORDER_MODES, REWARD_MAPPINGS, judge_many
@@ -269,7 +279,13 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"applies to --mode scores and must be binary or 1-5, got {scale!r}", field="--scale")
         store = Store(home_dir(home))
         rs: RubricSet | None = resolve_rubrics(store, rubrics)
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt, allow_ties)
+        tied = [r for r in ds.records if r.label_rank is not None and r.label_rank.count(min(r.label_rank)) > 1]
+        if tied:  # only with --allow-ties: judged apart, they have no preferred image to be right about
+            ds = dataclasses.replace(ds, records=[r for r in ds.records if r not in tied])
+            if not ds.records:
+                raise InputError(f"all {len(tied)} pairs have a tied label: no accuracy to measure", file=str(pairs),
+                                 field="label_rank")
         if rs is not None and rs.task != ds.task:
             raise InputError(f"rubric set {rs.id} is for {rs.task} but the pairs are {ds.task}", field="--rubrics")
         seen = {p for p, _ in (rs.metadata.get("induction_pairs") or [])} if rs is not None else set()
@@ -296,16 +312,18 @@ def register(app: typer.Typer) -> None:
             return _judge_by_scores(client, ds.records, rs, store, scale or "1-5", seed, jcfg.max_failure_rate,
                                     f"judge {cfg.backend}:{cfg.model} · rubrics {rid} · scores")
 
-        async def run() -> tuple[list[Any], list[Any]]:
+        async def run() -> tuple[list[Any], list[Any], list[Any]]:
             js = await judge_many(client, ds.records, rubric_block=block, rubric_set_id=rid, order=order,
                                   mapping=mapping, seed=seed, store=store)
             both = js if order == "swap" else await judge_many(client, ds.records, rubric_block=block,
                                                                rubric_set_id=rid, order="swap",
                                                                mapping=mapping, seed=seed)
-            return js, both
+            on_ties = await judge_many(client, tied, rubric_block=block, rubric_set_id=rid, order=order,
+                                       mapping=mapping, seed=seed, store=store) if tied else []
+            return js, both, on_ties
 
         with store.connect():  # one connection for the cache writes and judgments of the whole run
-            js, both = asyncio.run(run())
+            js, both, on_ties = asyncio.run(run())
         wall = time.perf_counter() - t0
         failed = check_judgments(js, client, "judge", jcfg.max_failure_rate).failed  # exit 4 past the policy
         acc = accuracy_summary(js, ds.records, seed=seed)
@@ -320,6 +338,11 @@ def register(app: typer.Typer) -> None:
         table.add_row("abstain rate", f"{acc['abstain_rate']:.3f}")
         if failed:
             table.add_row("pairs failed in transport (abstained)", str(failed))
+        if tied:
+            said_tie = sum(j.outcome == "tie" for j in on_ties)
+            table.add_row("pairs with a tied label (not in the accuracy)", f"{len(tied)}: the judge also tied on "
+                          f"{said_tie} ({said_tie / len(tied):.3f})" + (" — order single never ties" if order ==
+                                                                        "single" else ""))
         table.add_row("accuracy, images as given", f"{diag['forward_accuracy']:.3f} [{diag['forward_lo']:.3f}, "
                       f"{diag['forward_hi']:.3f}]")
         table.add_row("accuracy, images reversed", f"{diag['reversed_accuracy']:.3f} [{diag['reversed_lo']:.3f}, "

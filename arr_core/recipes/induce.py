@@ -12,6 +12,7 @@ plain values (``arr_core.rubrics.induction.generate_and_verify``, ``aggregate.se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,14 +182,16 @@ def run_statistics(per_pair: Sequence[PairOutcome], result: InductionResult, n_n
 
 def induce_rubrics(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None = None, client_gen: Any = None,
                    client_ver: Any = None, progress: Progress | None = None,
-                   lineage_name: str | None = None) -> RubricSet:
+                   lineage_name: str | None = None, skip_tied: bool = False) -> RubricSet:
     """Induce a rubric set from every record of ``dataset`` (an ``arr_core.data.dataset.Dataset``):
     generate → verify blind/refine → select → categorize → store.
 
     Clients default to the ones ``cfg`` describes (``build_clients``), caching in ``store``. With
     ``parent_id`` the parent's pairs are reused and only new pairs are asked; when the selected
     criteria equal the parent's the parent itself comes back (no new version). The dataset is
-    recorded in the store (idempotent) so lineage can name it.
+    recorded in the store (idempotent) so lineage can name it. ``skip_tied``: records whose
+    ``label_rank`` ties are set aside (counted as ``tied_pairs_skipped``) instead of refused — they carry
+    no preference to explain; the stored dataset keeps them.
     """
     if not dataset.records:
         raise InputError("the dataset has no records", file=dataset.source_uri)
@@ -198,15 +201,24 @@ def induce_rubrics(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None 
         client_ver = client_ver or built_ver
     client_ver = client_ver or client_gen
     dataset_id = store.put_dataset(dataset)
+    digest = dataset.digest  # lineage names the stored dataset, tied pairs included
+    tied = [r for r in dataset.records if skip_tied and r.label_rank is not None
+            and len(set(r.label_rank)) < len(r.label_rank)]
+    if tied:
+        if len(tied) == len(dataset.records):
+            raise InputError(f"all {len(tied)} pairs have a tied label: no preference to induce rubrics from",
+                             file=dataset.source_uri, field="label_rank")
+        dataset = dataclasses.replace(dataset, records=[r for r in dataset.records if r not in tied])
     with store.connect():  # one connection for the run (see generate_and_verify)
         # One event loop for every VLM call: an HTTP client's pooled connections belong to the loop
         # that opened them.
         return asyncio.run(_induce(dataset, cfg, store, task, (client_gen, client_ver), dataset_id, parent_id,
-                                   progress, lineage_name))
+                                   progress, lineage_name, len(tied), digest))
 
 
 async def _induce(dataset: Any, cfg: Any, store: Any, task: str, clients: tuple[Any, Any], dataset_id: str,
-                  parent_id: str | None, progress: Progress | None, lineage_name: str | None) -> RubricSet:
+                  parent_id: str | None, progress: Progress | None, lineage_name: str | None,
+                  n_tied: int = 0, dataset_digest: str | None = None) -> RubricSet:
     client_gen, client_ver = clients
     reuse = reuse_parent(store, parent_id, task)
     per_pair, result, n_new = await run_pairs_async(dataset.records, cfg, store, clients, dataset_id=dataset_id,
@@ -216,11 +228,13 @@ async def _induce(dataset: Any, cfg: Any, store: Any, task: str, clients: tuple[
     if reuse.parent is not None and selected == list(reuse.parent.criteria):
         return reuse.parent
     stats = run_statistics(per_pair, result, n_new, len(reuse.prior), len(pool))
+    if n_tied:
+        stats["tied_pairs_skipped"] = n_tied
     themes, fallback, spent = await categorize_async(selected, client_gen, cfg, task)
     rs, _ = finish(store, task=task, criteria=selected, themes=themes, fallback=fallback, per_pair=per_pair,
                    stats=stats, categorize_spent=spent, generator_model=client_model_id(client_gen),
                    verifier_model=client_model_id(client_ver), parameters=cfg.parameters(),
-                   dataset_digest=dataset.digest, parent=reuse.parent, lineage_name=lineage_name)
+                   dataset_digest=dataset_digest or dataset.digest, parent=reuse.parent, lineage_name=lineage_name)
     return rs
 
 

@@ -121,3 +121,30 @@ def test_cli_paper_protocol_with_judge_models(records, tmp_path: Path, capsys) -
     for judge in ("scene:scene-vlm-1(seed 0)", "scene:scene-vlm-2(seed 0)"):
         assert f"cost/{judge}/none/calls" in row["metrics"]["summary"]
     assert (tmp_path / "r.html").stat().st_size > 1000
+
+
+def test_allow_ties_keeps_tied_pairs_for_induce_and_judge(tmp_path: Path, capsys) -> None:
+    """Without --allow-ties a tied label refuses the file (exit 2); with it, induce sets the pair aside
+    and counts it, and judge reports it apart from the accuracy."""
+    import json
+
+    from arr_cli import main
+    from arr_core.sim.world.pairs import make_pairs
+
+    pairs = make_pairs("t2i", 5, 5, tmp_path / "w", size=48)
+    rows = json.loads(pairs.read_text())
+    rows[1]["label_rank"] = [1, 1]
+    pairs.write_text(json.dumps(rows))
+    home = ["--home", str(tmp_path / "home")]
+    assert main(["induce", "--pairs", str(pairs), "--backend", "scene", *home]) == 2
+    assert "record 1, field 'label_rank'" in capsys.readouterr().err
+    assert main(["induce", "--pairs", str(pairs), "--backend", "scene", "--allow-ties", *home]) == 0
+    rid = capsys.readouterr().out.strip().splitlines()[-1]
+    rs = Store(tmp_path / "home").get_rubric_set(rid)
+    stats = rs.metadata["statistics"]
+    assert stats["tied_pairs_skipped"] == 1 and stats["pairs_used"] == 4
+    assert main(["judge", "--rubrics", "none", "--pairs", str(pairs), *home]) == 2
+    capsys.readouterr()
+    assert main(["judge", "--rubrics", "none", "--pairs", str(pairs), "--allow-ties", *home]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pairs with a tied label" in out and "│ pairs │ 4 │" in out  # the accuracy counts 4 pairs
