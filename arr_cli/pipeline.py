@@ -19,19 +19,17 @@ from arr_core.errors import InputError
 
 
 def _prepare(home: Optional[Path], *, flows: bool = False) -> Path:
-    """Resolve the state folder and fill the offline defaults for it before prefect/mlflow load;
-    with ``flows``, start Prefect's temporary local API now, so it comes up while the flows import."""
+    """Resolve the state folder and fill the offline defaults for it before prefect/mlflow load.
+    ``flows``: the command runs the pipeline flow; Prefect's temporary local API is not started here:
+    ``run_pipeline`` starts it only when a stage has to run (an all-cached rerun needs none)."""
     import os
 
     h = home_dir(home)
     os.environ["ARR_HOME"] = str(h)
     require_prefect_code()
-    from tasks._env import apply_defaults, start_local_api_early
+    from tasks._env import apply_defaults
 
-    h = apply_defaults(h)
-    if flows:
-        start_local_api_early()
-    return h
+    return apply_defaults(h)
 
 
 def _wide(width: int) -> Any:
@@ -142,15 +140,16 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int, typer.Option(help="newest runs to show")] = 20,
         home: Home = None,
     ) -> int:
-        """A table of pipeline runs: rubric set, judge model, accuracy, win rate, GenEval-format score,
-        VLM calls and tokens, wall time."""
+        """A table of this project's pipeline runs: rubric set, judge model, accuracy, win rate,
+        GenEval-format score, VLM calls and tokens spent by that run (cached stages count 0), wall time."""
         _prepare(home)
         from rich.table import Table
 
-        from tasks._mlflow import client
+        from tasks._mlflow import PROJECT, PROJECT_TAG, client
 
         c = client()
-        exps = ([c.get_experiment_by_name(experiment)] if experiment else c.search_experiments())
+        exps = ([c.get_experiment_by_name(experiment)] if experiment else
+                c.search_experiments(filter_string=f"tags.`{PROJECT_TAG}` = '{PROJECT}'"))
         exps = [e for e in exps if e is not None]
         if not exps:
             raise InputError(f"no MLflow experiment {experiment!r}" if experiment else "no MLflow runs yet "
@@ -167,7 +166,7 @@ def register(app: typer.Typer) -> None:
 
         for r in rows:
             m, tg = r.data.metrics, r.data.tags
-            tokens = (m.get("induce.prompt_tokens") or 0) + (m.get("induce.completion_tokens") or 0)
+            tokens = run_tokens(c, [e.experiment_id for e in exps], r.info.run_id)
             gen = (f"{m['geneval.base']:.3f}→{m['geneval.trained']:.3f}"
                    if "geneval.base" in m and "geneval.trained" in m else "-")
             t.add_row(f"{r.info.run_name} {r.info.run_id[:8]}", r.info.status, tg.get("arr.rubric_set_id", "-"),
@@ -235,6 +234,18 @@ def register(app: typer.Typer) -> None:
 
     app.add_typer(pipeline)
     app.add_typer(runs)
+
+
+def run_tokens(c: Any, experiment_ids: list[str], pipeline_run_id: str) -> int:
+    """Prompt + completion tokens spent by one pipeline run: summed over its stage child runs that
+    did work in it (a cached stage's child, tagged ``arr.cached``, repeats the tokens of the run that
+    did the work, so it counts 0)."""
+    from tasks._mlflow import PARENT_TAG
+
+    children = c.search_runs(experiment_ids, filter_string=f"tags.`{PARENT_TAG}` = '{pipeline_run_id}'",
+                             max_results=100)
+    return int(sum(v for ch in children if ch.data.tags.get("arr.cached") != "true"
+                   for k, v in ch.data.metrics.items() if k in ("prompt_tokens", "completion_tokens")))
 
 
 # ---------------------------------------------------------------------------------------------

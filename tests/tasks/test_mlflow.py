@@ -66,3 +66,31 @@ def test_runs_left_running_by_a_killed_process_are_marked_killed(tracking: Path)
     status = {r: mlf.client().get_run(r).info.status for r in (orphan, live, remote)}
     assert status == {orphan: "KILLED", live: "RUNNING", remote: "RUNNING"}
     assert "ended without closing" in mlf.client().get_run(orphan).data.tags["arr.end_reason"]
+
+
+def test_runs_compare_lists_only_this_projects_runs_with_per_run_tokens(tracking: Path, capsys) -> None:
+    """`arr runs compare`: experiments of other projects in the same store are left out, and a rerun
+    whose induction was a cache hit spends 0 tokens (its cached child repeats the first run's)."""
+    from arr_cli import main
+
+    def pipeline_run(name: str, cached: bool) -> str:
+        parent = mlf.start_run("arr-pipeline", name, home=tracking, tags={"arr.kind": "pipeline"})
+        tags = {"arr.cached": "true"} if cached else {}
+        with mlf.stage_run("arr-pipeline", "induce", home=tracking, parent_run_id=parent, tags=tags) as child:
+            mlf.log_metrics(child, {"prompt_tokens": 1200, "completion_tokens": 300})
+        with mlf.stage_run("arr-pipeline", "judge", home=tracking, parent_run_id=parent) as child:
+            mlf.log_metrics(child, {"prompt_tokens": 40, "completion_tokens": 2})
+        mlf.log_metrics(parent, {"induce.prompt_tokens": 1200, "induce.completion_tokens": 300})
+        mlf.end_run(parent)
+        return parent
+
+    cold, warm = pipeline_run("cold-run", cached=False), pipeline_run("warm-run", cached=True)
+    other = mlf.client().create_experiment("someone-elses-project")
+    mlf.client().create_run(other, run_name="foreign-run", tags={"arr.kind": "pipeline"})
+    capsys.readouterr()
+    assert main(["runs", "compare", "--home", str(tracking)]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split()[1]: ln for ln in out.splitlines() if "-run " in ln}
+    assert set(rows) == {"cold-run", "warm-run"} and "someone-elses-project" not in out
+    assert "1542" in rows["cold-run"] and cold[:8] in rows["cold-run"]
+    assert "1542" not in rows["warm-run"] and " 42 " in rows["warm-run"] and warm[:8] in rows["warm-run"]
