@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arr_core.digest import digest_obj
 from arr_core.judge.config import JudgeSettings
@@ -80,10 +80,25 @@ class DataStage(_Strict):
     root: Path | None = Field(None, description="folder that relative image paths are relative to (default: "
                               "the pairs file's folder; the ARR reference's examples use the repository root)")
     task: Literal["t2i", "edit"] | None = Field(None, description="force the task (default: detected)")
+    format: str | None = Field(None, description="dataset format of data.pairs: arr, hpdv3, mmrb2, "
+                               "editreward-bench, pickapic, hpdv2, imagereward, imagerewarddb (default: "
+                               "detected from the fields)")
     seed_fraction: float = Field(0.6, gt=0, lt=1, description="share of pairs used for induction")
     validation_fraction: float = Field(0.2, ge=0, lt=1, description="share held out for the judge check")
     split_salt: str = Field("", description="changes the deterministic split")
     max_seed_pairs: int | None = Field(None, ge=1, description="cap on induction pairs (first by id)")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        from arr_core.data.formats import format_named
+
+        if v is None:
+            return None
+        try:
+            return format_named(v).name
+        except ValueError as e:  # InputError: "unknown format 'x' (known: …)"
+            raise ValueError(getattr(e, "reason", str(e))) from None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataStage:

@@ -32,8 +32,9 @@ def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
       retry_condition_fn=retry_transient)
 def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
                      max_seed_pairs: int | None = None, content_key: str | None = None,
-                     root: str | None = None) -> dict[str, Any]:
+                     root: str | None = None, data_format: str | None = None) -> dict[str, Any]:
     """Load a preference file (checks every record and image), store it, return its digests.
+    ``root``/``data_format``: the config's data.root and data.format (None: the file's folder; detected).
 
     Not cached on purpose: reading and hashing is cheap, and the digest it returns is what every
     later cache key is built from (a path string would not notice edits to the file).
@@ -42,7 +43,7 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
     from arr_core.digest import digest_obj
 
     fail_point("data")
-    ds = load_dataset(Path(pairs_uri), task=task, root=root)
+    ds = load_dataset(Path(pairs_uri), task=task, root=root, format=data_format)
     store = open_store(home)
     dataset_id = store.put_dataset(ds, split_kw=split_kw)
     # The split is computed here from the config, not read back from the store: the store keeps the
