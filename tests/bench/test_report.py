@@ -91,8 +91,12 @@ def test_missing_image_is_a_placeholder_not_a_crash(tmp_path: Path) -> None:
 def test_svg_is_well_formed_and_scales_bars() -> None:
     p = Plot("acc", "bar", [Series("s", ["a", "b"], [0.25, 0.5])], y_range=(0.0, 1.0))
     root = ET.fromstring(render_svg(p, width=400, height=200))
-    rects = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.get("class") == "bar"]
-    h = [float(e.get("height")) for e in rects]
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [g for g in root.iter(f"{ns}g") if (g.get("id") or "").startswith("bar-")]
+    h = []
+    for g in bars:  # matplotlib draws each bar as a closed rectangle path "M x y L x y L x y L x y z"
+        ys = [float(v) for v in re.findall(r"[-\d.]+", g.find(f"{ns}path").get("d"))[1::2]]
+        h.append(max(ys) - min(ys))
     assert len(h) == 2 and h[1] == pytest.approx(2 * h[0], rel=0.02)
     with pytest.raises(ValueError, match="field 'lo'"):
         Series("s", [1, 2], [0.1, 0.2], lo=[0.1])
