@@ -316,6 +316,29 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
 MAX_ABSTAIN_STEPS = 2
 
 
+def _read_unit_stats(stats: list[tuple[int, torch.Tensor]], sums: dict[str, float], ratio_max: float, step: int,
+                     lr: float) -> float:
+    """Read the metrics of the units since the last optimizer step back in one host sync (instead of
+    six per unit), add them to ``sums`` in unit order and return the new ratio maximum. A non-finite
+    loss raises here, before the optimizer step that would apply it. ``stats``: (denoising step,
+    (loss, pg, kl, ratio mean, clip fraction, ratio max)) per unit; emptied."""
+    rows = torch.stack([t for _, t in stats]).tolist() if stats else []
+    for (i, _), (loss, pg, kl, ratio, clip, r_max) in zip(stats, rows, strict=True):
+        if not math.isfinite(loss):
+            raise TrainingHealthError(
+                f"non-finite loss ({loss}) at training step {step}, denoising step {i}: the run diverged (lr "
+                f"{lr:g}); nothing non-finite was saved, the newest checkpoint before it is resumable. Lower lr "
+                "or check the inputs")
+        sums["loss"] += loss
+        sums["pg"] += pg
+        sums["kl"] += kl
+        sums["ratio"] += ratio
+        sums["clip"] += clip
+        ratio_max = max(ratio_max, r_max)
+    stats.clear()
+    return ratio_max
+
+
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.nn.Parameter],
                     grad_clip: float, ctx: DistContext, fsdp: bool, step: int) -> float:
     """All-reduce (DDP), clip and apply the accumulated gradients; refuse non-finite gradients or
@@ -518,6 +541,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             sums = {"loss": 0.0, "kl": 0.0, "ratio": 0.0, "clip": 0.0, "pg": 0.0}
             ratio_max, grad_norms = 0.0, []
             stepped = False  # any unit of the current optimizer step contributed a gradient
+            unit_stats: list[tuple[int, torch.Tensor]] = []  # read back once per optimizer step
             for u, (bi, i) in enumerate(units):
                 ro = batches[bi]
                 if ro.advantages is None:
@@ -532,6 +556,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 boundary = (u + 1) % chunk == 0 or u + 1 == len(units)
                 if ro.all_abstained:  # no verdict: nothing to learn from this batch (not even the KL pull)
                     if boundary and stepped:
+                        ratio_max = _read_unit_stats(unit_stats, sums, ratio_max, step + 1,
+                                                     scheduler.get_last_lr()[0])
                         grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx,
                                                           fsdp, step + 1))
                         stepped = False
@@ -546,22 +572,14 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 pg = torch.maximum(-adv * ratio,
                                    -adv * ratio.clamp(1 - args.clip_range, 1 + args.clip_range)).mean()
                 loss = pg + args.beta * kl.mean()
-                loss_value = float(loss)  # one host sync, used for the check and the metrics
-                if not math.isfinite(loss_value):
-                    raise TrainingHealthError(
-                        f"non-finite loss ({loss_value}) at training step {step + 1}, denoising step {i}: the run "
-                        f"diverged (lr {scheduler.get_last_lr()[0]:g}); nothing non-finite was saved, the newest "
-                        "checkpoint before it is resumable. Lower lr or check the inputs")
                 (loss / size).backward()
                 stepped = True
-                with torch.no_grad():
-                    sums["loss"] += loss_value
-                    sums["pg"] += float(pg)
-                    sums["kl"] += float(kl.mean())
-                    sums["ratio"] += float(ratio.mean())
-                    sums["clip"] += float(((ratio - 1).abs() > args.clip_range).float().mean())
-                    ratio_max = max(ratio_max, float(ratio.max()))
+                with torch.no_grad():  # no host sync per unit: the figures stay on the device until the step
+                    clip = ((ratio - 1).abs() > args.clip_range).float().mean()
+                    unit_stats.append((i, torch.stack([loss, pg, kl.mean(), ratio.mean(), clip, ratio.max()])))
                 if boundary:  # the last unit always steps
+                    # a non-finite loss is refused here, before its update is applied
+                    ratio_max = _read_unit_stats(unit_stats, sums, ratio_max, step + 1, scheduler.get_last_lr()[0])
                     grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx, fsdp,
                                                       step + 1))
                     stepped = False

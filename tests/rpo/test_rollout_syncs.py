@@ -259,3 +259,28 @@ def test_step_table_checks_once() -> None:
     with pytest.raises(ValueError, match="std must be > 0"):
         StepTable(torch.tensor([1.0, 0.5, 0.0]), a=0.0).check_density([0])
     StepTable(torch.tensor([1.0, 0.5, 0.0]), kind="ode").check_density([])  # nothing to train: fine
+
+
+def test_a_training_step_makes_as_many_syncs_with_twice_the_steps_and_units(
+        counter: SyncCounter, make_policy: Any, prompts: list[str], redness_fn: Any, tmp_path: Any) -> None:
+    """A whole training step (rollouts, judging, the update with accumulate 'all', metrics, the final
+    checkpoint) reads back the same number of times with 3 or 6 denoising steps (2 or 5 trained units
+    per batch): nothing syncs per denoising step or per unit; the update reads its figures back once."""
+    from rpo_train_helper import train
+
+    from arr_core.rewards import CallableRewarder
+    from arr_core.rpo.config import TrainConfig
+
+    counts = {}
+    for n in (3, 6):
+        cfg = TrainConfig.model_validate(dict(
+            policy={"kind": "flux", "folder": "tiny"}, prompts={"source": "file", "path": "x"}, num_steps=n,
+            group_size=2, prompts_per_step=2, rollout_batch_size=1, steps=1, sample_grid_every=0,
+            checkpoint_every=0, lora={"rank": 2, "alpha": 4}, compile=False))
+        counter.events.clear()
+        counter.on = True
+        res = train(make_policy(seed=0), CallableRewarder(redness_fn), prompts, cfg, tmp_path / str(n), progress=None)
+        counter.on = False
+        assert res.last_metrics["ratio_max"] == 1.0 and res.last_metrics["grad_norm"] > 0
+        counts[n] = dict(counter.events)
+    assert counts[3] == counts[6], counts
