@@ -32,6 +32,7 @@ from arr_core.bench.results import SCENE_NOTE, EvalResult, rate_ci, run_sync
 from arr_core.bench.svg import Plot, Series
 from arr_core.data.records import PreferenceRecord
 from arr_core.digest import digest_obj
+from arr_core.failures import FailureCounter, endpoint_name, is_transport_error
 from arr_core.judge.judge import ORDER_MODES, JudgeItem, Judgment, judge_many
 from arr_core.rubrics.zeroshot import COST_KEYS, cost_delta, generate_zeroshot
 from arr_core.stats import bootstrap_ci, paired_order_stats
@@ -53,6 +54,7 @@ class PairOutcome:
     outcome: str
     reasons: list[str]
     first_wins: list[bool]  # per presented order with a valid rank: did the image shown first win?
+    error: str | None = None  # a transport failure in any order (the endpoint, not the judge, failed)
 
     @property
     def correct(self) -> bool:
@@ -97,7 +99,8 @@ def _outcome(rec: PreferenceRecord, j: Judgment, mode: str, direction: str) -> P
     return PairOutcome(pair_id=rec.pair_id, human=int(_human_best(rec)), mode=mode, direction=direction,
                        rank=_to_record_order(j.final_rank, direction), winner=w, outcome=j.outcome,
                        reasons=[o.reason for o in j.orders],
-                       first_wins=[o.presented_rank[0] == 1 for o in j.orders if o.presented_rank])
+                       first_wins=[o.presented_rank[0] == 1 for o in j.orders if o.presented_rank],
+                       error=next((o.error for o in j.orders if is_transport_error(o.error)), None))
 
 
 def _unjudged(rec: PreferenceRecord, mode: str, direction: str, why: str) -> PairOutcome:
@@ -454,11 +457,25 @@ def _ci(t: tuple[float, float, float]) -> dict[str, float]:
     return {"point": t[0], "lo": t[1], "hi": t[2]}
 
 
+def _check_transport(errors: Sequence[str | None], client: Any, stage: str, max_failure_rate: float) -> None:
+    """``EndpointError`` when more than ``max_failure_rate`` of the items failed in transport: an
+    abstention because the endpoint was down is not a verdict."""
+    counter = FailureCounter(stage, endpoint_name(client), max_failure_rate=max_failure_rate, early_abort=0)
+    for e in errors:
+        if is_transport_error(e):
+            counter.fail(e)
+        else:
+            counter.ok()
+    counter.check()
+
+
 async def _zeroshot_conditions(gen_name: str, gen_client: Any, recs: Sequence[PreferenceRecord], ks: Sequence[int],
-                               with_images: bool) -> list[Condition]:
+                               with_images: bool, max_failure_rate: float = 0.2) -> list[Condition]:
     out = []
     for k in ks:  # one batch per k, so each k's generation cost is its own
         zs = await generate_zeroshot(gen_client, recs, [k], with_images=with_images, generator_name=gen_name)
+        _check_transport([z.error for z in {z.key: z for z in zs.by_pair.values()}.values()], gen_client,
+                         f"zero-shot rubrics k={k}", max_failure_rate)
         out.append(Condition(f"zero-shot k={k}", f"zeroshot_k{k}", per_pair=zs.blocks(k), rubrics_by=gen_name, k=k,
                              generation_cost=dict(zs.cost, prompts=zs.n_requests)))
     return out
@@ -467,7 +484,8 @@ async def _zeroshot_conditions(gen_name: str, gen_client: Any, recs: Sequence[Pr
 def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *, rubric_set: Any | None = None,
               zeroshot_ks: Sequence[int] = (), zeroshot_generator: tuple[str, Any] | None = None,
               with_images: bool = False, modes: Sequence[str] = PAPER_MODES, subset: str | None = None,
-              n_boot: int = 2000, seed: int = 0, simulated: bool = False, n_examples: int = 4) -> EvalResult:
+              n_boot: int = 2000, seed: int = 0, simulated: bool = False, n_examples: int = 4,
+              max_failure_rate: float = 0.2) -> EvalResult:
     """The ARR paper's preference protocol (its Table 1, and its zero-shot cardinality table) on any records.
 
     judges: name → ``VLMClient`` (several: cross-model transfer in one run — the rubric set's
@@ -482,7 +500,8 @@ def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *,
     the gain over no rubrics (paired), tie and abstain rates; the position-bias table per mode; accuracy
     per subset; the cost from the client's counters (requests, calls, cache hits, tokens, request bytes;
     zero-shot generation on rows of its own). Records without a unique human-preferred image (tied
-    labels) are left out and counted.
+    labels) are left out and counted. More than ``max_failure_rate`` of a condition's pairs (or of a
+    k's generations) failing in transport raises ``EndpointError`` naming the endpoint.
     """
     if not judges:
         raise ValueError("the paper protocol needs at least one judge")
@@ -501,19 +520,20 @@ def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *,
                                rubrics_by=str(rubric_set.metadata.get("generator_model") or "")))
 
     async def go() -> dict[str, list[tuple[Condition, list[PairOutcome], dict[str, int]]]]:
-        shared = (await _zeroshot_conditions(*zeroshot_generator, recs, ks, with_images)
+        shared = (await _zeroshot_conditions(*zeroshot_generator, recs, ks, with_images, max_failure_rate)
                   if ks and zeroshot_generator is not None else None)
         res: dict[str, list[tuple[Condition, list[PairOutcome], dict[str, int]]]] = {}
         for jname, client in judges.items():
             conds = list(fixed)
             if ks:
                 conds += shared if shared is not None else await _zeroshot_conditions(jname, client, recs, ks,
-                                                                                      with_images)
+                                                                                      with_images, max_failure_rate)
             res[jname] = []
             for c in conds:
                 before = client.stats()
                 outs = await judge_outcomes(client, recs, rubric_block=c.block, rubric_set_id=c.rubric_set_id,
                                             modes=modes, seed=seed, per_pair_blocks=c.per_pair)
+                _check_transport([o.error for o in outs], client, f"judge {jname} ({c.name})", max_failure_rate)
                 res[jname].append((c, outs, cost_delta(before, client.stats())))
         return res
 

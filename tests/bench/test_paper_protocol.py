@@ -148,3 +148,22 @@ def test_allow_ties_keeps_tied_pairs_for_induce_and_judge(tmp_path: Path, capsys
     assert main(["judge", "--rubrics", "none", "--pairs", str(pairs), "--allow-ties", *home]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "pairs with a tied label" in out and "│ pairs │ 4 │" in out  # the accuracy counts 4 pairs
+
+
+class _DeadBackend(FirstBackend):
+    model = "dead-1"
+
+    async def chat(self, messages, **kw):
+        from arr_core.vlm.base import VLMTransportError
+
+        self.calls += 1
+        raise VLMTransportError("connection refused")
+
+
+def test_a_dead_endpoint_is_an_error_not_an_accuracy(records) -> None:
+    from arr_core.errors import EndpointError
+
+    with pytest.raises(EndpointError, match="judge dead \\(no rubrics\\).*dead-1.*8 of 8 items"):
+        pf.run_paper({"dead": VLMClient(_DeadBackend(), cache_mode="off")}, records, n_boot=50)
+    with pytest.raises(EndpointError, match="zero-shot rubrics k=5"):
+        pf.run_paper({"dead": VLMClient(_DeadBackend(), cache_mode="off")}, records, zeroshot_ks=[5], n_boot=50)
