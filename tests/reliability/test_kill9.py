@@ -5,13 +5,18 @@ real signals."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -98,3 +103,86 @@ def test_killed_demo_leaves_no_process_behind(tmp_path: Path) -> None:
         assert _gone(tree, 20) == [], "processes outlived the killed demo"
     finally:
         _kill_tree_after(proc, tree)
+
+
+def _kill_when(proc: subprocess.Popen, ready: Any, what: str, timeout_s: float = 240) -> None:
+    """kill -9 ``proc`` as soon as ``ready()`` is true (polled); fails if it ended first."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert proc.poll() is None, f"the command ended before {what}: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def _arr(*args: str, **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "arr_cli", *args], cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _finished(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_during_induction_then_rerun_gives_the_uninterrupted_rubric_set(tmp_path: Path) -> None:
+    from arr_core.sim.world.pairs import make_pairs
+    from arr_core.store import Store
+    # `arr vlm serve` as the induction failure tests start it (tests/ folders are not packages).
+    spec = importlib.util.spec_from_file_location("induction_failures",
+                                                  ROOT / "tests" / "rubrics" / "test_induction_failures.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+
+    pairs = make_pairs("t2i", 12, 3, tmp_path / "pairs", size=32)
+    server = helpers.Served("--latency-ms", "200")
+    try:
+        cfg = helpers._config(tmp_path / "induce.json", server.port)
+        base = ["induce", "--pairs", str(pairs), "--config", str(cfg)]
+        straight = _finished(_arr(*base, "--home", str(tmp_path / "straight"))).strip().splitlines()[-1]
+
+        home = tmp_path / "killed"
+        proc = _arr(*base, "--home", str(home))
+        lines: list[str] = []
+
+        def four_pairs_done() -> bool:
+            lines.append(proc.stdout.readline())
+            return "[4/12]" in lines[-1]
+
+        _kill_when(proc, four_pairs_done, "4 finished pairs")
+        with Store(home, read_only=True).connect() as con:  # the kill left finished pairs, not all
+            done = con.execute("SELECT count(*) FROM induction_records WHERE final_status IS NOT NULL").fetchone()[0]
+        assert 4 <= done < 12
+        assert Store(home, read_only=True).list_rubric_sets() == []
+        out = _finished(_arr(*base, "--home", str(home)))
+        assert out.strip().splitlines()[-1] == straight and straight.startswith("rs-")
+        reused = re.search(r"pairs reused \(resume or parent\)\s*│\s*(\d+)", out)
+        assert reused and int(reused.group(1)) >= 4, out
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume_writes_the_uninterrupted_lora_bytes(tmp_path: Path) -> None:
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({
+        "policy": {"kind": "toy", "device": "cpu"}, "prompts": {"source": "world", "count": 16}, "num_steps": 3,
+        "steps": 3, "prompts_per_step": 2, "rollout_batch_size": 2, "lr": 1e-3, "sample_grid_every": 0,
+        "checkpoint_every": 1, "lora": {"rank": 2, "alpha": 4}, "reward": {"vlm": {"backend": "scene"}}}))
+    base = ["train", "--config", str(cfg), "--rubrics", "none", "--home", str(tmp_path / "home")]
+    _finished(_arr(*base, "--out", str(tmp_path / "straight")))
+
+    run = tmp_path / "killed"
+    proc = _arr(*base, "--out", str(run))
+    _kill_when(proc, lambda: (run / "checkpoints" / "step_000001" / "COMPLETE.json").exists(), "checkpoint 1")
+    assert not (run / "lora").exists()
+    out = _finished(_arr(*base, "--resume", str(run), "--out", str(run)))
+    assert "step 3/3" in out and "step 1/3" not in out, out
+
+    def sha(folder: Path) -> str:
+        return hashlib.sha256((folder / "lora" / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
+
+    assert sha(run) == sha(tmp_path / "straight")
