@@ -210,3 +210,27 @@ def test_dataset_pairs_best_over_worst_with_margin_weights(tmp_path: Path) -> No
     back = dpo.load_pairs(saved.parent)
     assert [(p.prompt, p.weight, p.margin) for p in back] == [(p.prompt, p.weight, p.margin) for p in weighted]
     assert np.array_equal(np.asarray(back[0].winner), np.asarray(weighted[0].winner))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("kind", ["sd3", "qwen_edit"])
+def test_one_dpo_step_on_the_sd3_and_qwen_edit_adapters(kind: str, tmp_path: Path) -> None:
+    """``encode_latents`` gives the latents the adapter samples (shape of its noise), and a DPO step
+    runs from log 2 (an edit pair conditioned on its source image, as the adapter's ``encode``)."""
+    if kind == "sd3":
+        from arr_core.rpo.adapters.sd3 import SD3Policy
+        from arr_core.rpo.adapters.tiny import tiny_sd3_components
+
+        pol = SD3Policy.from_components(tiny_sd3_components(), height=32, width=32, max_sequence_length=16)
+        pairs = _pairs(2)
+    else:
+        from arr_core.rpo.adapters.qwen_edit import QwenEditPolicy
+        from arr_core.rpo.adapters.tiny import tiny_qwen_edit_components
+
+        pol = QwenEditPolicy.from_components(tiny_qwen_edit_components(), height=32, width=32)
+        pairs = [dpo.DPOPair(f"make it red {k}", _image(2 * k), _image(2 * k + 1), source=_image(10 + k))
+                 for k in range(2)]
+    x0 = pol.encode_latents([p.winner for p in pairs])
+    assert x0.shape == pol.initial_latents(2, torch.Generator().manual_seed(0)).shape and torch.isfinite(x0).all()
+    res = dpo.train_dpo(pol, pairs, _args(1, pairs_per_step=2, micro_batch=2), tmp_path / kind, progress=None)
+    assert res.last_metrics["loss"] == pytest.approx(math.log(2), abs=1e-6) and res.last_metrics["grad_norm"] > 0
