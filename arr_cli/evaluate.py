@@ -307,6 +307,46 @@ def generate(
     return 0
 
 
+@eval_app.command("protocol")
+def protocol(
+    name: Annotated[str, typer.Argument(help="gedit | imgedit | dpg | tiif | unigenbench")],
+    prompts: Annotated[Path, typer.Option("--prompts", help="The benchmark's own file: GEdit-Bench metadata "
+                                          "(Parquet/JSONL), ImgEdit basic_edit.json, DPG-Bench dpg_bench.csv, the "
+                                          "TIIF-Bench data folder, a UniGenBench test CSV.")],
+    images: Annotated[Path, typer.Option("--images", help="Generated / edited images, laid out as the "
+                                         "benchmark's evaluation script expects (docs/protocols.md).")],
+    sources: Annotated[Optional[Path], typer.Option("--sources", help="ImgEdit: the original images "
+                                                    "(origin_img_root).")] = None,
+    judge_prompts: Annotated[Optional[Path], typer.Option("--judge-prompts", help="ImgEdit: the per-type judging "
+                                                          "prompts (Benchmark/Basic/prompts.json).")] = None,
+    description: Annotated[str, typer.Option("--description", help="TIIF: short | long prompts.")] = "short",
+    split: Annotated[str, typer.Option("--split", help="TIIF: testmini | test.")] = "testmini",
+    language: Annotated[str, typer.Option("--language", help="GEdit: en | cn | all.")] = "en",
+    images_per_prompt: Annotated[int, typer.Option("--images-per-prompt", help="UniGenBench: images per "
+                                                   "prompt (files INDEX_J.png).")] = 4,
+    pic_num: Annotated[int, typer.Option("--pic-num", help="DPG: images per file (4 = a 2x2 grid).")] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Score only the first N records.")] = None,
+    backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+) -> int:
+    """Score generated or edited images with a benchmark's official VLM protocol (prompts, answer parsing
+    and aggregation as its repository defines; differences in docs/protocols.md)."""
+    from arr_core.bench.protocols import ProtocolInputs, protocol_module, run_protocol
+    from arr_core.store import Store
+
+    protocol_module(name)  # an unknown name fails before anything loads
+    store = Store(home_dir(home))
+    client, judge_name = _vlm_client(backend, model, base_url, seed, store)
+    inputs = ProtocolInputs(prompts=prompts, images=images, sources=sources, judge_prompts=judge_prompts, limit=limit,
+                            options={"description": description, "split": split, "language": language,
+                                     "images_per_prompt": images_per_prompt, "pic_num": pic_num})
+    result = run_protocol(name, client, inputs, judge_name=judge_name, simulated=backend == "scene", n_boot=n_boot,
+                          seed=seed)
+    client.close()
+    _finish(store, result, report)
+    return 0
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
 

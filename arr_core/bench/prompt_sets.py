@@ -341,7 +341,7 @@ def load_tiif_bench(path: str | Path, *, split: str = "testmini", description: s
             if bad:
                 raise InputError(f"answers must be yes/no, got {bad[:3]}", file=str(ef), record=eln,
                                  field="yn_answer_list")
-            meta = {"type": po.get("type", ""), "file": pf.name, "line": ln,
+            meta = {"type": po.get("type", ""), "file": pf.name, "line": ln, "index": i,
                     "other_description": po.get("long_description" if description == "short"
                                                 else "short_description", "")}
             if "corrspond_idx" in eo:

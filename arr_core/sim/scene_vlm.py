@@ -30,7 +30,10 @@ criteria:", "Feedback:" … — wherever they are, so the order of the text part
   0/1; one it cannot map (or a content check when it does not know the caption) gets the scale's
   "cannot tell" value, 3 on 1-5 and 0 on 0/1;
 - check: answers yes/no questions it can parse with the grammar (objects, counts, colours, relations,
-  sharp/noisy/contrast), else a seeded guess.
+  sharp/noisy/contrast), else a seeded guess;
+- the official benchmark protocols (``arr_core.bench.protocols``), recognised by their prompt text
+  whatever the message layout: VIEScore SC/PQ (GEdit-Bench) and ImgEdit's 1-5 scores from the edit
+  checks and image quality, TIIF answer lines and UniGenBench checkpoint scores by ``check``'s rules.
 
 Randomness is seeded from a hash of the request (images by content), so equal requests give equal
 answers. This is a test and demo backend: its accuracies say nothing about real VLMs.
@@ -337,7 +340,10 @@ class SceneVLM:
         uc = split_user_content(messages)
         rng = np.random.default_rng(self._request_seed(messages, seed))
         kind = request_kind(uc.text)
-        if kind == "judge":
+        proto = protocol_answer(self._eyes, messages, rng)  # the official benchmark protocols' prompts
+        if proto is not None:
+            obj = proto
+        elif kind == "judge":
             obj = self._judge(uc, rng)
         elif kind == "generate":
             obj = self._generate(uc, rng, revise=False)
@@ -607,29 +613,116 @@ class SceneVLM:
     # ------------------------------------------------------------------ check (yes/no questions)
 
     def _check(self, uc: UserContent, rng: np.random.Generator) -> dict[str, Any]:
-        from arr_core.sim.world.check import check_spec
-        from arr_core.sim.world.grammar import parse_prompt
-
         questions = _numbered(_section(uc.text, "Questions:", ("\n\n",)))
         dets, q = self._eyes.look(uc.image_urls[0]) if uc.image_urls else ([], {"sharpness": 0, "noise": 1,
                                                                                  "contrast": 0})
-        answers = []
-        for question in questions:
-            t = question.lower().strip().rstrip("?").strip()
-            t = re.sub(r"^(is there|are there|does the image (show|contain)|do you see|is|are)\s+", "", t)
-            t = re.sub(r"\s+(in|on) the (image|picture|photo)$", "", t)
-            spec = parse_prompt(t)
-            if spec is not None:
-                yes = bool(check_spec(spec, dets)["passed"])
-            elif re.search(r"sharp|in focus|crisp", t):
-                yes = q["sharpness"] >= 0.7
-            elif re.search(r"blur", t):
-                yes = q["sharpness"] < 0.7
-            elif re.search(r"nois|grain", t):
-                yes = q["noise"] > 0.2
-            elif re.search(r"contrast|faded|washed", t):
-                yes = q["contrast"] >= 0.7 if "low" not in t and "faded" not in t else q["contrast"] < 0.7
-            else:
-                yes = bool(rng.random() < 0.5)
-            answers.append({"question": question, "answer": "yes" if yes else "no"})
-        return {"answers": answers}
+        return {"answers": [{"question": question, "answer": "yes" if answer_question(question, dets, q, rng) else "no"}
+                            for question in questions]}
+
+
+# --------------------------------------------------------------------------- yes/no questions
+
+
+def answer_question(question: str, dets: list[Any], q: dict[str, float], rng: np.random.Generator) -> bool:
+    """A yes/no question about one image: the scene grammar (objects, counts, colours, relations) or
+    sharp/blurred/noisy/contrast words; anything else is a seeded guess."""
+    from arr_core.sim.world.check import check_spec
+    from arr_core.sim.world.grammar import parse_prompt
+
+    t = question.lower().strip().rstrip("?").strip()
+    t = re.sub(r"^(is there|are there|does the image (show|contain)|do you see|is|are)\s+", "", t)
+    t = re.sub(r"\s+(in|on) the (image|picture|photo)$", "", t)
+    spec = parse_prompt(t)
+    if spec is not None:
+        return bool(check_spec(spec, dets)["passed"])
+    if re.search(r"sharp|in focus|crisp", t):
+        return q["sharpness"] >= 0.7
+    if re.search(r"blur", t):
+        return q["sharpness"] < 0.7
+    if re.search(r"nois|grain", t):
+        return q["noise"] > 0.2
+    if re.search(r"contrast|faded|washed", t):
+        return q["contrast"] >= 0.7 if "low" not in t and "faded" not in t else q["contrast"] < 0.7
+    return bool(rng.random() < 0.5)
+
+
+# --------------------------------------------------------------------------- official benchmark protocols
+
+_VIESCORE = "You are a professional digital artist."
+_IMGEDIT = "You are a data rater specializing in grading"
+_TIIF = "answer the following yes or no questions"
+_UNIGEN = "<checkpoint>"
+
+
+def _raw(messages: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """All text (system and user, in order) and the image URLs in order, whatever the layout."""
+    texts, urls = [], []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+            continue
+        for part in content or []:
+            if part.get("type") == "text":
+                texts.append(part.get("text", ""))
+            elif part.get("type") == "image_url":
+                iu = part.get("image_url")
+                urls.append(iu.get("url", "") if isinstance(iu, dict) else str(iu))
+    return "\n".join(texts), urls
+
+
+def _edit_checks(eyes: _Perception, text: str, urls: list[str], marker: str) -> dict[str, float] | None:
+    m = re.search(re.escape(marker) + r"\s*(.+)", text)
+    if m is None or len(urls) < 2:
+        return None
+    src_dets, _ = eyes.look(urls[0])
+    dets, q = eyes.look(urls[1])
+    return edit_scores(m.group(1).strip().rstrip("."), src_dets, dets, q)
+
+
+def _quality(s: dict[str, float]) -> float:
+    return float(np.mean([s["sharpness"], s["noise"], s["contrast"]]))
+
+
+def protocol_answer(eyes: _Perception, messages: list[dict[str, Any]], rng: np.random.Generator
+                    ) -> dict[str, Any] | None:
+    """The answer to an official-protocol request (see the module docstring), or None for any other
+    request. Scores come from the scene checks: edit success and over-editing from ``edit_scores``
+    (instruction followed, rest preserved), perceptual scores from the image-quality checks."""
+    text, urls = _raw(messages)
+    if not urls:
+        return None
+    if _VIESCORE in text:
+        if "Editing instruction:" in text:  # SC: source, edited
+            s = _edit_checks(eyes, text, urls, "Editing instruction:")
+            if s is None:
+                return None
+            return {"score": [round(10 * s["follows"]), round(10 * s["preserved"])],
+                    "reasoning": "Scored by the scene checks (instruction followed, rest preserved)."}
+        dets, q = eyes.look(urls[-1])
+        s = quality_scores(dets, q)
+        return {"score": [round(10 * (s["sharpness"] + s["contrast"]) / 2), round(10 * s["noise"])],
+                "reasoning": "Scored by the scene image-quality checks."}
+    if _IMGEDIT in text:
+        s = _edit_checks(eyes, text, urls, "editing instruction is :")
+        if s is None:
+            return None
+        labels = re.findall(r"^\s*([^:\n]+?):\s*A number from 1 to 5", text, re.M)
+        first = 1 + round(4 * s["follows"])
+        rest = [1 + round(4 * _quality(s)), 1 + round(4 * s["preserved"])]
+        scores = [first] + [min(first, v) for v in rest]  # "no higher than first score"
+        return {"Brief reasoning": "Scene checks: instruction followed, quality, rest preserved.",
+                **dict(zip(labels[:3], scores, strict=False))}
+    if _TIIF in text:
+        block = _section(text, "Questions:", ("\n\n",)) or ""
+        dets, q = eyes.look(urls[0])
+        return {"answers": [("yes" if answer_question(line, dets, q, rng) else "no") + ", by the scene checks."
+                            for line in block.splitlines() if line.strip()]}
+    if _UNIGEN in text:
+        block = _section(text, "Checkpoints Description:\u300c", ("\u300d",)) or ""
+        descs = [ln.split(": ", 1)[-1] for ln in block.splitlines() if ln.strip()]
+        dets, q = eyes.look(urls[0])
+        scores = [int(answer_question(d, dets, q, rng)) for d in descs]
+        return {"analysis": [f"{d}: {'shown' if v else 'not shown'}" for d, v in zip(descs, scores, strict=True)],
+                "score": scores}
+    return None
