@@ -140,8 +140,9 @@ def load_prompts(cfg: TrainConfig) -> tuple[list[str], list[Image.Image] | None]
 
 def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any = None) -> tuple[Any, str]:
     """(group rewarder, description) for ``cfg.reward``: the rank judge (``JudgeRewarder``; judgments
-    go to ``store`` when given), the checklist judge (``ChecklistRewarder``, hard themes) or the
-    per-criterion judge (``ScoresRewarder``; scores go to ``store``)."""
+    go to ``store`` when given), the checklist judge (``ChecklistRewarder``, hard themes), the
+    per-criterion judge (``ScoresRewarder``; scores go to ``store``) or a hybrid of components
+    (``HybridRewarder``, ``reward.components``)."""
     rc = cfg.reward
     task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
     if rc.mode == "checklist":
@@ -161,6 +162,8 @@ def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any
         return rewarder, f"checklist judge, rubrics {rubric_set.id}{hard}"
     if rc.mode == "scores":
         return scores_rewarder(rc, task, rubric_set, client, store=store, where="reward")
+    if rc.mode == "hybrid":
+        return hybrid_rewarder(rc, task, rubric_set, client, store=store, seed=cfg.seed)
     from arr_core.judge.reward import JudgeRewarder
 
     try:
@@ -187,6 +190,93 @@ def scores_rewarder(rc: Any, task: str, rubric_set: Any, client: Any, *, store: 
         field = f"{where}.weights" if "weights" in str(e) else f"{where}.scales" if "scale" in str(e) else "--rubrics"
         raise InputError(str(e), field=field) from None
     return rewarder, f"per-criterion judge, rubrics {rubric_set.id}, {len(rewarder.criteria)} criteria"
+
+
+# Rule-based verifiers by name for the hybrid reward's ``checker`` components; any other name is an
+# import path ``package.module:function``. A verifier is ``fn(prompt, image) -> score`` or
+# ``(score, confidence)``.
+CHECKERS: dict[str, str] = {"scene": "arr_core.sim.rewards:scene_verdict"}
+
+
+def resolve_checker(name: str, where: str) -> Callable[..., Any]:
+    """The verifier ``name`` names (``CHECKERS`` or ``package.module:function``); InputError otherwise."""
+    import importlib
+
+    target = CHECKERS.get(name, name)
+    mod, _, fn = target.partition(":")
+    if not mod or not fn:
+        raise InputError(f"unknown checker {name!r}: use one of {sorted(CHECKERS)} or 'package.module:function'",
+                         field=where)
+    try:
+        found = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise InputError(f"checker {name!r} cannot be loaded: {e}", field=where) from None
+    if not callable(found):
+        raise InputError(f"checker {name!r} is not callable", field=where)
+    return found
+
+
+def load_questions(path: Path | None, where: str) -> Callable[[str], list[str]]:
+    """prompt → yes/no questions: from a JSONL of ``{"prompt", "questions": [...]}`` (a prompt without
+    an entry fails its group), or, without a file, the one question 'Does the image show <prompt>?'."""
+    if path is None:
+        return lambda prompt: [f"Does the image show {prompt.strip().rstrip('.?!')}?"]
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise InputError(f"cannot read the questions file: {e}", file=str(path), field=where) from None
+    table = dict(_questions_entry(line, path, i) for i, line in enumerate(lines) if line.strip())
+    return lambda prompt: table[prompt]
+
+
+def _questions_entry(line: str, path: Path, i: int) -> tuple[str, list[str]]:
+    """(prompt, questions) of one line of a questions file; InputError naming the record otherwise."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not JSON: {e}", file=str(path), record=i) from None
+    qs = rec.get("questions") if isinstance(rec, dict) else None
+    if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not isinstance(qs, list) or \
+            not qs or not all(isinstance(q, str) and q.strip() for q in qs):
+        raise InputError("needs 'prompt' (string) and 'questions' (non-empty list of strings)", file=str(path),
+                         record=i, field="questions")
+    return rec["prompt"], qs
+
+
+def hybrid_rewarder(rc: Any, task: str, rubric_set: Any, client: Any, *, store: Any = None,
+                    seed: int = 0) -> tuple[Any, str]:
+    """A ``HybridRewarder`` of ``rc.components`` (``reward: {components: [...]}``)."""
+    from arr_core.judge.http_reward import HttpComponent
+    from arr_core.judge.hybrid import (
+        CheckerComponent,
+        HybridRewarder,
+        JudgeComponent,
+        Part,
+        QuestionsComponent,
+    )
+    from arr_core.judge.reward import JudgeRewarder
+
+    parts, what = [], []
+    for i, c in enumerate(rc.components):
+        where = f"reward.components[{i}]"
+        if c.kind == "rubric_judge":
+            try:
+                comp: Any = JudgeComponent(c.label, JudgeRewarder(client, rubric_set, task, c.order, mapping=c.mapping,
+                                                                  seed=seed, store=store))
+            except ValueError as e:
+                raise InputError(str(e), field="--rubrics") from None
+        elif c.kind == "rubric_scores":
+            comp = JudgeComponent(c.label, scores_rewarder(c, task, rubric_set, client, store=store, where=where)[0])
+        elif c.kind == "vlm_questions":
+            comp = QuestionsComponent(c.label, client, load_questions(c.questions, f"{where}.questions"))
+        elif c.kind == "checker":
+            comp = CheckerComponent(c.label, resolve_checker(c.checker, f"{where}.checker"))
+        else:
+            comp = HttpComponent(c.label, c.url, timeout_s=c.timeout_s)
+        parts.append(Part(comp, weight=c.weight, required=c.required, normalize=c.normalize,
+                          min_confidence=c.min_confidence))
+        what.append(f"{c.label} ×{c.weight:g}" + ("" if c.required else " (optional)"))
+    return HybridRewarder(parts), "hybrid judge reward: " + ", ".join(what)
 
 
 def judge_vlm(cfg: TrainConfig, default: Any = None) -> Any:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from arr_core.judge.config import JudgeSettings, RewardMapping
+from arr_core.judge.config import JudgeSettings, OrderMode, RewardMapping
 
 
 class _Strict(BaseModel):
@@ -130,16 +130,93 @@ class ScoresJudgeReward(_JudgeReward, _ScoresSettings):
     mode: Literal["scores"]
 
 
-# The reward is one of the judge modes, told apart by ``mode`` (default ``rank``). Rule-based and
-# benchmark rewards (the scene checker, a fixed-latency stand-in, the shuffled control) are not
-# configuration: the benchmarks build them (``arr_core.sim.rewards``) and hand them to the recipe.
+ComponentKind = Literal["rubric_judge", "rubric_scores", "vlm_questions", "checker", "http"]
+# The fields each component kind reads besides the common ones (kind, name, weight, required,
+# normalize, min_confidence).
+COMPONENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "rubric_judge": ("order", "mapping"),
+    "rubric_scores": ("default_scale", "scales", "weights"),
+    "vlm_questions": ("questions",),
+    "checker": ("checker",),
+    "http": ("url", "timeout_s"),
+}
+
+
+class RewardComponent(_ScoresSettings):
+    """One term of a hybrid reward (``arr_core.judge.hybrid``)."""
+
+    kind: ComponentKind = Field(description="rubric_judge: the rank judge; rubric_scores: per-criterion "
+                                "scores; vlm_questions: yes/no checkpoints per prompt; checker: a rule-based "
+                                "verifier; http: a scalar reward model over JSON-over-HTTP (docs/rewards.md).")
+    name: str | None = Field(None, description="Unique name in metrics (default: the kind).")
+    weight: float = Field(1.0, description="Weight of the normalised values in the sum.")
+    required: bool = Field(True, description="A failure (or a gated verdict) makes the group abstain, and "
+                           "an endpoint that fails the whole batch fails the step; optional: the group gets 0 "
+                           "from this component and the failure is counted.")
+    normalize: Literal["none", "zscore", "rank"] = Field("none", description="Per-group normalisation of "
+                                                         "the values before weighting.")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="Drop verdicts whose confidence is "
+                                         "below this (components that return one: checker, http).")
+    order: OrderMode = Field("swap", description="rubric_judge: image order mode.")
+    mapping: RewardMapping | None = Field(None, description="rubric_judge: rank → reward mapping.")
+    questions: Path | None = Field(None, description="vlm_questions: JSONL of {prompt, questions: [...]}; "
+                                   "empty = one question per prompt, 'Does the image show <prompt>?'.")
+    checker: str | None = Field(None, description="checker: 'scene' (the toy world's detector) or a "
+                                "registered verifier 'package.module:function' (fn(prompt, image) -> score "
+                                "or (score, confidence)).")
+    url: str | None = Field(None, description="http: the reward model's URL (POST, docs/rewards.md).")
+    timeout_s: float = Field(60.0, gt=0, description="http: request timeout.")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> RewardComponent:
+        common = {"kind", "name", "weight", "required", "normalize", "min_confidence"}
+        stray = sorted(set(self.model_fields_set) - common - set(COMPONENT_FIELDS[self.kind]))
+        if stray:
+            raise ValueError(f"component {self.name or self.kind}: field(s) {stray} do not apply to kind "
+                             f"{self.kind!r} (it reads {list(COMPONENT_FIELDS[self.kind]) or 'no others'})")
+        if self.kind == "checker" and not self.checker:
+            raise ValueError("a checker component needs checker: 'scene' or 'package.module:function'")
+        if self.kind == "http" and not (self.url or "").startswith(("http://", "https://")):
+            raise ValueError(f"an http component needs url: http(s)://…, got {self.url!r}")
+        if self.weight != self.weight or abs(self.weight) == float("inf"):
+            raise ValueError(f"weight must be finite, got {self.weight}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class HybridReward(_JudgeReward):
+    """A weighted sum of reward components (``reward: {components: [...]}``); ``rubrics`` and ``vlm``
+    serve the VLM-bound components."""
+
+    mode: Literal["hybrid"] = "hybrid"
+    components: list[RewardComponent] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> HybridReward:
+        names = [c.label for c in self.components]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"reward.components: names {dup} repeat; give each component a unique name")
+        return self
+
+
+# The reward is one of the judge modes, told apart by ``mode`` (default ``rank``), or a list of
+# components (``components``: hybrid). Benchmark stand-ins (a fixed-latency judge, the shuffled
+# control) are not configuration: the benchmarks build them (``arr_core.sim.rewards``) and hand them
+# to the recipe.
 def _reward_mode(v: Any) -> str:
+    if isinstance(v, dict) and "components" in v:
+        return v.get("mode") or "hybrid"
     return (v.get("mode") if isinstance(v, dict) else getattr(v, "mode", None)) or "rank"
 
 
 RewardConfig = Annotated[Union[Annotated[RankJudgeReward, Tag("rank")],
                                Annotated[ChecklistJudgeReward, Tag("checklist")],
-                               Annotated[ScoresJudgeReward, Tag("scores")]],
+                               Annotated[ScoresJudgeReward, Tag("scores")],
+                               Annotated[HybridReward, Tag("hybrid")]],
                          Discriminator(_reward_mode)]
 
 
@@ -239,8 +316,11 @@ class TrainConfig(_Strict):
     num_steps: int = Field(8, ge=2, description="Denoising steps of the SDE sampler.")
     group_size: int = Field(2, ge=2, description="G: images per prompt ranked together.")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per training step (per rank).")
-    rollout_batch_size: int = Field(2, ge=1, description="Prompts per rollout batch; also the training "
-                                    "micro-batch (same batch size keeps the on-policy ratio exactly 1).")
+    rollout_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        2, description="Prompts per rollout batch; also the training micro-batch (same batch size keeps the "
+        "on-policy ratio exactly 1). 'auto': chosen when training starts from free device memory and one "
+        "image's measured peak (arr_core/rpo/kernels.py: choose_batch_size); 2 where memory cannot be "
+        "measured (CPU); a resumed run keeps its size.")
     noise: Literal["flow_grpo", "dance_grpo"] = "flow_grpo"
     a: float = Field(0.7, ge=0, description="Flow-GRPO noise level (0.7 SD3.5, 0.9 FLUX in its code).")
     eta: float = Field(0.3, ge=0, description="DanceGRPO noise level.")
@@ -299,7 +379,7 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> TrainConfig:
-        if self.prompts_per_step % self.rollout_batch_size:
+        if self.rollout_batch_size != "auto" and self.prompts_per_step % self.rollout_batch_size:
             raise ValueError(f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
                              f"rollout_batch_size ({self.rollout_batch_size})")
         if self.trained_window is not None:

@@ -3,7 +3,8 @@
 - ``FixedLatencyRewarder``: a judge stand-in with a fixed latency for throughput benchmarks
   (``benchmarks/rpo_step.py``).
 - ``ShuffledRewarder``: the shuffled-reward control of the RPO benchmarks.
-- ``checker_score``: the scene world's ground-truth reward (the detector's GenEval-format checks).
+- ``checker_score``: the scene world's ground-truth reward (the detector's GenEval-format checks);
+  ``scene_verdict`` adds a confidence, for the hybrid reward's ``checker`` component (``scene``).
 
 The benchmarks build these and hand them to ``arr_core.recipes.rpo.run(..., rewarder=...)``; the
 training config only names the rubric judge.
@@ -89,11 +90,20 @@ class ShuffledRewarder:
 
 def checker_score(prompt: str, image: Image.Image) -> float:
     """Scene-world reward: the share of the prompt's GenEval-format clauses the detector confirms."""
+    return scene_verdict(prompt, image)[0]
+
+
+def scene_verdict(prompt: str, image: Image.Image) -> tuple[float, float]:
+    """(``checker_score``, confidence): the confidence is the lowest detection score among the image's
+    objects (1 for an empty image, where nothing was uncertain), so noisy or blurred renders whose
+    detections are shaky give low-confidence verdicts. ValueError for a prompt outside the world."""
     from arr_core.sim.world import check_spec, detect
     from arr_core.sim.world.grammar import parse_prompt
 
     spec = parse_prompt(prompt)
     if spec is None:
         raise ValueError(f"prompt {prompt!r} is not a scene-world prompt; the scene checker cannot score it")
-    res = check_spec(spec, detect(image))
-    return sum(c["passed"] for c in res["clauses"]) / max(1, len(res["clauses"]))
+    dets = detect(image)
+    res = check_spec(spec, dets)
+    score = sum(c["passed"] for c in res["clauses"]) / max(1, len(res["clauses"]))
+    return score, min((float(d.score) for d in dets), default=1.0)

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from arr_cli import main
 from arr_core.sim.world.pairs import make_pairs
@@ -18,13 +17,6 @@ RUBRICS_TEXT = ("Rubric 1:\nTheme: Counts\n- Tip: Each object appears exactly th
                 "states.\n\nRubric 2:\nTheme: Colour\n- Tip: Object colours match the colours named in the "
                 "caption.\n- Tip: Every object named in the caption is present in the image; none is missing.\n")
 
-
-@pytest.fixture()
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_arr_judge_mode_scores_prints_theme_and_criterion_means(tmp_path: Path, capsys) -> None:
@@ -45,7 +37,7 @@ def test_arr_judge_mode_scores_prints_theme_and_criterion_means(tmp_path: Path, 
     assert "--scale" in capsys.readouterr().err
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_arr_train_with_the_per_criterion_reward_logs_theme_scores_and_attribution(tmp_path: Path, capsys) -> None:
     from arr_core.sim.toy_policy import ToyPolicy
 
