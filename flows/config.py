@@ -121,6 +121,19 @@ class JudgeStage(JudgeSettings):
     split: Literal["validation", "test"] = "validation"
     max_pairs: int | None = Field(200, ge=1, description="cap on judged pairs (first by id)")
     compare_no_rubrics: bool = Field(True, description="also judge without rubrics (the baseline)")
+    protocol: Literal["check", "paper"] = Field(
+        "check", description="check: accuracy in 'order' mode with (and without) the rubrics; paper: the ARR "
+        "paper's protocol (order single, forward and reversed: order-balanced accuracy, position bias, per "
+        "subset, cost; no-rubric baseline always; an HTML report stored as an evaluation)")
+    zeroshot_ks: list[int] = Field(default_factory=list, description="paper protocol: also judge with k "
+                                   "zero-shot rubrics per prompt, one condition per k (e.g. [1, 5, 10, 20])")
+
+    @field_validator("zeroshot_ks")
+    @classmethod
+    def _positive_ks(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError(f"every k must be >= 1, got {v}")
+        return v
 
 
 class TrainingStage(_Strict):

@@ -50,6 +50,18 @@ def judge_heldout(dataset_id: str, dataset_digest: str, pair_ids: list[str], rub
         conditions["no_rubrics"] = (None, None)
     report: dict[str, Any] = {"rubric_set_id": rs.id, "dataset_digest": dataset_digest,
                               "order": order, "n_pairs": len(records), "conditions": {}}
+    if judge_cfg.get("protocol", "check") == "paper":  # the paper's protocol instead of the check's loop
+        from arr_core.bench.report import write_html
+        from arr_core.bench.results import save_eval_result
+        from arr_core.recipes.evaluate import judge_paper
+
+        conditions = {}
+        res, report["conditions"] = judge_paper(client, records, rs, zeroshot_ks=judge_cfg.get("zeroshot_ks") or [],
+                                                seed=int(judge_cfg.get("seed", 0)), simulated=vlm.backend == "scene")
+        html = home_path(home) / "reports" / f"judge-paper-{rs.id}-{dataset_digest[:12]}.html"
+        write_html(res.report, html)
+        report.update(protocol="paper", order="single", eval_id=save_eval_result(store, res, str(html)),
+                      html_report=str(html))
     for name, (block, rid) in conditions.items():
         js = asyncio.run(judge_many(client, records, rubric_block=block, rubric_set_id=rid, order=order,
                                     store=store))
@@ -83,5 +95,7 @@ def judge_heldout(dataset_id: str, dataset_digest: str, pair_ids: list[str], rub
                       context="evaluation")
         mlf.log_metrics(run_id, metrics)
         mlf.log_artifact(run_id, out, "judge_report")
+        if report.get("html_report"):
+            mlf.log_artifact(run_id, report["html_report"], "judge_report")
     return {"stage": "judge", "entity_kind": "rubric_set", "entity_id": rs.id, "mlflow_run_id": run_id,
             "tags": tags, "metrics": metrics, "artifacts": {"judge_report": str(out)}}

@@ -267,6 +267,41 @@ def _save_pairs_grid(base: list[str], trained: list[str], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the pipeline's judge check under the paper's protocol
+
+PAPER_CONDITION_NAMES = {"none": "no_rubrics", "fewshot": "rubrics"}
+
+
+def judge_paper(client: Any, records: Sequence[Any], rubric_set: Any, *, zeroshot_ks: Sequence[int] = (),
+                n_boot: int = 2000, seed: int = 0, simulated: bool = False,
+                max_failure_rate: float = 0.0) -> tuple[EvalResult, dict[str, dict[str, float]]]:
+    """The judge check with the ARR paper's protocol (``arr_core.bench.preference.run_paper``): one judge
+    (``client``), no rubrics, ``rubric_set`` and one zero-shot condition per k. Returns the result and,
+    per condition (``no_rubrics``, ``rubrics``, ``zeroshot_k<k>``), flat numbers for the stage's
+    metrics: order-balanced ``accuracy`` (with ``accuracy_lo``/``_hi``), ``forward_accuracy``,
+    ``reversed_accuracy``, ``forward_minus_reversed``, ``gain`` (over no rubrics) and ``vlm_calls``."""
+    from arr_core.bench.preference import PAPER_MODES, run_paper
+
+    res = run_paper({"judge": client}, records, rubric_set=rubric_set, zeroshot_ks=zeroshot_ks, n_boot=n_boot,
+                    seed=seed, simulated=simulated, max_failure_rate=max_failure_rate)
+    mode, s = PAPER_MODES[0], res.summary
+    balanced = {r[1]: r[5] for r in res.table("Accuracy vs human labels (paper protocol)").rows}
+    tags = ["none", *(["fewshot"] if rubric_set is not None else []), *[f"zeroshot_k{k}" for k in zeroshot_ks]]
+    names = [c for c in balanced]  # same order as tags: no rubrics, the set, then each k
+    conditions: dict[str, dict[str, float]] = {}
+    for tag, name in zip(tags, names, strict=True):
+        pre = f"judge/{tag}/{mode}"
+        cell = balanced[name]
+        conditions[PAPER_CONDITION_NAMES.get(tag, tag)] = {
+            "accuracy": cell["point"], "accuracy_lo": cell["lo"], "accuracy_hi": cell["hi"],
+            "forward_accuracy": s[f"acc/{pre}/forward"], "reversed_accuracy": s[f"acc/{pre}/reverse"],
+            "forward_minus_reversed": s[f"bias/{pre}"], "n": s["n_pairs"],
+            "vlm_calls": s[f"cost/judge/{tag}/calls"],
+            **({"gain": s[f"gain/{pre}"]} if f"gain/{pre}" in s else {})}
+    return res, conditions
+
+
+# ---------------------------------------------------------------------------------------------
 # `arr eval generate`
 
 

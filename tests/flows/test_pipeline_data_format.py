@@ -6,6 +6,7 @@ function runs directly."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,36 @@ def test_the_data_task_loads_in_the_configured_format(tmp_path: Path) -> None:
     assert out["n_records"] == 2 and out["task"] == "edit"
     with pytest.raises(InputError, match="not in the hpdv3 format"):
         register_dataset.fn(str(pairs), None, SPLIT, str(tmp_path / "home"), None, None, None, "hpdv3")
+
+
+def test_the_judge_stage_runs_the_paper_protocol(home: Path, tmp_path: Path) -> None:
+    """judge.protocol: paper (with zeroshot_ks) in the pipeline's judge task: per-condition metrics, the
+    evaluation stored with its HTML report."""
+    from arr_core.bench.results import load_eval_row
+    from arr_core.prompts.templates import PROMPT_VERSION
+    from arr_core.rubrics.rubric_set import RubricSet
+    from arr_core.sim.world.pairs import make_pairs
+    from arr_core.store.store import Store
+    from arr_core.vlm.config import VLMConfig
+    from flows.config import JudgeStage
+    from tasks.judge import judge_heldout
+
+    pairs = make_pairs("t2i", 6, 2, tmp_path / "w", size=48)
+    ds = register_dataset.fn(str(pairs), None, SPLIT, str(home), None, None, None, "arr")
+    rs = RubricSet(task="t2i", criteria=["Every object named in the caption is present in the image.",
+                                         "Each object appears exactly the number of times the caption states."])
+    Store(home).put_rubric_set(rs)
+    judge_cfg = JudgeStage(protocol="paper", zeroshot_ks=[1, 5]).model_dump(mode="json")
+    ids = [p for split in ds["pair_ids"].values() for p in split]
+    out = judge_heldout.fn(ds["dataset_id"], ds["digest"], ids, rs.id, judge_cfg, VLMConfig(backend="scene"),
+                           PROMPT_VERSION, "arr-test", None, str(home))
+    m = out["metrics"]
+    for cond in ("no_rubrics", "rubrics", "zeroshot_k1", "zeroshot_k5"):
+        assert 0.0 <= m[f"{cond}.accuracy"] <= 1.0 and m[f"{cond}.n"] == 6
+        assert m[f"{cond}.forward_minus_reversed"] == pytest.approx(m[f"{cond}.forward_accuracy"]
+                                                                    - m[f"{cond}.reversed_accuracy"])
+        assert m[f"{cond}.vlm_calls"] == 12  # single order, forward + reversed
+    assert "gain" not in {k.split(".")[1] for k in m if k.startswith("no_rubrics.")}
+    report = json.loads(Path(out["artifacts"]["judge_report"]).read_text())
+    assert report["protocol"] == "paper" and Path(report["html_report"]).stat().st_size > 1000
+    assert load_eval_row(Store(home), report["eval_id"])["kind"] == "preference"
