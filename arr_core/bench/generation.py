@@ -15,7 +15,9 @@ and UniGenBench (Wang et al., 2025) ask a VLM yes/no questions per prompt. Here:
 - checkpoints: question accuracy (answers equal to the expected yes/no) and the share of images with
   every question right, per category and overall, with the same bootstrap over prompts. TIIF-Bench's
   official score averages question accuracy per category; UniGenBench reports per-testpoint scores
-  from its own VLM prompt — our single yes/no question per testpoint is a simplification.
+  from its own VLM prompt — our single yes/no question per testpoint is a simplification. The
+  official protocols of these benchmarks (and of GEdit-Bench, ImgEdit and DPG-Bench) score existing
+  images in ``arr_core.bench.protocols`` (``arr eval protocol``; docs/protocols.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ where ``../shared/data`` is. Sources and their formats (each folder keeps its so
   ``{tag, include: [{class, count, color?, position?: [relation, index]}], exclude?, prompt}``.
   Yes/no questions are derived from the clauses for the VLM checker (GenEval itself uses a detector).
 - DPG-Bench (Hu et al., 2024; TencentQQGYLab/ELLA, Apache-2.0): JSONL ``{item_id, prompt}`` or the
-  ``prompts/`` folder of ``<item_id>.txt``. Its question file is not public here: no questions.
+  ``prompts/`` folder of ``<item_id>.txt``. Its question file is not public here: no questions
+  (``arr_core.bench.protocols.dpg`` reads ``dpg_bench.csv`` with its dependencies when you have it).
 - T2I-CompBench++ (Huang et al., 2023/2025; MIT): one prompt per line, one file per category/split.
 - TIIF-Bench (Wei et al., 2025): ``<split>_prompts/<type>_prompts.jsonl`` with
   ``{type, short_description, long_description}`` and, line-aligned, ``<split>_eval_prompts/
@@ -15,7 +16,8 @@ where ``../shared/data`` is. Sources and their formats (each folder keeps its so
 - UniGenBench(++) (Wang et al., 2025; CC BY 4.0): CSV ``index, prompt_<lang>, sub_dims_<lang>`` where
   ``sub_dims`` is JSON with "Testpoints" and "Testpoint Description"; one yes/no question per
   checkpoint is derived from each (testpoint, description) pair. The official evaluation asks a VLM
-  to judge each testpoint; asking a yes/no question per testpoint is our simplification.
+  to judge each testpoint; asking a yes/no question per testpoint is our simplification (the official
+  prompt and aggregation: ``arr_core.bench.protocols.unigenbench``).
 - PartiPrompts (Yu et al., 2022; Apache-2.0): TSV ``Prompt, Category, Challenge, Note``.
 - DrawBench (Saharia et al., 2022; via kennymckormick/DrawBench-Glance): CSV ``Prompt, Category``;
   when the ``glance_images/<Category>/<n>/`` folder sits next to it, the reference images of each
