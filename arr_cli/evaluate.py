@@ -340,9 +340,11 @@ def protocol(
     inputs = ProtocolInputs(prompts=prompts, images=images, sources=sources, judge_prompts=judge_prompts, limit=limit,
                             options={"description": description, "split": split, "language": language,
                                      "images_per_prompt": images_per_prompt, "pic_num": pic_num})
-    result = run_protocol(name, client, inputs, judge_name=judge_name, simulated=backend == "scene", n_boot=n_boot,
-                          seed=seed)
-    client.close()
+    try:
+        result = run_protocol(name, client, inputs, judge_name=judge_name, simulated=backend == "scene",
+                              n_boot=n_boot, seed=seed)
+    finally:
+        client.close()  # answers already received stay cached: a rerun after a failure does not ask again
     _finish(store, result, report)
     return 0
 

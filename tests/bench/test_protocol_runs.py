@@ -143,3 +143,20 @@ def test_failures_are_counted_and_never_scored(tmp_path: Path) -> None:
     assert res.summary["imgedit/overall"] == pytest.approx((1 + 5 + 5) / 3)
     with pytest.raises(EndpointError, match="imgedit: VLM endpoint"):
         _run("imgedit", inputs, VLMClient(_Flaky("data rater"), cache_mode="off", max_reasks=0))
+
+
+def test_requests_are_built_per_chunk_and_a_dead_endpoint_stops_early() -> None:
+    from arr_core.bench.protocols import base, tiif
+
+    built = []
+
+    def make(k: int):
+        built.append(k)
+        return tiif.request([f"Is there a red circle in the image? ({k})"], fx.render(fx.RED_CIRCLE, 32))
+
+    with pytest.raises(EndpointError, match="the first 8 items all failed"):
+        base.ask(VLMClient(_Flaky("red circle"), cache_mode="off", max_reasks=0),
+                 [lambda k=k: make(k) for k in range(20)], "tiif", chunk=8)
+    assert built == list(range(8))  # the later chunks were never built nor sent
+    resps, counter = base.ask(_scene(), [lambda k=k: make(k) for k in range(5)], "tiif", chunk=2)
+    assert len(resps) == 5 and counter.failed == 0 and all(r.parsed for r in resps)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,19 +137,27 @@ def yes_no_list(obj: dict[str, Any], n: int) -> list[str] | None:
     return out
 
 
-def ask(client: Any, requests: Sequence[VLMRequest], stage: str, *, max_failure_rate: float = 0.2
-        ) -> tuple[list[VLMResponse], FailureCounter]:
-    """Ask every request (concurrently, through the client's cache); count transport failures and
-    stop with ``EndpointError`` past ``max_failure_rate``."""
+ASK_CHUNK = 128  # requests built and held at a time (each carries its images as data URLs)
+
+
+def ask(client: Any, requests: Sequence[VLMRequest | Callable[[], VLMRequest]], stage: str, *,
+        max_failure_rate: float = 0.2, chunk: int = ASK_CHUNK) -> tuple[list[VLMResponse], FailureCounter]:
+    """Ask every request through the client (cache, concurrency, re-asks), ``chunk`` at a time; a
+    callable is built only when its chunk is asked, so a large benchmark never holds all its encoded
+    images. Transport failures are counted: the run stops with ``EndpointError`` when the first
+    requests all fail (``FailureCounter.early_abort``) or, at the end, past ``max_failure_rate``."""
     from arr_core.bench.results import run_sync
 
-    resps = run_sync(client.ask_many(list(requests))) if requests else []
-    counter = FailureCounter(stage, endpoint_name(client), max_failure_rate=max_failure_rate, early_abort=0)
-    for r in resps:
-        if is_transport_error(r.error):
-            counter.fail(r.error or "")
-        else:
-            counter.ok()
+    counter = FailureCounter(stage, endpoint_name(client), max_failure_rate=max_failure_rate)
+    resps: list[VLMResponse] = []
+    for start in range(0, len(requests), chunk):
+        batch = [r if isinstance(r, VLMRequest) else r() for r in requests[start:start + chunk]]
+        for r in run_sync(client.ask_many(batch)):
+            if is_transport_error(r.error):
+                counter.fail(r.error or "")
+            else:
+                counter.ok()
+            resps.append(r)
     counter.check()
     return resps, counter
 

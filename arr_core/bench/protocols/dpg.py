@@ -24,6 +24,7 @@ unusable answer drops that crop; an image none of whose crops was answered absta
 from __future__ import annotations
 
 import csv
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,7 @@ def crops(image: Any, pic_num: int) -> list[Any]:
 
 def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated: bool = False,
         n_boot: int = 2000, seed: int = 0):
-    from PIL import Image
-
     from arr_core.bench.results import rate_ci
-    from arr_core.prompts.templates import build_check
 
     pic_num = int(inputs.options.get("pic_num") or 1)
     if pic_num not in (1, 2, 3, 4):
@@ -116,8 +114,8 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
     jobs = []
     for iid, qs in items:
         path = base.find_image(inputs.images, iid, file=str(inputs.prompts), record=iid, what="generated image")
-        for k, im in enumerate(crops(Image.open(path).convert("RGB"), pic_num)):
-            jobs.append((iid, k, build_check(im, [q["question"] for q in qs])))
+        for k in range(pic_num):
+            jobs.append((iid, k, partial(_crop_request, path, k, pic_num, [q["question"] for q in qs])))
     resps, counter = base.ask(client, [j[2] for j in jobs], "dpg", max_failure_rate=inputs.max_failure_rate)
     per_crop: dict[str, list[tuple[int, dict[int, bool]]]] = {}
     for (iid, k, _), resp in zip(jobs, resps, strict=True):
@@ -152,6 +150,16 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
                              inputs=inputs, judge_name=judge_name, simulated=simulated, counter=counter,
                              abstained=len(items) - len(image_scores), items=len(image_scores),
                              differences=DIFFERENCES, client=client)
+
+
+def _crop_request(path: Path, k: int, pic_num: int, questions: list[str]):
+    """The yes/no request of crop ``k`` (built when asked: images are opened lazily)."""
+    from PIL import Image
+
+    from arr_core.prompts.templates import build_check
+
+    with Image.open(path) as im:
+        return build_check(crops(im.convert("RGB"), pic_num)[k], questions)
 
 
 def _answers(obj: dict[str, Any], n: int) -> dict[str, Any] | None:

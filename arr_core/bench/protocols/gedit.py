@@ -141,35 +141,46 @@ def pq_request(edited: Any):
                              required=("score",), max_tokens=512)
 
 
-def _image_value(v: Any, file: str, record: int) -> Any:
-    """The PIL image of a record's ``input_image`` (``{bytes, path}`` struct or raw bytes)."""
-    from arr_core.data.images import ImageReadError, decode_rgb, read_bytes
-
+def _source_ref(v: Any, file: str, record: int) -> bytes | str:
+    """A record's ``input_image`` (``{bytes, path}`` struct or raw bytes) as bytes or a file path."""
     raw = v.get("bytes") if isinstance(v, dict) else v
-    try:
-        if isinstance(raw, (bytes, bytearray)):
-            return decode_rgb(bytes(raw))
-        if isinstance(v, dict) and v.get("path") and Path(v["path"]).is_file():
-            return decode_rgb(read_bytes(str(v["path"])))
-    except (ImageReadError, OSError, ValueError) as e:
-        raise InputError(f"unreadable source image ({str(e)[:200]})", file=file, record=record,
-                         field="input_image") from None
+    if isinstance(raw, (bytes, bytearray)) and raw:
+        return bytes(raw)
+    if isinstance(v, dict) and v.get("path") and Path(v["path"]).is_file():
+        return str(v["path"])
     raise InputError("no source image: neither <key>_SRCIMG.png in the images folder nor image bytes in "
                      "'input_image'", file=file, record=record, field="input_image")
 
 
-def _edit_folder(images: Path, group: str, lang: str) -> Path:
-    for root in (images / "fullset", images):
+def images(rec: dict[str, Any]) -> tuple[Any, Any]:
+    """(source, edited) PIL images of a record, the edited one resized to the source's size as
+    ``test_gedit_score.py`` does; an unreadable file names the record and field."""
+    from arr_core.data.images import ImageReadError, decode_rgb, read_bytes
+
+    out = []
+    for ref, what in ((rec["source"], "input_image"), (rec["edited_path"], "edited image")):
+        try:
+            out.append(decode_rgb(ref if isinstance(ref, bytes) else read_bytes(ref)))
+        except (ImageReadError, OSError, ValueError) as e:
+            raise InputError(f"unreadable image ({str(e)[:200]})", file=rec["file"], record=rec["record"],
+                             field=what) from None
+    return out[0], out[1].resize(out[0].size)
+
+
+def _edit_folder(images_dir: Path, group: str, lang: str) -> Path:
+    for root in (images_dir / "fullset", images_dir):
         if (root / group / lang).is_dir():
             return root / group / lang
-    return images / "fullset" / group / lang
+    return images_dir / "fullset" / group / lang
+
+
+FIELDS = frozenset({"key", "task_type", "instruction", "instruction_language", "Intersection_exist", "input_image"})
 
 
 def load(inputs: base.ProtocolInputs) -> list[dict[str, Any]]:
-    """Records with their source and edited images (PIL), in file order; ``options["language"]``
-    ("en", "cn" or "all") selects instruction languages."""
-    from PIL import Image
-
+    """Records in file order with the edited image's path and the source (a ``_SRCIMG.png`` path or the
+    record's image bytes); ``options["language"]`` ("en", "cn" or "all") selects instruction languages.
+    Parquet is read in batches, only the fields above (not ``input_image_raw``)."""
     from arr_core.data.formats import iter_rows
 
     lang_opt = str(inputs.options.get("language") or "en")
@@ -178,7 +189,7 @@ def load(inputs: base.ProtocolInputs) -> list[dict[str, Any]]:
         raise InputError("GEdit-Bench metadata file not found (Parquet, JSONL or JSON with key, task_type, "
                          "instruction, instruction_language)", file=f)
     out = []
-    for i, row in iter_rows(inputs.prompts):
+    for i, row in iter_rows(inputs.prompts, FIELDS):
         if not isinstance(row, dict):
             raise InputError("each record must be an object", file=f, record=i)
         lang = str(base.require(row, "instruction_language", file=f, record=i))
@@ -190,12 +201,10 @@ def load(inputs: base.ProtocolInputs) -> list[dict[str, Any]]:
         folder = _edit_folder(inputs.images, group, lang)
         edited_path = base.find_image(folder, key, file=f, record=i, what="edited image")
         src_path = folder / f"{key}_SRCIMG.png"
-        source = (Image.open(src_path).convert("RGB") if src_path.is_file()
-                  else _image_value(row.get("input_image"), f, i))
-        edited = Image.open(edited_path).convert("RGB").resize(source.size)  # as test_gedit_score.py does
-        out.append({"key": key, "group": group, "lang": lang, "instruction": instruction, "record": i,
+        source = str(src_path) if src_path.is_file() else _source_ref(row.get("input_image"), f, i)
+        out.append({"key": key, "group": group, "lang": lang, "instruction": instruction, "record": i, "file": f,
                     "intersection": bool(row.get("Intersection_exist", False)), "source": source,
-                    "edited": edited, "edited_path": str(edited_path)})
+                    "edited_path": str(edited_path)})
         if inputs.limit and len(out) >= inputs.limit:
             break
     if not out:
@@ -203,13 +212,24 @@ def load(inputs: base.ProtocolInputs) -> list[dict[str, Any]]:
     return out
 
 
+def _requests(rec: dict[str, Any]) -> list[Any]:
+    """The SC and PQ request builders of a record (built when asked)."""
+    def sc():
+        src, edited = images(rec)
+        return sc_request(rec["instruction"], src, edited)
+
+    def pq():
+        return pq_request(images(rec)[1])
+
+    return [sc, pq]
+
+
 def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated: bool = False,
         n_boot: int = 2000, seed: int = 0):
     from arr_core.bench.generation import stratified_mean_ci
 
     recs = load(inputs)
-    reqs = [r for rec in recs for r in (sc_request(rec["instruction"], rec["source"], rec["edited"]),
-                                        pq_request(rec["edited"]))]
+    reqs = [r for rec in recs for r in _requests(rec)]
     resps, counter = base.ask(client, reqs, "gedit", max_failure_rate=inputs.max_failure_rate)
     rows, abstained, per_item = [], 0, []
     for k, rec in enumerate(recs):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
     from arr_core.bench.generation import stratified_mean_ci
 
     recs, prompts, _ = load(inputs)
-    reqs = [request(prompts[r["type"]], r["instruction"], r["source"], r["edited"]) for r in recs]
+    reqs = [partial(request, prompts[r["type"]], r["instruction"], r["source"], r["edited"]) for r in recs]
     resps, counter = base.ask(client, reqs, "imgedit", max_failure_rate=inputs.max_failure_rate)
     rows, per_item, abstained = [], [], 0
     for rec, resp in zip(recs, resps, strict=True):

@@ -25,6 +25,7 @@ official script retries it until it parses).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
         folder = image_folder(inputs.images, it.category, description)
         img = base.find_image(folder, str(it.meta["index"]), file=it.meta["file"], record=it.meta["line"],
                               what="generated image")
-        jobs.append((it, request(it.questions, str(img))))
+        jobs.append((it, partial(request, it.questions, str(img))))
     resps, counter = base.ask(client, [r for _, r in jobs], "tiif", max_failure_rate=inputs.max_failure_rate)
     rows, per_item, abstained = [], [], 0
     for (it, _), resp in zip(jobs, resps, strict=True):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
         for j in range(per_prompt):
             img = base.find_image(inputs.images, f"{r['index']}_{j}", file=str(inputs.prompts), record=r["record"],
                                   what="generated image")
-            jobs.append((r, j, request(r["prompt"], r["testpoints"], r["descriptions"], lang, str(img))))
+            jobs.append((r, j, partial(request, r["prompt"], r["testpoints"], r["descriptions"], lang, str(img))))
     resps, counter = base.ask(client, [q for _, _, q in jobs], "unigenbench", max_failure_rate=inputs.max_failure_rate)
     rows, per_item, abstained = [], [], 0
     for (r, j, _), resp in zip(jobs, resps, strict=True):
