@@ -198,7 +198,7 @@ def build_result(name: str, version: str, kind: str, summary: Summary, *, inputs
     flat.update({"items": float(items), "abstained": float(abstained),
                  "transport_failures": float(counter.failed if counter else 0),
                  "vlm_calls": float(stats.get("calls", 0))})
-    cost = Table("Run", ["what", "value"], [
+    cost = Table("Judge, cost and failures", ["what", "value"], [
         ["protocol", f"{name} ({version})"], ["judge", judge_name], ["records scored", items],
         ["abstentions (no usable answer; left out of the means)", abstained],
         ["transport failures", counter.failed if counter else 0],
