@@ -148,3 +148,23 @@ def test_cli_zeroshot_with_the_scene_vlm_on_scene_world_pairs(tmp_path: Path, ca
     hits = {k: v for k, v in summary.items() if k.startswith("cost/") and k.endswith("/cache_hits")}
     assert len(calls) == 6 and set(calls.values()) == {0.0}  # 4 judge conditions, 2 generations
     assert all(v > 0 for v in hits.values())
+
+
+def test_through_an_openai_compatible_endpoint_the_results_match_direct(tmp_path: Path) -> None:
+    """The served scene VLM over real HTTP (OpenAI chat completions with structured output) gives the
+    same zero-shot rubrics and accuracies as the scene VLM called directly."""
+    from arr_core.sim.scene_vlm import SceneVLM
+    from arr_core.sim.world.pairs import make_pairs
+    from arr_core.vlm.openai_backend import OpenAIBackend
+    from arr_core.vlm.server import ServedVLM
+
+    recs = load_dataset(make_pairs("t2i", 4, 9, tmp_path / "w", size=48)).records
+    direct = pf.run_paper({"j": VLMClient(SceneVLM(), cache_mode="off")}, recs, zeroshot_ks=[1, 5], n_boot=50)
+    with ServedVLM(SceneVLM()) as srv:
+        client = VLMClient(OpenAIBackend(srv.base_url, None, "scene-vlm-1"), cache_mode="off")
+        served = pf.run_paper({"j": client}, recs, zeroshot_ks=[1, 5], n_boot=50)
+        asked = srv.stats.snapshot()["requests"]
+    acc = {k: v for k, v in direct.summary.items() if k.startswith(("acc/", "bias/", "gain/"))}
+    assert acc and acc == {k: v for k, v in served.summary.items() if k.startswith(("acc/", "bias/", "gain/"))}
+    assert acc["acc/j/zeroshot_k5/single/balanced"] > 0.5  # judged with real rubrics, not abstentions
+    assert asked == 2 * 4 + 3 * 8  # generation: 4 prompts x 2 ks; judging: 3 conditions x 4 pairs x 2 orders
