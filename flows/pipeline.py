@@ -24,7 +24,7 @@ from typing import Any
 from prefect import flow
 
 from arr_core.home import resolve_home
-from flows._wiring import linked, run_task
+from flows._wiring import call, in_prefect, linked, rerun_from_cache, run_task, subflow
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.evaluate import EvaluateFlowParams, evaluate_flow
 from flows.induce import InduceFlowParams, induce_flow
@@ -55,7 +55,7 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
     home = str(apply_defaults(home))  # the entry point a worker runs: offline defaults here
     cfg = config if config is not None else load_pipeline_config(config_path)
     exp = cfg.mlflow.experiment
-    parent = start_pipeline_run(exp, cfg.name, redact(cfg), cfg.digest(), home)
+    parent = call(start_pipeline_run, exp, cfg.name, redact(cfg), cfg.digest(), home)
     stages: dict[str, dict[str, Any]] = {}
     status = "FAILED"
     try:
@@ -72,8 +72,8 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
 
         # --- induce -----------------------------------------------------------------------------
-        ind = induce_flow(InduceFlowParams(dataset=ds, induce=cfg.induce, experiment=exp, lineage_name=cfg.name,
-                                           parent_run_id=parent, home=home))
+        ind = subflow(induce_flow, InduceFlowParams(dataset=ds, induce=cfg.induce, experiment=exp,
+                                                    lineage_name=cfg.name, parent_run_id=parent, home=home))
         stages["induce"] = linked(ind, ind["cached"], parent, exp, home)
         rubric_set_id, rubric_json = ind["rubric_set_id"], ind["artifacts"]["rubric_set_json"]
 
@@ -101,13 +101,13 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
                 # A cache hit here, or one inside the remote flow run: either way no steps ran now.
                 cached = cached or bool(tr.get("cached"))
             else:
-                tr = train_flow(params)
+                tr = subflow(train_flow, params)
                 cached = tr["cached"]
             stages["train"] = linked(tr, cached, parent, exp, home, rubric_set_id)
 
             # --- evaluation ---------------------------------------------------------------------
             if cfg.evaluate.enabled:
-                ev = evaluate_flow(EvaluateFlowParams(
+                ev = subflow(evaluate_flow, EvaluateFlowParams(
                     train=stages["train"], train_config=tcfg.config, evaluate=cfg.evaluate,
                     rubric_set_id=rubric_set_id, rubric_set_json=rubric_json, vlm=cfg.vlm, experiment=exp,
                     parent_run_id=parent, home=home))
@@ -115,7 +115,9 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
         status = "FINISHED"
     finally:
         summary = summarize(cfg, stages, parent, home, time.perf_counter() - t0)
-        finish_pipeline_run(parent, summary, status, home)
+        if not in_prefect():  # every stage was a cache hit: no Prefect run was started (run_pipeline)
+            summary["tags"]["arr.fast_rerun"] = "true"
+        call(finish_pipeline_run, parent, summary, status, home)
     return summary
 
 
@@ -163,11 +165,31 @@ def summarize(cfg: PipelineConfig, stages: dict[str, dict[str, Any]], parent_run
             "inputs": stages.get("data")}
 
 
-def run_pipeline(config: PipelineConfig, home: str | Path | None = None) -> dict[str, Any]:
-    """Run the pipeline flow with its results (the cache) persisted under ``home``."""
+def run_pipeline(config: PipelineConfig, home: str | Path | None = None, *,
+                 fast_rerun: bool | None = None) -> dict[str, Any]:
+    """Run the pipeline flow with its results (the cache) persisted under ``home``.
+
+    ``fast_rerun`` (default: only when no Prefect server is configured): when every stage is a cache
+    hit, skip Prefect altogether (its temporary local API takes 5–30 s to start and would dominate a
+    run that does no work) and record the run in MLflow and the store from the cached results
+    (``flows._wiring.rerun_from_cache``; the parent run carries ``arr.fast_rerun=true``). Any stage to
+    run, or any error, and the flow runs under Prefect as usual.
+    """
     h = resolve_home(home)
+    if fast_rerun is None:
+        fast_rerun = not _prefect_server_configured()
+    if fast_rerun:
+        summary = rerun_from_cache(pipeline_flow, config, home=str(h), results=results_dir(h))
+        if summary is not None:
+            return summary
     with local_run_settings():
         return pipeline_flow.with_options(result_storage=results_dir(h), persist_result=True)(config, home=str(h))
+
+
+def _prefect_server_configured() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
 @contextlib.contextmanager

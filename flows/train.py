@@ -7,6 +7,8 @@ Deployed on the ``gpu-h100`` work pool (prefect.yaml); the pipeline runs it as a
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -31,12 +33,39 @@ class TrainFlowParams(BaseModel):
                              "the work pool's ARR_GPUS job variable, else 1")
 
 
+def worker_gpus(params: TrainFlowParams) -> int:
+    """The processes to start on this machine: ``params.gpus``, else the work pool's ``ARR_GPUS`` job
+    variable, else 1; refused (exit 2, naming where the number came from) when training on CUDA asks
+    for more processes than this machine has visible devices. Checked on the worker, before a step."""
+    from arr_core.errors import InputError
+    from arr_core.recipes.preflight import check_device
+    from arr_core.rpo.config import TrainConfig
+
+    raw = params.gpus if params.gpus is not None else os.environ.get("ARR_GPUS", "1")
+    field = "training.gpus" if params.gpus is not None else "ARR_GPUS (the work pool's job variable)"
+    try:
+        gpus = int(raw)
+    except ValueError:
+        raise InputError(f"must be a whole number of processes, got {raw!r}", field=field) from None
+    if gpus < 1:
+        raise InputError(f"must be at least 1, got {gpus}", field=field)
+    cfg = TrainConfig.model_validate_json(Path(params.train_config_uri).read_text(encoding="utf-8"))
+    try:
+        check_device(cfg.policy.device, gpus, "training.config.policy.device")
+    except InputError as e:
+        if e.field != "gpus":
+            raise
+        raise InputError(f"{e.reason} on this worker ({socket.gethostname()}); lower it or run on a "
+                         "machine with more GPUs", field=field) from None
+    return gpus
+
+
 # persist_result=False: a retried pipeline run re-enters this stage (see flows/pipeline.py).
 @flow(name="rpo-train", persist_result=False)
 def train_flow(params: TrainFlowParams) -> dict[str, Any]:
     """Returns the training summary: LoRA folder and MLflow artifact URI, metrics, steps, ``cached``."""
     apply_defaults()  # the entry point a worker runs: offline defaults (ARR_HOME's MLflow, results)
-    gpus = params.gpus or int(os.environ.get("ARR_GPUS", "1"))
+    gpus = worker_gpus(params)
     result, cached = run_task(run_rpo, params.train_key, params.train_config_uri, params.rubric_set_uri,
                               params.vlm, params.out_dir, params.experiment, params.parent_run_id, gpus)
     return {**result, "cached": cached}

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks._artifacts import publish_stage
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store, retry_transient
 
@@ -51,6 +52,9 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
     splits = {name: sorted(r.pair_id for r in recs) for name, recs in ds.split(**split_kw).items()}
     if max_seed_pairs is not None:
         splits["seed"] = splits["seed"][:max_seed_pairs]
+    publish_stage("data", f"dataset {dataset_id}", {"dataset id": dataset_id, "name": ds.name, "task": ds.task,
+                  "records": len(ds.records), "splits": {n: len(ids) for n, ids in splits.items()},
+                  "digest": ds.digest, "source": ds.source_uri})
     return {"dataset_id": dataset_id, "digest": ds.digest, "name": ds.name, "task": ds.task,
             "source_uri": ds.source_uri, "n_records": len(ds.records),
             "splits": {name: len(ids) for name, ids in splits.items()},

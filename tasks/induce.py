@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from arr_core.errors import EndpointError
 from tasks import _mlflow as mlf
+from tasks._artifacts import publish_stage
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store, retry_transient
 
@@ -145,6 +146,9 @@ def store_rubric_set(task_kind: str, criteria: list[str], categories: dict[str, 
         mlf.log_metrics(run_id, metrics)
         mlf.log_artifact(run_id, json_path, "rubric_set")
         mlf.log_artifact(run_id, text_path, "rubric_set")
+    publish_stage("induce", f"rubric set {rs.id}", {**tags, **metrics},
+                  table=[{"theme": t.theme, "tips": len(t.tips)} for t in rs.themes],
+                  markdown=f"```\n{rs.to_text()}\n```", mlflow_run_id=run_id)
     return {"stage": "induce", "entity_kind": "rubric_set", "entity_id": rs.id, "mlflow_run_id": run_id,
             "rubric_set_id": rs.id, "unchanged": unchanged, "tags": tags, "metrics": metrics,
             "artifacts": {"rubric_set_json": str(json_path), "rubric_set_text": str(text_path)}}

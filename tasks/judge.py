@@ -15,6 +15,7 @@ from typing import Any
 from prefect import task
 
 from tasks import _mlflow as mlf
+from tasks._artifacts import publish_stage
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store, retry_transient
 
@@ -97,5 +98,9 @@ def judge_heldout(dataset_id: str, dataset_digest: str, pair_ids: list[str], rub
         mlf.log_artifact(run_id, out, "judge_report")
         if report.get("html_report"):
             mlf.log_artifact(run_id, report["html_report"], "judge_report")
+    publish_stage("judge", f"judge check of {rs.id}",
+                  {**tags, "pairs": len(records), "vlm calls": metrics["vlm_calls"]},
+                  table=[{"condition": n, **{k: v for k, v in s.items() if isinstance(v, (int, float))}}
+                         for n, s in report["conditions"].items()], mlflow_run_id=run_id)
     return {"stage": "judge", "entity_kind": "rubric_set", "entity_id": rs.id, "mlflow_run_id": run_id,
             "tags": tags, "metrics": metrics, "artifacts": {"judge_report": str(out)}}

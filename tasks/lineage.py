@@ -16,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import _mlflow as mlf
+from tasks._artifacts import publish_stage
 from tasks.common import home_path, open_store
 
 
@@ -49,6 +50,13 @@ def finish_pipeline_run(run_id: str, summary: dict[str, Any], status: str, home:
         p.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         mlf.log_artifact(run_id, p)
     mlf.end_run(run_id, status)
+    stages = summary.get("stages") or {}
+    publish_stage("pipeline", f"pipeline {summary.get('name')}: {status}",
+                  {"status": status, **summary.get("tags", {}), **summary.get("metrics", {})},
+                  table=[{"stage": n, "cached": bool(s.get("cached")),
+                          "entity": s.get("entity_id") or s.get("dataset_id"),
+                          "mlflow run": s.get("pipeline_child_run_id") or s.get("mlflow_run_id")}
+                         for n, s in stages.items()], mlflow_run_id=run_id)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -70,6 +78,9 @@ def link_stage(result: dict[str, Any], cached: bool, parent_run_id: str, experim
         mlf.log_metrics(run_id, {**result.get("metrics", {}), "cached": 1, "vlm_calls_this_run": 0,
                                  "train_steps_this_run": 0})
         mlf.end_run(run_id)
+        publish_stage(result["stage"], f"{result['stage']}: cached", {
+            "entity": result["entity_id"], "cached": True, "run that did the work": result["mlflow_run_id"],
+            **result.get("metrics", {})}, mlflow_run_id=run_id)
     store = open_store(home)
     store.record_mlflow_run(result["entity_kind"], result["entity_id"], result["stage"], run_id,
                             parent_run_id, experiment)

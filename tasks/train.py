@@ -18,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import _mlflow as mlf
+from tasks._artifacts import publish_stage
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path
 
@@ -109,6 +110,7 @@ def run_rpo(train_key: str, train_config_uri: str, rubric_set_uri: str | None, v
                "registered_model": model, "metrics": metrics, "artifacts": {"lora": result["lora_dir"],
                                                  "metrics": result["metrics_uri"]}}
     (out / RESULT_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    publish_stage("train", f"training {train_key}", {**tags, **metrics}, mlflow_run_id=run_id)
     return summary
 
 

@@ -34,14 +34,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+            raise RuntimeError(f"the server for {url} exited with {proc.returncode}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise TimeoutError(f"prefect server at {url} not healthy after {timeout} s")
+    raise TimeoutError(f"server at {url} not healthy after {timeout} s")
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,45 @@ def _children(client, parent_run_id: str) -> dict:
     exp = client.get_run(parent_run_id).info.experiment_id
     runs = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
     return {r.data.tags["arr.stage"]: r for r in runs}
+
+
+@contextlib.contextmanager
+def no_warnings() -> Iterator[list[str]]:
+    """Collect WARNING+ log records of every logger (Prefect's do not propagate to the root) and every
+    Python warning raised inside the block."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"{record.name}: {record.getMessage()}")
+
+    handler = Keep(level=logging.WARNING)
+    loggers = [logging.getLogger(n) for n in ("", "prefect", "mlflow", "py.warnings")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield seen
+        seen.extend(f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught)
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+
+
+def _artifacts(keys: list[str]) -> dict[str, list]:
+    """The Prefect artifacts with these keys, newest first per key."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+                                 sort=ArtifactSort.CREATED_DESC)
+    out: dict[str, list] = {}
+    for a in arts:
+        out.setdefault(a.key, []).append(a)
+    return out
 
 
 def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy_policy_dir: Path,
@@ -41,7 +84,9 @@ def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy
 
     # 2. Same config again: induce and judge are cache hits, training and evaluation run.
     monkeypatch.delenv(FAIL_ENV)
-    rerun = run_pipeline(cfg, home)
+    with no_warnings() as seen:  # a clean run prints no warning (issue 25)
+        rerun = run_pipeline(cfg, home)
+    assert seen == []
     st = rerun["stages"]
     assert [n for n in STAGES if st[n]["cached"]] == ["induce", "judge"]
     assert rerun["metrics"]["train_steps_this_run"] == 2
@@ -51,7 +96,9 @@ def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy
     assert Path(st["evaluate"]["artifacts"]["report"]).is_file()
 
     # 3. Once more: every stage is a cache hit, 0 VLM calls and 0 training steps.
-    cached = run_pipeline(cfg, home)
+    with no_warnings() as seen:
+        cached = run_pipeline(cfg, home)
+    assert seen == []
     st2 = cached["stages"]
     assert all(st2[n]["cached"] for n in STAGES)
     assert cached["metrics"]["vlm_calls_this_run"] == 0
@@ -79,7 +126,46 @@ def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy
     arts = [a.path for a in c.list_artifacts(induce_run.info.run_id, "rubric_set")]
     assert any(p.endswith(".json") for p in arts) and any(p.endswith(".txt") for p in arts)
     assert len(c.get_metric_history(st["train"]["mlflow_run_id"], "reward_mean")) == 2
-    assert [a.path for a in c.list_artifacts(st["train"]["mlflow_run_id"])] == ["lora", "samples"]
+    assert {"lora", "samples"} <= {a.path for a in c.list_artifacts(st["train"]["mlflow_run_id"])}
+
+    # 4. Issue 25 item 7: with every stage cached, run_pipeline's fast path starts no Prefect run at all
+    # (by default it is taken only without a Prefect server) and still records the lineage.
+    from prefect import get_client
+
+    with get_client(sync_client=True) as pc:
+        n_flow_runs = len(pc.read_flow_runs())
+    fast = run_pipeline(cfg, home, fast_rerun=True)
+    with get_client(sync_client=True) as pc:
+        assert len(pc.read_flow_runs()) == n_flow_runs
+    assert all(fast["stages"][n]["cached"] for n in STAGES)
+    assert fast["metrics"]["vlm_calls_this_run"] == 0 and fast["metrics"]["train_steps_this_run"] == 0
+    assert {n: fast["stages"][n]["entity_id"] for n in STAGES} == {n: st2[n]["entity_id"] for n in STAGES}
+    parent = c.get_run(fast["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["arr.fast_rerun"] == "true"
+    assert parent.data.tags["arr.rubric_set_id"] == st["induce"]["rubric_set_id"]
+    kids = _children(c, fast["mlflow_run_id"])
+    assert set(kids) == set(STAGES) and all(r.data.tags["arr.cached"] == "true" for r in kids.values())
+    assert kids["train"].data.tags["arr.source_run_id"] == st["train"]["mlflow_run_id"]
+    assert fast["stages"]["induce"]["pipeline_child_run_id"] in json.dumps(
+        Store(home).lineage(st["induce"]["rubric_set_id"]), default=str)
+
+    # Prefect artifacts per stage: summary (Markdown), table, link to the stage's MLflow run.
+    arts = _artifacts([f"arr-{s}-{k}" for s in ("data", "induce", "judge", "train", "evaluate", "pipeline")
+                       for k in ("summary", "table", "mlflow")])
+    for key in ("arr-data-summary", "arr-induce-summary", "arr-induce-table", "arr-judge-table", "arr-train-summary",
+                "arr-evaluate-summary", "arr-pipeline-summary", "arr-pipeline-table", "arr-pipeline-mlflow"):
+        assert key in arts, sorted(arts)
+    rs_id = st["induce"]["rubric_set_id"]
+    # The run that made the rubric set shows its text; a cached one says where it came from.
+    assert any(rs_id in a.data and "```" in a.data and "Theme:" in a.data for a in arts["arr-induce-summary"])
+    assert any(rs_id in a.data and "induce: cached" in a.data for a in arts["arr-induce-summary"])
+    assert any(st["train"]["mlflow_run_id"] in a.data for a in arts["arr-train-mlflow"])
+    # A link artifact's data is Markdown: [text](url).
+    assert any(a.data.endswith(f"/runs/{cached['mlflow_run_id']})") for a in arts["arr-pipeline-mlflow"]), \
+        [a.data for a in arts["arr-pipeline-mlflow"]]
+    # One row per stage, naming the stage's child run of that pipeline run.
+    assert any(all(cached["stages"][n]["pipeline_child_run_id"] in a.data for n in STAGES)
+               for a in arts["arr-pipeline-table"])
 
     # The store records each stage's runs; `arr store lineage ID` shows them.
     chain = Store(home).lineage(st["induce"]["rubric_set_id"])
@@ -109,7 +195,16 @@ def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api
     base = run_pipeline(cfg, home)
     assert not base["stages"]["induce"]["cached"]
 
-    changed = run_pipeline(tiny_config(None, **{"vlm.api_key": SECRET, "induce.max_rubrics": 4}), home)
+    c = client()
+    n_parents = len(c.search_runs([c.get_experiment_by_name("arr-test").experiment_id],
+                                  filter_string="tags.`arr.kind` = 'pipeline'"))
+    # A stage to run: the fast path's probe finds the miss, leaves no trace, and Prefect runs the flow.
+    changed = run_pipeline(tiny_config(None, **{"vlm.api_key": SECRET, "induce.max_rubrics": 4}), home,
+                           fast_rerun=True)
+    parents = c.search_runs([c.get_experiment_by_name("arr-test").experiment_id],
+                            filter_string="tags.`arr.kind` = 'pipeline'")
+    assert len(parents) == n_parents + 1 and "arr.fast_rerun" not in parents[0].data.tags
+    assert parents[0].data.tags["arr.prefect_flow_run_id"]
     ind = changed["stages"]["induce"]
     assert not ind["cached"] and ind["metrics"]["criteria_selected"] <= 4
     assert ind["rubric_set_id"] != base["stages"]["induce"]["rubric_set_id"]
@@ -121,7 +216,6 @@ def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api
     assert not bumped["stages"]["induce"]["cached"] and not bumped["stages"]["judge"]["cached"]
 
     # The API key is in no MLflow param, tag or artifact, no Prefect result and no flow-run parameter.
-    c = client()
     runs = c.search_runs([c.get_experiment_by_name("arr-test").experiment_id])
     assert len(runs) >= 9
     assert SECRET not in json.dumps([{"p": r.data.params, "t": r.data.tags} for r in runs])
@@ -130,7 +224,9 @@ def test_config_or_prompt_version_change_misses_and_secrets_stay_out(prefect_api
     assert leaked == []
     with get_client(sync_client=True) as pc:
         flow_runs = pc.read_flow_runs()
+        artifacts = pc.read_artifacts()
     assert flow_runs and SECRET not in json.dumps([fr.parameters for fr in flow_runs], default=str)
+    assert artifacts and SECRET not in json.dumps([a.model_dump(mode="json") for a in artifacts])
 
 
 @pytest.mark.slow
