@@ -1,6 +1,6 @@
 """Self-contained HTML reports for evaluations.
 
-One file per evaluation: inline CSS, plots as inline SVG (``arr_core.bench.svg``), images embedded
+One file per evaluation: inline CSS, plots as inline SVG (matplotlib, ``arr_core.bench.svg``), images embedded
 as PNG data URLs (downscaled), no scripts and no network references, so the file opens anywhere and
 can be attached to an MLflow run as one artifact.
 
@@ -83,12 +83,13 @@ class JudgedPair:
     judgments: list[dict[str, Any]] = field(default_factory=list)
     source: ImageLike = None
     pair_id: str = ""
+    reference: str = "preferred by people"  # what ``human_preferred`` stands for (e.g. a checker's choice)
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "images": [i if isinstance(i, str) else None for i in self.images],
                 "human_preferred": self.human_preferred, "rubric_text": self.rubric_text,
                 "judgments": self.judgments, "source": self.source if isinstance(self.source, str) else None,
-                "pair_id": self.pair_id}
+                "pair_id": self.pair_id, "reference": self.reference}
 
 
 @dataclass
@@ -153,7 +154,7 @@ section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 
 h2{font-size:18px;margin:4px 0 10px;color:#1f3b63} h3{font-size:14px;margin:14px 0 6px}
 .note{background:#fff4d6;border:1px solid #e8c65a;border-radius:4px;padding:8px 12px;margin:10px 0;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:4px 0 8px}
-th,td{border:1px solid #d7dbe2;padding:4px 9px;text-align:left;vertical-align:top}
+th,td{border:1px solid #d7dbe2;padding:4px 9px;text-align:left;vertical-align:top;white-space:pre-line}
 th{background:#eef1f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ci{color:#667;font-size:11px}
 .plots{display:flex;flex-wrap:wrap;gap:12px}
@@ -258,7 +259,7 @@ def _pair_html(p: JudgedPair, max_side: int) -> str:
         figs.append(f"<figure>{_img(p.source, 'source image', max_side)}<figcaption>Source image</figcaption></figure>")
     for i, im in enumerate(p.images):
         human = p.human_preferred == i
-        cap = f"Image {i + 1}" + (" — preferred by people" if human else "")
+        cap = f"Image {i + 1}" + (f" — {p.reference}" if human else "")
         figs.append(f"<figure>{_img(im, cap, max_side, 'human' if human else '')}<figcaption>{escape(cap)}"
                     f"</figcaption></figure>")
     rows = []

@@ -147,3 +147,7 @@ def _lines(ax: Any, plot: Plot) -> None:
                                 alpha=0.18, linewidth=0)
     ax.margins(y=0.1)
     ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+    if all(isinstance(x, int) for s in plot.series for x in s.x):  # steps, counts: no 1.25 ticks
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
