@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,6 +27,17 @@ Format = Annotated[Optional[str], typer.Option("--format", help="Dataset format:
                                                "imagerewarddb (default: detected from the fields; printed).")]
 
 
+# --json on every read command: one JSON document on stdout (for scripts), nothing else there.
+Json = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
+
+
+def print_json(obj: object) -> None:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -33,6 +46,59 @@ Home = Annotated[
     typer.Option("--home", envvar="ARR_HOME", show_envvar=True,
                  help="State folder for the store, MLflow and Prefect results (default ./.arr)."),
 ]
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar (``total`` known) or a spinner with the elapsed time, on stdout only when it is
+    a terminal (scripts and pipes get the plain output, unchanged). Yields ``update(completed, total)``;
+    the bar disappears when the block ends."""
+    if not console.is_terminal:
+        yield lambda completed=None, total=None: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda completed=None, total=None: bar.update(task, completed=completed, total=total)
+
+
+def deprecated_alias(old_flag: str, old_value: Any, new_flag: str, new_value: Any) -> Any:
+    """One name per flag across commands: an old spelling still works for now, with a warning on
+    stderr; giving both is an error."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        from arr_core.errors import InputError
+
+        raise InputError(f"give {new_flag} only ({old_flag} is its deprecated spelling)", field=old_flag)
+    err_console.print(f"[yellow]warning:[/] {old_flag} is deprecated: use {new_flag}")
+    return old_value
+
+
+def stored_dataset(ref: Path | str, home: Optional[Path]) -> Any:
+    """The dataset a ``ds-…`` id names (what ``arr data import`` prints), read back from the store,
+    when no file of that name exists; ``None`` for a path. Commands that take PAIRS accept either."""
+    s = str(ref)
+    if not s.startswith("ds-") or Path(s).exists():
+        return None
+    from arr_core.data.dataset import Dataset
+    from arr_core.store.store import Store
+
+    store = Store(resolve_home(home), read_only=True)
+    info = store.get_dataset(s)  # NotFoundError naming the id and the store
+    return Dataset(records=store.get_dataset_records(s), name=info["name"], source_uri=info["source_uri"] or s,
+                   task=info["task"])
 
 
 def home_dir(home: Optional[Path]) -> Path:

@@ -9,7 +9,18 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from arr_cli.common import AllowOutside, AllowRemote, Format, Home, Root, console, home_dir
+from arr_cli.common import (
+    AllowOutside,
+    AllowRemote,
+    Format,
+    Home,
+    Json,
+    Root,
+    console,
+    home_dir,
+    print_json,
+    progress,
+)
 from arr_core.data.images import DEFAULT_MAX_IMAGE_SIDE
 from arr_core.errors import InputError
 
@@ -26,26 +37,28 @@ DataPath = Annotated[Path, typer.Argument(help="A dataset file, a folder (its da
                                           "such as `'bench/*/train-*.parquet'`.")]
 
 
-def describe_format(path: Path, fmt: str | None) -> str:
+def describe_format(path: Path, fmt: str | None, quiet: bool = False) -> str:
     """Resolve the dataset's format (named, or detected from its fields), print it, return its name."""
     from rich.markup import escape
 
     from arr_core.data.formats import FORMATS, resolve_format
 
     name, how = resolve_format(path, fmt)
-    console.print(f"format: [bold]{name}[/] ({escape(how)}: {escape(FORMATS[name].title)})", soft_wrap=True)
+    if not quiet:
+        console.print(f"format: [bold]{name}[/] ({escape(how)}: {escape(FORMATS[name].title)})", soft_wrap=True)
     return name
 
 
 @data_app.command("validate")
 def validate(path: DataPath, task: Task = None, allow_outside: AllowOutside = False,
              allow_ties: AllowTies = False, max_image_side: MaxSide = DEFAULT_MAX_IMAGE_SIDE,
-             allow_remote: AllowRemote = False, root: Root = None, fmt: Format = None) -> int:
+             allow_remote: AllowRemote = False, root: Root = None, fmt: Format = None,
+             as_json: Json = False) -> int:
     """Check a dataset and print its format, record counts and every problem found (exit 2 if any
     record is invalid). Writes nothing."""
     from arr_core.data.dataset import Dataset, scan_dataset
 
-    name = describe_format(path, fmt)
+    name = describe_format(path, fmt, quiet=as_json)
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside, allow_ties=allow_ties,
                                      max_image_side=max_image_side, allow_remote=allow_remote, root=root,
                                      format=name)
@@ -55,6 +68,15 @@ def validate(path: DataPath, task: Task = None, allow_outside: AllowOutside = Fa
     tasks = Counter(r.task for r in records)
     n_cands = Counter(len(r.images) for r in records)
     splits = {k: len(v) for k, v in ds.split().items()}
+    if as_json:
+        print_json({"path": str(path), "format": name, "valid_records": len(records),
+                    "invalid_records": len({p.record for p in fatal}), "tasks": dict(tasks),
+                    "candidates_per_record": {str(k): v for k, v in n_cands.items()}, "splits": splits,
+                    "digest": ds.digest if records else None, "ok": not fatal,
+                    "errors": [str(p) for p in fatal], "notes": [str(p) for p in notes]})
+        if fatal:
+            raise typer.Exit(2)
+        return 0
     table = Table(title=f"{path}", show_header=False)
     table.add_row("valid records", str(len(records)))
     table.add_row("invalid records", str(len({p.record for p in fatal})))
@@ -88,12 +110,14 @@ def import_(path: DataPath, name: Annotated[str, typer.Option("--name", help="A 
     if not name.strip():
         raise InputError("--name must not be empty", field="name")
     fmt_name = describe_format(path, fmt)
-    ds = load_dataset(path, task=task, name=name, allow_outside=allow_outside, allow_ties=allow_ties,
-                      max_image_side=max_image_side, allow_remote=allow_remote, root=root, format=fmt_name)
-    dataset_id = Store(home_dir(home)).put_dataset(ds)
+    with progress(f"checking and storing {path}"):
+        ds = load_dataset(path, task=task, name=name, allow_outside=allow_outside, allow_ties=allow_ties,
+                          max_image_side=max_image_side, allow_remote=allow_remote, root=root, format=fmt_name)
+        dataset_id = Store(home_dir(home)).put_dataset(ds)
     for n in ds.notes:
         console.print(f"[yellow]note[/] {path}: {n}")
-    console.print(f"imported {len(ds.records)} records as [bold]{dataset_id}[/] (task {ds.task})")
+    console.print(f"imported {len(ds.records)} records as [bold]{dataset_id}[/] (task {ds.task}); use the id "
+                  f"as the pairs of arr induce --pairs / arr judge --pairs", soft_wrap=True)
     console.print(dataset_id)
     return 0
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table as RichTable
 
-from arr_cli.common import AllowOutside, AllowRemote, Format, Home, Root, console, home_dir
+from arr_cli.common import AllowOutside, AllowRemote, Format, Home, Root, console, home_dir, progress
 from arr_core.errors import InputError
 
 eval_app = typer.Typer(help="Benchmarks: judge preference accuracy (with/without rubrics, position bias, "
@@ -299,10 +299,11 @@ def generate(
     client = (_vlm_client(backend, model, base_url, seed, store)[0]
               if checker == "vlm" or benchmark == "winrate" else None)
     rs = store.get_rubric_set(rubrics) if rubrics and benchmark == "winrate" else None
-    result = recipe.generate(policy, items, benchmark, home_dir(home) / "evals", lora=lora, checker=checker,
-                             client=client, rubric_set=rs, n_per_prompt=n_per_prompt, steps=steps, seed=seed,
-                             n_boot=n_boot, simulated=checker == "scene" or backend == "scene",
-                             source=str(prompts), limit=limit)
+    with progress(f"sampling {len(items)} prompts × {n_per_prompt} and scoring ({benchmark})"):
+        result = recipe.generate(policy, items, benchmark, home_dir(home) / "evals", lora=lora, checker=checker,
+                                 client=client, rubric_set=rs, n_per_prompt=n_per_prompt, steps=steps, seed=seed,
+                                 n_boot=n_boot, simulated=checker == "scene" or backend == "scene",
+                                 source=str(prompts), limit=limit)
     _finish(store, result, report)
     return 0
 

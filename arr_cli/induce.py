@@ -18,12 +18,14 @@ from arr_cli.common import (
     Root,
     console,
     home_dir,
+    progress,
     resolve_rubrics,
+    stored_dataset,
 )
 from arr_core.errors import InputError
 
-Pairs = Annotated[Path, typer.Option("--pairs", help="Preference pairs: ARR reference JSON/JSONL/YAML or "
-                                     "the project's JSONL/Parquet.")]
+Pairs = Annotated[Path, typer.Option("--pairs", help="Preference pairs: ARR reference JSON/JSONL/YAML, "
+                                     "the project's JSONL/Parquet, or a dataset id from `arr data import`.")]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="VLM backend: scene (offline simulator) "
                                                 "| openai (any OpenAI-compatible endpoint).")]
 BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. "
@@ -68,15 +70,17 @@ Split = Annotated[str, typer.Option("--split", help="Use only this split of the 
 
 
 def _load_pairs(pairs: Path, allow_outside: bool, split: str = "all", allow_remote: bool = False,
-                root: Path | None = None, fmt: str | None = None, allow_ties: bool = False) -> Any:
+                root: Path | None = None, fmt: str | None = None, allow_ties: bool = False,
+                home: Path | None = None) -> Any:
     from arr_cli.data import describe_format
     from arr_core.data.dataset import SPLITS, Dataset, load_dataset
 
     if split != "all" and split not in SPLITS:
         raise InputError(f"must be one of {', '.join(SPLITS)} or all, got {split!r}", field="--split")
-    name = describe_format(pairs, fmt)
-    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, format=name,
-                      allow_ties=allow_ties)
+    ds = stored_dataset(pairs, home)  # a ds-… id from `arr data import`
+    if ds is None:
+        ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root,
+                          format=describe_format(pairs, fmt), allow_ties=allow_ties)
     if ds.task not in ("t2i", "edit"):
         raise InputError(f"pairs must all be t2i or all be edit records, got {ds.task!r}", file=str(pairs),
                          field="task")
@@ -177,11 +181,12 @@ def register(app: typer.Typer) -> None:
         check_endpoint(cfg.generator, "generator")
         if cfg.verifier is not None:
             check_endpoint(cfg.verifier, "verifier")
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt, allow_ties)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt, allow_ties, home)
         store = Store(home_dir(home))
         parent_id = store.resolve_rubric_set_id(parent) if parent else None
 
-        def progress(done: int, total: int, outcome: Any) -> None:
+        def report(done: int, total: int, outcome: Any) -> None:
+            bar(done, total)
             console.print(f"  [{done}/{total}] pair {outcome.pair_id}: {outcome.status} after "
                           f"{outcome.epochs} attempt(s)")
 
@@ -189,7 +194,8 @@ def register(app: typer.Typer) -> None:
                       f"(generator {cfg.generator.backend}:{cfg.generator.model}, verifier "
                       f"{cfg.verifier_config().backend}:{cfg.verifier_config().model})")
         t0 = time.perf_counter()
-        rs = induce_rubrics(ds, cfg, store, parent_id=parent_id, progress=progress, skip_tied=allow_ties)
+        with progress(f"inducing from {len(ds.records)} pairs", total=len(ds.records)) as bar:
+            rs = induce_rubrics(ds, cfg, store, parent_id=parent_id, progress=report, skip_tied=allow_ties)
         wall = time.perf_counter() - t0
         if parent_id is not None and rs.id == parent_id:
             console.print(f"no change: the new pairs leave rubric set {parent_id} as it is (parent unchanged)")
@@ -279,7 +285,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"applies to --mode scores and must be binary or 1-5, got {scale!r}", field="--scale")
         store = Store(home_dir(home))
         rs: RubricSet | None = resolve_rubrics(store, rubrics)
-        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt, allow_ties)
+        ds = _load_pairs(pairs, allow_outside, split, allow_remote, root, fmt, allow_ties, home)
         tied = [r for r in ds.records if r.label_rank is not None and r.label_rank.count(min(r.label_rank)) > 1]
         if tied:  # only with --allow-ties: judged apart, they have no preferred image to be right about
             ds = dataclasses.replace(ds, records=[r for r in ds.records if r not in tied])
@@ -322,7 +328,8 @@ def register(app: typer.Typer) -> None:
                                        mapping=mapping, seed=seed, store=store) if tied else []
             return js, both, on_ties
 
-        with store.connect():  # one connection for the cache writes and judgments of the whole run
+        # One connection for the cache writes and judgments of the whole run.
+        with store.connect(), progress(f"judging {len(ds.records)} pairs (order {order})"):
             js, both, on_ties = asyncio.run(run())
         wall = time.perf_counter() - t0
         failed = check_judgments(js, client, "judge", jcfg.max_failure_rate).failed  # exit 4 past the policy

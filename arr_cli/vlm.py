@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from arr_cli.common import Home, console, err_console, home_dir
+from arr_cli.common import Home, Json, console, deprecated_alias, err_console, home_dir, print_json
 from arr_core.errors import InputError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -30,8 +30,11 @@ def register(app: typer.Typer) -> None:
         hang_s: Annotated[float, typer.Option(help="how long an injected hang lasts")] = 30.0,
         seed: Annotated[int, typer.Option(help="seed of the injected faults and of the scene VLM")] = 0,
         model: Annotated[Optional[str], typer.Option(help="model name (openai: the upstream model)")] = None,
+        base_url: Annotated[Optional[str], typer.Option(
+            "--base-url", help="openai backend: the upstream OpenAI-compatible endpoint (default "
+            "OPENAI_BASE_URL); key from OPENAI_API_KEY")] = None,
         upstream_url: Annotated[Optional[str], typer.Option(
-            help="openai backend: upstream base URL (default OPENAI_BASE_URL); key from OPENAI_API_KEY")] = None,
+            "--upstream-url", hidden=True, help="deprecated: --base-url")] = None,
         token: Annotated[Optional[str], typer.Option(
             "--token", envvar="ARR_SERVE_TOKEN", help="Bearer token clients must send (required in proxy mode, "
             "so nobody spends the owner's OPENAI_API_KEY without it; default ARR_SERVE_TOKEN)")] = None,
@@ -43,6 +46,7 @@ def register(app: typer.Typer) -> None:
         from arr_core.vlm.config import VLMConfig, build_backend
         from arr_core.vlm.server import FaultConfig, serve
 
+        base_url = deprecated_alias("--upstream-url", upstream_url, "--base-url", base_url)
         if backend not in ("scene", "openai"):
             raise InputError(f"must be 'scene' or 'openai', got {backend!r}", field="--backend")
         if not 0 < port < 65536:
@@ -51,7 +55,7 @@ def register(app: typer.Typer) -> None:
             faults = FaultConfig(latency_ms=latency_ms, error_rate=error_rate, rate_limit_rate=rate_limit_rate,
                                  timeout_rate=timeout_rate, malformed_rate=malformed_rate,
                                  retry_after_s=retry_after_s, hang_s=hang_s, seed=seed)
-            cfg = VLMConfig(backend=backend, model=model, base_url=upstream_url, seed=seed)
+            cfg = VLMConfig(backend=backend, model=model, base_url=base_url, seed=seed)
         except ValueError as e:
             raise InputError(str(e)) from None
         if backend == "openai" and not token:
@@ -68,7 +72,7 @@ def register(app: typer.Typer) -> None:
         return 0
 
     @vlm.command("cache-stats")
-    def cache_stats_cmd(home: Home = None) -> int:
+    def cache_stats_cmd(home: Home = None, as_json: Json = False) -> int:
         """Rows in the VLM response cache per backend, model, request kind and prompt version."""
         from arr_core.errors import NotFoundError
         from arr_core.store.store import Store
@@ -77,6 +81,9 @@ def register(app: typer.Typer) -> None:
             rows = Store(home_dir(home), read_only=True).fetchall("vlm_cache_stats")
         except NotFoundError:  # nothing written yet
             rows = []
+        if as_json:
+            print_json([{k: r[k] for k in ("backend", "model", "kind", "prompt_version", "n")} for r in rows])
+            return 0
         if not rows:
             console.print("the VLM cache is empty")
         for r in rows:

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import task
 
 from tasks import _mlflow as mlf
+from tasks._artifacts import publish_stage
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store, retry_transient
 
@@ -86,6 +87,7 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
                                report_uri=str(report_path) if report_path.exists() else None)
     if report_path.exists():  # written above, so `links` is set
         publish_report(report_path, links, delta, metrics)
+    publish_stage("evaluate", f"evaluation {eval_id}", {**tags, **metrics}, mlflow_run_id=run_id)
     return {"stage": "evaluate", "entity_kind": "evaluation", "entity_id": eval_id,
             "mlflow_run_id": run_id, "tags": tags, "metrics": metrics,
             "artifacts": {"report": str(report_path), "samples": str(out / "samples.png")}}
