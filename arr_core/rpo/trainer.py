@@ -68,7 +68,14 @@ from arr_core.rpo.distributed import (
     broadcast_parameters,
     shard_fsdp,
 )
-from arr_core.rpo.kernels import attention_context, compile_repeated_blocks
+from arr_core.rpo.kernels import (
+    BatchChoice,
+    attention_context,
+    choose_batch_size,
+    compile_repeated_blocks,
+    free_device_bytes,
+    measure_peak_bytes,
+)
 from arr_core.rpo.lora import add_lora
 from arr_core.rpo.policy import Cond, Policy, index_cond
 from arr_core.rpo.sde import StepTable
@@ -312,6 +319,46 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
     return grid
 
 
+AUTO_BATCH_FILE = "rollout_batch.json"  # next to each checkpoint of an 'auto' run
+
+
+def auto_batch_size(policy: Policy, peft_model: torch.nn.Module, params: list[torch.nn.Parameter],
+                    prompts: list[str], sources: list[Image.Image] | None, args: RPOArgs, roll_kw: dict[str, Any],
+                    ctx: DistContext, resume: str | Path | None) -> BatchChoice:
+    """``rollout_batch_size: auto`` (prompts per rollout batch, also the training micro-batch).
+
+    A resumed run keeps the size it started with (``AUTO_BATCH_FILE`` next to its checkpoints), so
+    its trajectory does not depend on the memory free at resume. Else, on CUDA: the peak memory of
+    one image (one prompt sampled with G = 1, one trained step's forward and backward and the
+    adapter-off reference: ``warm_up`` at batch 1, inside the run's attention context, leaving no
+    trace) and the free device memory go to ``kernels.choose_batch_size``; elsewhere its default.
+    Under torchrun every rank takes the smallest rank's choice (the ranks step in lock-step).
+    """
+    if resume is not None:
+        saved = find_checkpoint(resume) / AUTO_BATCH_FILE
+        if saved.is_file():
+            kept = json.loads(saved.read_text())
+            return BatchChoice(int(kept["size"]), f"kept from {saved.parent.name}: {kept['reason']}")
+    device = params[0].device
+    if device.type != "cuda":
+        choice = choose_batch_size(args.prompts_per_step, args.group_size,
+                                   unmeasured=f"{device.type}: no device memory to measure")
+    else:
+        probe_kw = {**roll_kw, "group_size": 1}
+        with attention_context(args.attention_backend, device):
+            per_image = measure_peak_bytes(lambda: warm_up(policy, peft_model, params, prompts, sources, 1,
+                                                           args.trained_steps[0], probe_kw, need_ref=args.beta > 0),
+                                           device)
+        choice = choose_batch_size(args.prompts_per_step, args.group_size, free_bytes=free_device_bytes(device),
+                                   per_image_bytes=per_image)
+    if ctx.active:
+        smallest = int(-all_reduce_mean({"neg_size_max": -choice.size}, ctx)["neg_size_max"])
+        if smallest != choice.size:
+            choice = BatchChoice(smallest, f"{choice.reason}; the smallest over {ctx.world_size} ranks: {smallest}",
+                                 choice.free_bytes, choice.per_image_bytes)
+    return choice
+
+
 # Steps in a row whose groups all abstained before training stops (each such step updates nothing).
 MAX_ABSTAIN_STEPS = 2
 
@@ -375,7 +422,7 @@ class RPOArgs:
     trained_steps: tuple[int, ...]
     sde_mask: tuple[bool, ...]
     prompts_per_step: int
-    rollout_batch_size: int
+    rollout_batch_size: int | str  # 'auto': chosen by auto_batch_size
     config_digest: str
     seed: int = 0
     lora_rank: int = 16
@@ -447,6 +494,22 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
         policy.transformer.enable_gradient_checkpointing()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     broadcast_parameters(params, ctx)
+    sigmas = policy.sigmas(n_steps).to(device=params[0].device, dtype=torch.float32)
+    if sigmas.shape != (n_steps + 1,) or float(sigmas[0]) != 1.0 or float(sigmas[-1]) != 0.0:
+        raise ValueError(f"policy.sigmas({n_steps}) must be ({n_steps + 1},) from 1 to 0, got {sigmas.tolist()}")
+    roll_kw = dict(group_size=G, sigmas=sigmas, noise=args.noise, a=args.a, eta=args.eta,
+                   shared_initial_noise=args.shared_initial_noise, bf16=args.bf16_autocast, sde_mask=sde_mask,
+                   noise_block=args.noise_block, judged_image=args.judged_image)
+    # The step maths' coefficients, once per run: rollouts and trained steps then make no host sync.
+    table = StepTable(sigmas, kind=args.noise, a=args.a, eta=args.eta, noise_block=args.noise_block)
+    table.check_density(trained)
+    roll_kw["table"] = table
+    batch_size = args.rollout_batch_size
+    if batch_size == "auto":  # measured now: eager, before compilation and sharding
+        choice = auto_batch_size(policy, peft_model, params, prompts, sources, args, roll_kw, ctx, resume)
+        batch_size = choice.size
+        if ctx.is_main:
+            say(f"rollout_batch_size auto: {batch_size} prompts × G={G} per batch ({choice.reason})")
     # compile 'auto': on CUDA without FSDP. Lazy: each block compiles on its first call (the warm-up
     # below); done before FSDP wraps the blocks, as torchtitan orders them.
     compiled = args.compile if isinstance(args.compile, bool) else params[0].device.type == "cuda" and not fsdp
@@ -462,9 +525,6 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warm + 1)) if warm else 1.0)
     generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + ctx.rank)
     stream = PromptStream(len(prompts), args.seed, ctx.rank, ctx.world_size)
-    sigmas = policy.sigmas(n_steps).to(device=device, dtype=torch.float32)
-    if sigmas.shape != (n_steps + 1,) or float(sigmas[0]) != 1.0 or float(sigmas[-1]) != 0.0:
-        raise ValueError(f"policy.sigmas({n_steps}) must be ({n_steps + 1},) from 1 to 0, got {sigmas.tolist()}")
 
     start = 0
     metrics_path = out_dir / "metrics.jsonl"
@@ -486,23 +546,16 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             kept = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
         metrics_path.write_text("".join(ln + "\n" for ln in kept))
 
-    n_batches = args.prompts_per_step // args.rollout_batch_size
+    n_batches = args.prompts_per_step // batch_size
     units = [(bi, i) for bi in range(n_batches) for i in trained]
     chunk = len(units) if args.accumulate == "all" else args.accumulate
-    roll_kw = dict(group_size=G, sigmas=sigmas, noise=args.noise, a=args.a, eta=args.eta,
-                   shared_initial_noise=args.shared_initial_noise, bf16=args.bf16_autocast, sde_mask=sde_mask,
-                   noise_block=args.noise_block, judged_image=args.judged_image)
-    # The step maths' coefficients, once per run: rollouts and trained steps then make no host sync.
-    table = StepTable(sigmas, kind=args.noise, a=args.a, eta=args.eta, noise_block=args.noise_block)
-    table.check_density(trained)
-    roll_kw["table"] = table
     last: dict[str, Any] = {}
     ckpt_dir: Path | None = None
     with _JudgeLoop() as judge, attention_context(args.attention_backend, device):
         warmup_s = None
         if compiled:  # trace and tune on throw-away inputs, so that no step's timing includes it
             t0 = time.perf_counter()
-            warm_up(policy, peft_model, params, prompts, sources, args.rollout_batch_size, trained[0], roll_kw,
+            warm_up(policy, peft_model, params, prompts, sources, batch_size, trained[0], roll_kw,
                     need_ref=args.beta > 0)
             warmup_s = time.perf_counter() - t0
             say(f"compiled {n_blocks} repeated blocks; warm-up {warmup_s:.1f}s (not in the step times)")
@@ -514,7 +567,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             batches: list[Rollout] = []
             pending: list[Rollout] = []
             for _ in range(n_batches):
-                idx = stream.take(args.rollout_batch_size)
+                idx = stream.take(batch_size)
                 t0 = time.perf_counter()
                 ro = rollout(policy, [prompts[j] for j in idx], [sources[j] for j in idx] if sources else None,
                              generator=generator, **roll_kw)
@@ -626,6 +679,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             m["images_per_s"] = args.prompts_per_step * G * ctx.world_size / m["time_step_s"]
             m["lr"] = scheduler.get_last_lr()[0]
             m["step"] = step + 1
+            m["rollout_batch_size"] = batch_size  # the chosen one under 'auto'
             if warmup_s is not None:  # this process's compile warm-up, reported once, outside time_step_s
                 m["time_warmup_s"], warmup_s = warmup_s, None
             last = m
@@ -647,6 +701,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                 save_checkpoint(ckpt_dir, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler,
                                 generator=generator, step=done, data_state=stream.state(),
                                 config_digest=digest, rank=ctx.rank, is_main=ctx.is_main)
+                if ctx.is_main and args.rollout_batch_size == "auto":  # a resume keeps the size (same trajectory)
+                    (ckpt_dir / AUTO_BATCH_FILE).write_text(json.dumps({"size": batch_size, "reason": choice.reason}))
                 barrier(ctx)
                 if ctx.is_main:  # every rank's files are written: the manifest marks it complete
                     write_manifest(ckpt_dir, done)

@@ -66,15 +66,20 @@ def counter(monkeypatch: pytest.MonkeyPatch) -> SyncCounter:
 
 
 def _scope_to_loop(policy: Any, c: SyncCounter) -> None:
-    """Count from the return of ``initial_latents`` to the call of ``decode``: the denoising loop."""
+    """Count from the return of ``initial_latents`` to the call of ``decode``: the denoising loop.
+    Inside it the default device is ``meta``, so a tensor made on the host without a device (on CUDA a
+    host→device copy each step, which synchronises from pageable memory) fails: it cannot be copied
+    out of ``meta``. (Before the fix, FluxPolicy built its image position ids so at every step.)"""
     init, dec = policy.initial_latents, policy.decode
 
     def initial_latents(*a: Any, **k: Any) -> torch.Tensor:
         out = init(*a, **k)
         c.on = True
+        torch.set_default_device("meta")
         return out
 
     def decode(*a: Any, **k: Any) -> Any:
+        torch.set_default_device(None)
         c.on = False
         return dec(*a, **k)
 
@@ -112,8 +117,11 @@ def test_no_host_sync_inside_the_denoising_loop(kind: str, counter: SyncCounter)
     set_eval_mode(policy)
     _scope_to_loop(policy, counter)
     for n, mask in ((3, None), (6, [True, False, True, True, False, True])):
-        ro = rollout(policy, PROMPTS, None, generator=torch.Generator().manual_seed(0), **_kw(policy, n),
-                     sde_mask=mask)
+        try:
+            ro = rollout(policy, PROMPTS, None, generator=torch.Generator().manual_seed(0), **_kw(policy, n),
+                         sde_mask=mask)
+        finally:
+            torch.set_default_device(None)
         assert ro.latents.shape[0] == n + 1 and len(ro.images) == 4
         assert not counter.events, f"{kind}, {n} steps: host syncs in the loop: {dict(counter.events)}"
 

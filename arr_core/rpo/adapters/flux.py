@@ -93,6 +93,7 @@ class FluxPolicy:
         self.latent_height = 2 * (height // multiple)
         self.latent_width = 2 * (width // multiple)
         self.image_seq_len = (self.latent_height // 2) * (self.latent_width // 2)
+        self._ids: dict[tuple[torch.device, torch.dtype, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_components(
@@ -169,6 +170,7 @@ class FluxPolicy:
         prompt_embeds, pooled, _ = self.pipe.encode_prompt(
             prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length
         )
+        self._position_ids(self.device, self.dtype, prompt_embeds.shape[1])  # made here, not in the loop
         return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
 
     def initial_latents(self, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -221,10 +223,7 @@ class FluxPolicy:
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((batch,), self.guidance, device=latents.device, dtype=torch.float32)
         prompt_embeds = cond["prompt_embeds"].to(dtype)
-        text_ids = torch.zeros(prompt_embeds.shape[1], 3, device=latents.device, dtype=dtype)
-        img_ids = self.pipe._prepare_latent_image_ids(
-            batch, self.latent_height // 2, self.latent_width // 2, latents.device, dtype
-        )
+        text_ids, img_ids = self._position_ids(latents.device, dtype, prompt_embeds.shape[1])
         out = self.transformer(
             hidden_states=latents.to(dtype),
             timestep=timestep,
@@ -236,6 +235,17 @@ class FluxPolicy:
             return_dict=False,
         )[0]
         return out.to(torch.float32)
+
+    def _position_ids(self, device: torch.device, dtype: torch.dtype, text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """FluxPipeline's (text ids (t, 3), image ids (n, 3)), made once per device, dtype and text length:
+        the pipeline builds the image ids on the host, so making them per call would copy them to the
+        GPU (a host synchronisation) at every denoising step."""
+        key = (device, dtype, text_len)
+        if key not in self._ids:
+            self._ids[key] = (torch.zeros(text_len, 3, device=device, dtype=dtype),
+                              self.pipe._prepare_latent_image_ids(1, self.latent_height // 2, self.latent_width // 2,
+                                                                  device, dtype))
+        return self._ids[key]
 
     @torch.no_grad()
     def decode_tensor(self, latents: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,130 @@
+"""``rollout_batch_size: auto``: the choice from free memory and one image's measured peak
+(``arr_core.rpo.kernels.choose_batch_size``, a pure function, fed injected figures here), the CPU
+fallback to the documented default through the trainer (toy and tiny FLUX, bit-identical to the
+explicit size), and a resume keeping the size the run started with. The CUDA probe itself runs in
+``tests/rpo/test_gpu.py``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rpo_train_helper import train
+
+from arr_core.rewards import CallableRewarder
+from arr_core.rpo.config import TrainConfig
+from arr_core.rpo.kernels import AUTO_BATCH_DEFAULT, choose_batch_size
+from arr_core.rpo.trainer import AUTO_BATCH_FILE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+GiB = 2**30
+
+
+@pytest.mark.parametrize(("prompts", "free_gib", "per_image_gib", "expected"), [
+    (8, 141, 9.0, 4),    # 141·0.85 − 2 = 117.9 GiB usable, 6 prompts × 2 images fit; at most 8/2 = 4
+    (8, 60, 9.0, 2),     # 49 GiB usable: 2 prompts fit (2 is a divisor of 8)
+    (8, 75, 9.0, 2),     # 61.8 GiB: 3 fit, but 3 does not divide 8 → 2
+    (12, 75, 9.0, 3),    # the same with 12 prompts: 3 divides 12
+    (64, 141, 0.5, 8),   # 117 prompts fit; the cap is 8
+    (1, 141, 0.5, 1),    # one prompt per step: one batch of 1
+    (8, 20, 9.0, 1),     # 15 GiB usable < 18 GiB for one prompt: 1, with the warning
+])
+def test_choice_from_injected_memory_figures(prompts: int, free_gib: float, per_image_gib: float,
+                                             expected: int) -> None:
+    c = choose_batch_size(prompts, 2, free_bytes=int(free_gib * GiB), per_image_bytes=int(per_image_gib * GiB))
+    assert c.size == expected, c
+    assert prompts % c.size == 0 and c.free_bytes == int(free_gib * GiB)
+    assert f"free {free_gib:.2f} GiB" in c.reason and "per image (probe)" in c.reason
+    assert ("not even one prompt" in c.reason) == (expected == 1 and free_gib == 20)
+
+
+def test_margin_reserve_and_cap_are_applied() -> None:
+    per = GiB
+    # exactly 4 prompts × 2 images fit in free·(1 − margin) − reserve = 8 GiB
+    free = int((8 * GiB + 2 * GiB) / 0.85) + 1
+    assert choose_batch_size(16, 2, free_bytes=free, per_image_bytes=per).size == 4
+    assert choose_batch_size(16, 2, free_bytes=free - 2, per_image_bytes=per).size == 2  # 3.99 fit → 2
+    assert choose_batch_size(16, 2, free_bytes=free, per_image_bytes=per, margin=0.0, reserve_bytes=0).size == 4
+    assert choose_batch_size(16, 2, free_bytes=100 * GiB, per_image_bytes=per, cap=2).size == 2
+    assert choose_batch_size(16, 4, free_bytes=free, per_image_bytes=per).size == 2  # G = 4: half as many
+
+
+def test_without_figures_the_documented_default() -> None:
+    c = choose_batch_size(8, 2, unmeasured="cpu: no device memory to measure")
+    assert c.size == AUTO_BATCH_DEFAULT == 2 and c.reason.startswith("cpu: no device memory to measure: the default 2")
+    assert choose_batch_size(3, 2).size == 1  # 2 does not divide 3
+    assert choose_batch_size(8, 2, free_bytes=10 * GiB).size == 2  # one figure missing: unmeasured
+    with pytest.raises(ValueError, match="per_image_bytes must be > 0"):
+        choose_batch_size(8, 2, free_bytes=GiB, per_image_bytes=0)
+    with pytest.raises(ValueError, match="prompts_per_step and group_size"):
+        choose_batch_size(0, 2)
+
+
+def test_config_accepts_auto_and_checks_numbers_as_before() -> None:
+    base: dict[str, Any] = dict(policy={"kind": "toy"}, prompts={"source": "world"}, prompts_per_step=6)
+    assert TrainConfig.model_validate({**base, "rollout_batch_size": "auto"}).rollout_batch_size == "auto"
+    for bad, msg in ((0, "greater than or equal to 1"), ("big", "auto"), (4, "must be a multiple")):
+        with pytest.raises(ValueError, match=msg):
+            TrainConfig.model_validate({**base, "rollout_batch_size": bad})
+
+
+def _cfg(kind: str, **kw: Any) -> TrainConfig:
+    policy = {"kind": "toy"} if kind == "toy" else {"kind": "flux", "folder": "tiny"}
+    prompts = {"source": "world"} if kind == "toy" else {"source": "file", "path": "x"}
+    base: dict[str, Any] = dict(policy=policy, prompts=prompts, num_steps=3, group_size=2, prompts_per_step=4,
+                                lr=1e-2, sample_grid_every=0, checkpoint_every=0, lora={"rank": 2, "alpha": 4},
+                                steps=1, compile=False)
+    base.update(kw)
+    return TrainConfig.model_validate(base)
+
+
+def _policy(kind: str, make_policy: Any) -> Any:
+    if kind == "toy":
+        from arr_core.sim.toy_policy import ToyPolicy
+
+        return ToyPolicy.random(seed=0)
+    return make_policy(seed=0)
+
+
+def _lora(res: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in res.model.named_parameters() if "lora_" in n}
+
+
+@pytest.mark.parametrize("kind", ["toy", "flux"])
+def test_auto_trains_on_cpu_with_the_default_and_equals_the_explicit_size(
+        kind: str, make_policy: Any, prompts: list[str], redness_fn: Any, tmp_path: Path) -> None:
+    lines: list[str] = []
+    auto = train(_policy(kind, make_policy), CallableRewarder(redness_fn), prompts,
+                 _cfg(kind, rollout_batch_size="auto"), tmp_path / "auto", progress=lines.append)
+    assert any(ln.startswith("rollout_batch_size auto: 2 prompts × G=2 per batch (cpu: no device memory to "
+                             "measure: the default 2") for ln in lines), lines
+    m = auto.last_metrics
+    assert m["rollout_batch_size"] == 2 and m["ratio_max"] == 1.0 and m["grad_norm"] > 0
+    fixed = train(_policy(kind, make_policy), CallableRewarder(redness_fn), prompts,
+                  _cfg(kind, rollout_batch_size=2), tmp_path / "fixed", progress=None)
+    a, f = _lora(auto), _lora(fixed)
+    assert a.keys() == f.keys() and all(torch.equal(a[k], f[k]) for k in a)
+    assert not (tmp_path / "fixed" / "checkpoints" / "step_000001" / AUTO_BATCH_FILE).exists()
+
+
+def test_a_resumed_auto_run_keeps_the_size_it_started_with(make_policy: Any, prompts: list[str], redness_fn: Any,
+                                                           tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = dict(rollout_batch_size="auto", checkpoint_every=1)
+    train(make_policy(seed=0), CallableRewarder(redness_fn), prompts, _cfg("flux", **cfg), run, progress=None)
+    saved = run / "checkpoints" / "step_000001" / AUTO_BATCH_FILE
+    kept = json.loads(saved.read_text())
+    assert kept["size"] == 2 and "cpu: no device memory" in kept["reason"]
+    # As if the run had started on a device where 1 was chosen (the manifest lists the file's size,
+    # so rewrite it with the same length).
+    size = saved.stat().st_size
+    saved.write_text(json.dumps({"size": 1, "reason": ""})[:-2] + "x" * (size - 25) + '"}')
+    assert saved.stat().st_size == size and json.loads(saved.read_text())["size"] == 1
+    lines: list[str] = []
+    res = train(make_policy(seed=0), CallableRewarder(redness_fn), prompts, _cfg("flux", steps=2, **cfg), run,
+                resume=run, progress=lines.append)
+    assert any("rollout_batch_size auto: 1 prompts" in ln and "kept from step_000001" in ln for ln in lines), lines
+    assert res.last_metrics["rollout_batch_size"] == 1
