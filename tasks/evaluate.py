@@ -86,39 +86,17 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
     eval_id = save_eval_result(open_store(home), ev.result,
                                report_uri=str(report_path) if report_path.exists() else None)
     if report_path.exists():  # written above, so `links` is set
-        publish_report(report_path, links, delta, metrics)
+        # Prefect artifacts arr-report-summary (headline figures, where the report is) and -mlflow (link).
+        publish_stage("report", "pipeline run report", {
+            "report file": str(report_path),
+            "GenEval-format Δ trained − base (paired, 95% CI)":
+                f"{delta['point']:+.3f} [{delta['lo']:+.3f}, {delta['hi']:+.3f}]",
+            "win rate judge": metrics.get("winrate.judge"), "win rate checker": metrics.get("winrate.checker"),
+            **links}, mlflow_run_id=run_id)
     publish_stage("evaluate", f"evaluation {eval_id}", {**tags, **metrics}, mlflow_run_id=run_id)
     return {"stage": "evaluate", "entity_kind": "evaluation", "entity_id": eval_id,
             "mlflow_run_id": run_id, "tags": tags, "metrics": metrics,
             "artifacts": {"report": str(report_path), "samples": str(out / "samples.png")}}
-
-
-def publish_report(report_path: Path, links: dict[str, str | None], delta: dict[str, float],
-                   metrics: dict[str, Any]) -> None:
-    """The report as Prefect artifacts of this run (key ``arr-pipeline-report``): a Markdown summary
-    with the headline figures and where the report is, and a link to it in MLflow. Outside a Prefect
-    run nothing is written; a refused artifact never fails the stage (the report is stored and logged)."""
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    if TaskRunContext.get() is None and FlowRunContext.get() is None:
-        return
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
-
-    judge, checker = metrics.get("winrate.judge"), metrics.get("winrate.checker")
-    lines = ["## Pipeline run report", "", f"- report file: `{report_path}`",
-             f"- GenEval-format Δ trained − base (paired, 95% CI): {delta['point']:+.3f} "
-             f"[{delta['lo']:+.3f}, {delta['hi']:+.3f}]",
-             f"- win rate of trained over base: judge {judge if judge is None else round(judge, 3)}, "
-             f"checker {checker if checker is None else round(checker, 3)}"]
-    lines += [f"- {k}: {v}" for k, v in links.items() if v]
-    try:
-        create_markdown_artifact("\n".join(lines) + "\n", key="arr-pipeline-report", description="pipeline run report")
-        create_link_artifact(str(links["MLflow evaluation run"]), link_text="evaluation run (report.html under its artifacts)",
-                             key="arr-pipeline-report-link", description="the pipeline run's report in MLflow")
-    except Exception as e:  # presentation only
-        from prefect.logging import get_run_logger
-
-        get_run_logger().error("could not write the report's Prefect artifacts: %s", e)
 
 
 def prefect_flow_run_url() -> str | None:

@@ -50,10 +50,10 @@ def test_pipeline_run_writes_logs_and_publishes_one_full_report(prefect_api, hom
     # A Prefect artifact of the run points at it.
     with get_client(sync_client=True) as pc:
         arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=["arr-pipeline-report", "arr-pipeline-report-link"])))
-    assert {a.key for a in arts} == {"arr-pipeline-report", "arr-pipeline-report-link"}
-    md = next(a.data for a in arts if a.key == "arr-pipeline-report")
-    assert str(report) in md and "paired, 95% CI" in md
+            any_=["arr-report-summary", "arr-report-mlflow"])))
+    assert {a.key for a in arts} == {"arr-report-summary", "arr-report-mlflow"}
+    md = next(a.data for a in arts if a.key == "arr-report-summary")
+    assert str(report) in md and "paired, 95% CI" in md and "/runs/flow-run/" in md
     # Stored with the evaluation: `arr report ID` renders the same sections again.
     again = render_html(report_from_row(load_eval_row(Store(home), st["evaluate"]["entity_id"])))
     assert re.findall(r'<section id="([^"]+)"', again) == ids
