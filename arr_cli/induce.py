@@ -110,9 +110,7 @@ def _judge_by_scores(client: Any, records: list[Any], rs: Any, store: Any, scale
     except ValueError as e:
         raise InputError(str(e), field="--rubrics") from None
     t0 = time.perf_counter()
-    with store.connect():
-        js, results = asyncio.run(judge_records_by_scores(client, records, criteria, rubric_set_id=rs.id,
-                                                          store=store))
+    js, results = asyncio.run(judge_records_by_scores(client, records, criteria, rubric_set_id=rs.id, store=store))
     counter = FailureCounter("judge", endpoint_name(client), max_failure_rate=max_failure_rate, early_abort=0)
     for r in (r for res in results for r in res):
         if r.transport_failed:
@@ -328,8 +326,8 @@ def register(app: typer.Typer) -> None:
                                        mapping=mapping, seed=seed, store=store) if tied else []
             return js, both, on_ties
 
-        # One connection for the cache writes and judgments of the whole run.
-        with store.connect(), progress(f"judging {len(ds.records)} pairs (order {order})"):
+        # The store is opened per read and write: `arr store ls` gets in while the judge runs.
+        with progress(f"judging {len(ds.records)} pairs (order {order})"):
             js, both, on_ties = asyncio.run(run())
         wall = time.perf_counter() - t0
         failed = check_judgments(js, client, "judge", jcfg.max_failure_rate).failed  # exit 4 past the policy

@@ -209,11 +209,10 @@ def induce_rubrics(dataset: Any, cfg: Any, store: Any, *, parent_id: str | None 
             raise InputError(f"all {len(tied)} pairs have a tied label: no preference to induce rubrics from",
                              file=dataset.source_uri, field="label_rank")
         dataset = dataclasses.replace(dataset, records=[r for r in dataset.records if r not in tied])
-    with store.connect():  # one connection for the run (see generate_and_verify)
-        # One event loop for every VLM call: an HTTP client's pooled connections belong to the loop
-        # that opened them.
-        return asyncio.run(_induce(dataset, cfg, store, task, (client_gen, client_ver), dataset_id, parent_id,
-                                   progress, lineage_name, len(tied), digest))
+    # One event loop for every VLM call: an HTTP client's pooled connections belong to the loop that
+    # opened them. The store is opened per write (see generate_and_verify): readers are never locked out.
+    return asyncio.run(_induce(dataset, cfg, store, task, (client_gen, client_ver), dataset_id, parent_id,
+                               progress, lineage_name, len(tied), digest))
 
 
 async def _induce(dataset: Any, cfg: Any, store: Any, task: str, clients: tuple[Any, Any], dataset_id: str,

@@ -33,7 +33,6 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -323,14 +322,12 @@ async def generate_and_verify(records: Sequence[PreferenceRecord], client_gen: A
     (pairs finished so far stay in the store). reuse: outcomes by induction key to take as they are
     (an incremental induction passes its parent's).
     """
-    # One store connection for the whole stage: opening a DuckDB file costs ~50 ms, and every pair
-    # reads and writes the cache and its attempts several times. (The store holds the writer lock
-    # while the stage runs.)
-    with store.connect() if store is not None else nullcontext():
-        return await _generate_and_verify(records, client_gen, client_ver, generate_number, max_epochs,
-                                          verify_orders, concurrency, store, progress,
-                                          dataset_id=dataset_id, reuse=reuse,
-                                          policy=(max_failure_rate, early_abort))
+    # The store is opened for each read and write and closed after it (DuckDB locks the whole file
+    # while any connection is open): other processes (`arr store ls`, a judge run) get in between.
+    return await _generate_and_verify(records, client_gen, client_ver, generate_number, max_epochs,
+                                      verify_orders, concurrency, store, progress,
+                                      dataset_id=dataset_id, reuse=reuse,
+                                      policy=(max_failure_rate, early_abort))
 
 
 async def _generate_and_verify(records: Sequence[PreferenceRecord], client_gen: Any, client_ver: Any,

@@ -5,15 +5,20 @@ records, the VLM response cache, judgments, training runs, evaluation results an
 All SQL is read from ``sql/`` (migrations and named queries) and every statement is
 parameterized.
 
-Concurrency: DuckDB allows one writing process per file. Connections are opened per unit of work
-(reentrant within a Store instance and thread) and a conflicting open is retried with backoff up to
-``lock_timeout_s``, after which :class:`StoreLockedError` says who holds the lock. Writing a rubric
-set is one transaction: a crash leaves the whole version or nothing.
+Concurrency: DuckDB allows one writing process per file, and a process that has the file open locks
+out every other one, readers too. So the file is opened per unit of work (one query, one write
+transaction; reentrant within a Store instance and thread) and closed right after it: a long command
+(induction, judging, training) holds the lock only for its short reads and writes, and `arr store ls`
+gets in between. Opening is cheap: the file is ATTACHed to one in-memory DuckDB per process (~1 ms)
+instead of connected anew (~40 ms, a new database instance each time). A conflicting open is retried
+with backoff up to ``lock_timeout_s``, after which :class:`StoreLockedError` says who holds the lock.
+Writing a rubric set is one transaction: a crash leaves the whole version or nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import threading
@@ -35,6 +40,61 @@ from arr_core.store import sqlfiles
 _LOCK_RE = re.compile(r"(Could not set lock|Conflicting lock|database is locked)", re.I)
 
 
+class _Attachments:
+    """The process's one in-memory DuckDB that store files are ATTACHed to while any unit of work of
+    this process uses them (a file can be attached once per process: units share it, counted), and
+    DETACHed, releasing the file lock, when the last one ends. Each unit gets its own cursor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._host: duckdb.DuckDBPyConnection | None = None
+        self._pid = 0
+        self._files: dict[str, list[Any]] = {}  # path -> [alias, users, read_only]
+        self._n = 0
+
+    def open(self, path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+        key = os.path.realpath(path)  # one attachment per file, however it is named
+        with self._lock:
+            if self._host is None or self._pid != os.getpid():  # a forked child never uses its parent's
+                self._host, self._pid, self._files = duckdb.connect(":memory:"), os.getpid(), {}
+            entry = self._files.get(key)
+            if entry is not None and entry[2] and not read_only:
+                # Readers of this process have it open read-only: the writer waits like any other.
+                raise duckdb.IOException(f"Could not set lock on {key}: open read-only in this process")
+            if entry is None:
+                self._n += 1
+                alias = f"arr_store_{self._n}"
+                quoted = "'" + key.replace("'", "''") + "'"
+                self._host.execute(f"ATTACH {quoted} AS {alias}" + (" (READ_ONLY)" if read_only else ""))
+                entry = self._files[key] = [alias, 0, read_only]
+            entry[1] += 1
+            try:
+                cur = self._host.cursor()
+                cur.execute(f"USE {entry[0]}")
+            except BaseException:
+                self._release(key)
+                raise
+        return cur
+
+    def close(self, path: Path, con: duckdb.DuckDBPyConnection) -> None:
+        con.close()
+        with self._lock:
+            if self._pid == os.getpid():
+                self._release(os.path.realpath(path))
+
+    def _release(self, key: str) -> None:
+        entry = self._files[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._files[key]
+            assert self._host is not None
+            self._host.execute(f"DETACH {entry[0]}")
+
+
+_ATTACHED = _Attachments()
+_MIGRATE_LOCK = threading.Lock()
+
+
 class Store:
     def __init__(self, home: str | Path | None = None, *, read_only: bool = False,
                  lock_timeout_s: float = 30.0, path: str | Path | None = None) -> None:
@@ -45,7 +105,6 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self._local = threading.local()
         self._migrated = False
-        self._migrate_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, read_only={self.read_only})"
@@ -58,7 +117,7 @@ class Store:
             try:
                 if self.read_only and not self.path.exists():
                     raise NotFoundError(f"no store at {self.path} (nothing has been written yet)")
-                return duckdb.connect(str(self.path), read_only=self.read_only)
+                return _ATTACHED.open(self.path, self.read_only)
             except duckdb.IOException as e:
                 msg = str(e)
                 if not _LOCK_RE.search(msg):
@@ -88,7 +147,7 @@ class Store:
             self._local.depth -= 1
             if self._local.depth == 0:
                 con, self._local.con = self._local.con, None
-                con.close()
+                _ATTACHED.close(self.path, con)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -109,7 +168,7 @@ class Store:
                 self._local.in_tx = False
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        with self._migrate_lock:
+        with _MIGRATE_LOCK:  # one per process: two Store objects migrating at once conflict
             if self._migrated:
                 return
             con.execute(sqlfiles.query("schema_version_create"))
