@@ -50,7 +50,7 @@ def _register() -> None:
     # Later stages register themselves when their modules exist.
     import importlib
 
-    for name in ("world", "vlm", "induce", "train", "toy", "evaluate", "pipeline"):
+    for name in ("world", "vlm", "induce", "train", "toy", "evaluate", "pipeline", "serve"):
         try:
             mod = importlib.import_module(f"arr_cli.{name}")
         except ModuleNotFoundError as exc:  # only a missing stage module is tolerated

@@ -10,7 +10,8 @@ sum is the images' reward (``arr_core.rewards.outcome_from_values``: equal sums 
 
 Components (``kind`` in the config; the recipe builds them):
 - ``JudgeComponent``: any group rewarder — the rank judge (its rank rewards; a tie gives 0s), the
-  per-criterion judge (composites), the checklist judge. An abstention fails the group.
+  per-criterion judge (its composites, a tie included), the checklist judge. An abstention fails
+  the group.
 - ``QuestionsComponent``: yes/no checkpoints per prompt (TIIF / UniGenBench style) asked of each
   image through the VLM (``build_check``); the value is the share of "yes".
 - ``CheckerComponent``: a rule-based verifier ``fn(prompt, image) -> score`` or ``(score,
@@ -74,6 +75,7 @@ class ComponentResult:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     latency_s: float = 0.0
+    criteria: dict[str, list[int | None]] | None = None  # per-criterion judge: label → each image's score
 
     @classmethod
     def failed(cls, error: str, latency_s: float = 0.0) -> ComponentResult:
@@ -103,12 +105,17 @@ class JudgeComponent(Component):
         res = []
         for o in outs:
             metrics = dict((o.details or {}).get("metrics") or {})
+            labels, rows = (o.details or {}).get("criteria"), (o.details or {}).get("scores")
+            crit = ({lab: [r[i] if r is not None else None for r in rows] for i, lab in enumerate(labels)}
+                    if labels and rows else None)
             if o.outcome == "abstain":
                 errs = [e for e in ((o.details or {}).get("errors") or []) if e]
                 res.append(ComponentResult(None, None, errs[0] if errs else "the judge abstained", metrics,
-                                           o.latency_s))
+                                           o.latency_s, crit))
             else:
-                res.append(ComponentResult(list(o.rewards), None, None, metrics, o.latency_s))
+                comps = (o.details or {}).get("composites")  # a per-criterion judge: its composites, also on a tie
+                values = list(comps) if comps and None not in comps else list(o.rewards)
+                res.append(ComponentResult(values, None, None, metrics, o.latency_s, crit))
         return res
 
 
@@ -267,9 +274,11 @@ class HybridRewarder:
             for i, v in enumerate(normalise(r.values, p.normalize)):  # type: ignore[arg-type]
                 total[i] += p.weight * v
         latency = max((r.latency_s for r in results), default=0.0)
-        details = {"metrics": metrics, "components": {p.component.name: {"values": r.values, "error": r.error,
-                                                                         "confidences": r.confidences}
-                                                      for p, r in zip(self.parts, results, strict=True)}}
+        details: dict[str, Any] = {
+            "metrics": metrics, "totals": total,
+            "components": {p.component.name: {"values": r.values, "error": r.error, "confidences": r.confidences,
+                                              **({"criteria": r.criteria} if r.criteria else {})}
+                           for p, r in zip(self.parts, results, strict=True)}}
         if abstain is not None:
             self.stats["abstained_groups"] += 1
             log.warning("hybrid reward: group %d abstains (%s)", k, abstain)

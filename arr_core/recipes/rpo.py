@@ -143,15 +143,20 @@ def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any
     go to ``store`` when given), the checklist judge (``ChecklistRewarder``, hard themes), the
     per-criterion judge (``ScoresRewarder``; scores go to ``store``) or a hybrid of components
     (``HybridRewarder``, ``reward.components``)."""
-    rc = cfg.reward
-    task = "edit" if cfg.policy.kind == "qwen_edit" else "t2i"
+    return reward_from_config(cfg.reward, "edit" if cfg.policy.kind == "qwen_edit" else "t2i", rubric_set, client,
+                              store=store, seed=cfg.seed, hard_only=cfg.experimental.hard_only)
+
+
+def reward_from_config(rc: Any, task: str, rubric_set: Any, client: Any, *, store: Any = None, seed: int = 0,
+                       hard_only: bool = False) -> tuple[Any, str]:
+    """(group rewarder, description) for a reward section ``rc`` (``arr_core.rpo.config.RewardConfig``)
+    on ``task`` ("t2i" or "edit"): what ``build_rewarder`` and the reward service build."""
     if rc.mode == "checklist":
         from arr_core.judge.checklist import ChecklistRewarder
 
         if rubric_set is None:
             raise InputError("reward.mode 'checklist' checks rubrics; give a rubric set, not 'none'",
                              field="--rubrics")
-        hard_only = cfg.experimental.hard_only
         try:
             rewarder = ChecklistRewarder(client, rubric_set, task, hard_themes=rc.hard_themes, hard_only=hard_only)
         except ValueError as e:  # a hard theme the rubric set does not have; a set for another task
@@ -163,12 +168,11 @@ def build_rewarder(cfg: TrainConfig, rubric_set: Any, client: Any, *, store: Any
     if rc.mode == "scores":
         return scores_rewarder(rc, task, rubric_set, client, store=store, where="reward")
     if rc.mode == "hybrid":
-        return hybrid_rewarder(rc, task, rubric_set, client, store=store, seed=cfg.seed)
+        return hybrid_rewarder(rc, task, rubric_set, client, store=store, seed=seed)
     from arr_core.judge.reward import JudgeRewarder
 
     try:
-        rewarder = JudgeRewarder(client, rubric_set, task, rc.order, mapping=rc.mapping, seed=cfg.seed,
-                                 store=store)
+        rewarder = JudgeRewarder(client, rubric_set, task, rc.order, mapping=rc.mapping, seed=seed, store=store)
     except ValueError as e:
         raise InputError(str(e), field="--rubrics") from None
     return rewarder, f"judge, rubrics {rubric_set.id if rubric_set else 'none'}, order {rc.order}"

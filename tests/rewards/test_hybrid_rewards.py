@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import math
 
-import numpy as np
 import pytest
+from conftest import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 from PIL import Image
 
 from arr_core.errors import EndpointError
@@ -26,9 +26,6 @@ from arr_core.rewards import detail_metrics
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.rewards import scene_verdict
 from arr_core.sim.scene_vlm import SceneVLM
-from arr_core.sim.world.grammar import sample_spec
-from arr_core.sim.world.render import render
-from arr_core.sim.world.scene import apply_defects, scene_from_spec
 from arr_core.vlm.client import VLMClient
 from arr_core.vlm.server import free_port
 
@@ -45,13 +42,6 @@ def _table(values: dict[tuple[str, int], object]):
         return values[key]
     return fn
 
-
-def _renders(seed: int):
-    rng = np.random.default_rng(seed)
-    spec = sample_spec(rng, "counting")
-    clean = render(scene_from_spec(spec, rng), 64, seed=seed)
-    wrong = render(apply_defects(scene_from_spec(spec, rng), spec, ["wrong_count"], rng), 64, seed=seed + 1)
-    return spec.prompt, clean, wrong
 
 
 def _run(rewarder, prompts, groups, sources=None):
