@@ -262,21 +262,6 @@ def register_model_version(name: str, source: str, run_id: str, tags: dict[str, 
     return str(mv.version)
 
 
-def run_ui_url(run_id: str) -> str:
-    """The run's page in the MLflow UI: on the tracking server when the tracking URI is one, else
-    where ``arr ui`` serves the local store (``ARR_MLFLOW_UI_URL``, default http://127.0.0.1:5000)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    base = uri if uri.startswith(("http://", "https://")) else os.environ.get("ARR_MLFLOW_UI_URL",
-                                                                               "http://127.0.0.1:5000")
-    parts = urlsplit(base)  # never a credential in a link
-    if parts.hostname:
-        base = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
-    exp = client().get_run(run_id).info.experiment_id
-    return f"{base.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
-
-
 def artifact_uri(run_id: str) -> str:
     return client().get_run(run_id).info.artifact_uri
 

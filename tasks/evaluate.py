@@ -19,7 +19,7 @@ from typing import Any
 from prefect import task
 
 from tasks import _mlflow as mlf
-from tasks._artifacts import publish_stage
+from tasks._artifacts import mlflow_run_url, publish_stage
 from tasks._cache import keyed_by
 from tasks.common import fail_point, home_path, open_store, retry_transient
 
@@ -61,8 +61,8 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
                        params={"evaluate": eval_cfg}, tags=tags) as run_id:
         if eval_cfg.get("report", True):
             # One report per pipeline run: the whole story, stored with the evaluation (`arr report ID`).
-            links = {"MLflow pipeline run": mlf.run_ui_url(parent_run_id) if parent_run_id else None,
-                     "MLflow evaluation run": mlf.run_ui_url(run_id),
+            links = {"MLflow pipeline run": mlflow_run_url(parent_run_id) if parent_run_id else None,
+                     "MLflow evaluation run": mlflow_run_url(run_id),
                      "Prefect flow run": prefect_flow_run_url(),
                      "this report in MLflow": mlf.artifact_uri(run_id).rstrip("/") + "/evaluation/report.html",
                      "LoRA (registered model)": _model_ref(train_summary.get("registered_model"))}
