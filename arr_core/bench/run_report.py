@@ -30,8 +30,27 @@ CURVES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("Judge outcomes", ("win_rate", "tie_rate", "abstain_rate"), "share of groups"),
 )
 # Absolute per-step scores (they rise when the policy improves, unlike group-ranked rewards): any
-# metric whose name contains one of these, e.g. a checker's pass rate or a rubric checklist's.
+# metric whose name contains one of these (a checker's pass rate, a rubric checklist's), a hybrid
+# reward component's raw mean (``reward/<name>/mean``), and the per-criterion rubric scores
+# (``score/<criterion>``, drawn as their mean).
 ABSOLUTE_MARKERS = ("pass_rate", "checklist", "heldout")
+
+
+def absolute_series(rows: Sequence[Mapping[str, Any]]) -> list[Series]:
+    """The absolute per-step scores of the trainer's metric rows (see ``ABSOLUTE_MARKERS``)."""
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    keys = sorted({k for r in rows for k, v in r.items() if num(v) and (
+        any(m in k for m in ABSOLUTE_MARKERS) or (k.startswith("reward/") and k.endswith("/mean")))})
+    series = [Series(k, [r["step"] for r in rows if num(r.get(k))], [float(r[k]) for r in rows if num(r.get(k))])
+              for k in keys]
+    crit = [(r["step"], [float(v) for k, v in r.items() if k.startswith("score/") and num(v)]) for r in rows]
+    crit = [(s, vs) for s, vs in crit if vs]
+    if crit:
+        series.append(Series("rubric criteria score (mean over criteria)", [s for s, _ in crit],
+                             [sum(vs) / len(vs) for _, vs in crit]))
+    return series
 
 
 @dataclass
@@ -184,13 +203,10 @@ def training_section(rows: Sequence[Mapping[str, Any]], checkpoint_scores: Seque
         series = [s for s in series if s.x]
         if series:
             plots.append(Plot(title, "line", series, x_label="step", y_label=ylab))
-    absolute = sorted({k for r in rows for k in r if any(m in k for m in ABSOLUTE_MARKERS)
-                       and isinstance(r[k], (int, float))})
+    absolute = absolute_series(rows)
     if absolute:
-        plots.append(Plot("Absolute per-step score", "line",
-                          [Series(k, [r["step"] for r in rows if k in r], [float(r[k]) for r in rows if k in r])
-                           for k in absolute], x_label="step", y_label=absolute[0] if len(absolute) == 1 else "score",
-                          y_range=(0.0, 1.0)))
+        plots.append(Plot("Absolute per-step score", "line", absolute, x_label="step",
+                          y_label=absolute[0].name if len(absolute) == 1 else "score"))
     if checkpoint_scores:
         c = sorted(checkpoint_scores, key=lambda d: d["step"])
         plots.append(Plot("Held-out score at checkpoints", "line",

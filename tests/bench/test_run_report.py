@@ -129,3 +129,14 @@ def test_run_report_renders_in_chromium(tmp_path: Path, chromium: str) -> None:
                  "Base vs trained: paired Δ", "Judge vs checker: disagreements first", "Colour fidelity"):
         assert text in dom, f"{text!r} missing from the rendered DOM"
     assert dom.count("<svg") == 7
+
+
+def test_absolute_scores_found_in_trainer_rows() -> None:
+    rows = [{"step": 1, "reward_mean": 0.45, "score/red": 0.2, "score/round": 0.6, "reward/checker/mean": 0.3,
+             "reward/checker/failed": 0.0, "tie_rate": 0.5},
+            {"step": 2, "reward_mean": 0.45, "score/red": 0.4, "score/round": 0.8, "reward/checker/mean": 0.5,
+             "reward/checker/failed": 0.0, "tie_rate": 0.5}]
+    series = {s.name: (s.x, s.y) for s in rr.absolute_series(rows)}
+    assert series == {"reward/checker/mean": ([1, 2], [0.3, 0.5]),
+                      "rubric criteria score (mean over criteria)": ([1, 2], [pytest.approx(0.4), pytest.approx(0.6)])}
+    assert rr.absolute_series([{"step": 1, "reward_mean": 0.45, "kl": 0.1}]) == []
