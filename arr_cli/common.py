@@ -27,8 +27,21 @@ Format = Annotated[Optional[str], typer.Option("--format", help="Dataset format:
                                                "imagerewarddb (default: detected from the fields; printed).")]
 
 
+def _json_mode(ctx: typer.Context, value: bool) -> bool:
+    """With --json, everything the command prints for people (format lines, notes, progress) goes to
+    stderr until the command ends, so stdout carries the JSON document alone."""
+    if value:
+        import sys
+
+        saved = console._file  # None: follow sys.stdout (pytest swaps it per test)
+        console.file = sys.stderr
+        ctx.call_on_close(lambda: setattr(console, "_file", saved))
+    return value
+
+
 # --json on every read command: one JSON document on stdout (for scripts), nothing else there.
-Json = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
+Json = Annotated[bool, typer.Option("--json", callback=_json_mode, help="Print JSON (for scripts) instead "
+                                    "of tables; other output goes to stderr.")]
 
 
 def print_json(obj: object) -> None:

@@ -8,7 +8,18 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table as RichTable
 
-from arr_cli.common import AllowOutside, AllowRemote, Format, Home, Root, console, home_dir, progress
+from arr_cli.common import (
+    AllowOutside,
+    AllowRemote,
+    Format,
+    Home,
+    Json,
+    Root,
+    console,
+    home_dir,
+    print_json,
+    progress,
+)
 from arr_core.errors import InputError
 
 eval_app = typer.Typer(help="Benchmarks: judge preference accuracy (with/without rubrics, position bias, "
@@ -53,18 +64,26 @@ def _judge_spec(spec: str, default_backend: str, base_url: str | None, seed: int
     raise InputError(f"--judge must be 'scene', 'scene:SEED' or 'openai:MODEL', got {spec!r}", field="judge")
 
 
-def _finish(store, result, report: Path | None) -> str:
+def _finish(store, result, report: Path | None, as_json: bool = False) -> str:
     from arr_core.bench.report import write_html
     from arr_core.bench.results import save_eval_result
 
     eid = save_eval_result(store, result, str(report.resolve()) if report else None)
-    for t in result.tables:
-        _print_table(t)
+    if as_json:  # the summary and every table, for scripts (the report is still written when asked)
+        print_json({"eval_id": eid, "kind": result.kind, "summary": result.summary, "config": result.config,
+                    "rubric_set_id": result.rubric_set_id, "policy_id": result.policy_id,
+                    "report": str(report) if report else None,
+                    "tables": [{"title": t.title, "columns": list(t.columns), "rows": [list(r) for r in t.rows]}
+                               for t in result.tables]})
+    else:
+        for t in result.tables:
+            _print_table(t)
     if report:
         write_html(result.report, report)
         console.print(f"report: {report}")
-    console.print(f"evaluation [bold]{eid}[/] ({result.kind})")
-    console.print(eid)
+    if not as_json:
+        console.print(f"evaluation [bold]{eid}[/] ({result.kind})")
+        console.print(eid)
     return eid
 
 
@@ -169,7 +188,7 @@ def preference(
     judge_model: JudgeModel = None, subset_key: SubsetKey = None,
     fmt: Format = None, root: Root = None, allow_outside: AllowOutside = False, allow_remote: AllowRemote = False,
     backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
-    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None, as_json: Json = False,
 ) -> int:
     """Judge accuracy against human labels without/with rubrics, per order mode, forward and reversed
     (position bias), with bootstrap 95% intervals; or a rubric-count / cross-model ablation; or, with
@@ -220,7 +239,7 @@ def preference(
                                  simulated=all(s.startswith("scene") for s in specs))
     else:
         raise InputError(f"--ablation must be cardinality or transfer, got {ablation!r}", field="ablation")
-    _finish(store, result, report)
+    _finish(store, result, report, as_json)
     return 0
 
 
@@ -247,7 +266,7 @@ def zeroshot(
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")] = None,
     fmt: Format = None, root: Root = None, allow_outside: AllowOutside = False, allow_remote: AllowRemote = False,
     backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
-    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None, as_json: Json = False,
 ) -> int:
     """Zero-shot ARR: for every pair, k rubrics generated from its prompt without the label (cached per
     prompt), then judged with them; one condition per k, beside no rubrics and the few-shot --rubrics, in
@@ -261,7 +280,7 @@ def zeroshot(
     judges = _judges(judge, judge_model, backend, model, base_url, seed, store)
     result = _paper(store, records, judges, rs, ks=k_list, generator=generator_model, with_images=with_images,
                     modes=modes, subset_key=subset_key, backend=backend, base_url=base_url, seed=seed, n_boot=n_boot)
-    _finish(store, result, report)
+    _finish(store, result, report, as_json)
     return 0
 
 
@@ -282,7 +301,7 @@ def generate(
     steps: Annotated[int, typer.Option("--steps", help="ODE sampling steps.")] = 20,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use only the first N prompts.")] = None,
     backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
-    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None, as_json: Json = False,
 ) -> int:
     """Sample a policy (base, or base + LoRA) on a prompt set and score it."""
     from arr_core.bench.prompt_sets import load_prompt_set
@@ -304,7 +323,7 @@ def generate(
                                  client=client, rubric_set=rs, n_per_prompt=n_per_prompt, steps=steps, seed=seed,
                                  n_boot=n_boot, simulated=checker == "scene" or backend == "scene",
                                  source=str(prompts), limit=limit)
-    _finish(store, result, report)
+    _finish(store, result, report, as_json)
     return 0
 
 
@@ -328,7 +347,7 @@ def protocol(
     pic_num: Annotated[int, typer.Option("--pic-num", help="DPG: images per file (4 = a 2x2 grid).")] = 1,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Score only the first N records.")] = None,
     backend: Backend = "scene", model: Model = None, base_url: BaseUrl = None, seed: Seed = 0,
-    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None,
+    n_boot: NBoot = 2000, report: ReportOut = None, home: Home = None, as_json: Json = False,
 ) -> int:
     """Score generated or edited images with a benchmark's official VLM protocol (prompts, answer parsing
     and aggregation as its repository defines; differences in docs/protocols.md)."""
@@ -346,7 +365,7 @@ def protocol(
                               n_boot=n_boot, seed=seed)
     finally:
         client.close()  # answers already received stay cached: a rerun after a failure does not ask again
-    _finish(store, result, report)
+    _finish(store, result, report, as_json)
     return 0
 
 
@@ -360,7 +379,7 @@ def register(app: typer.Typer) -> None:
         screenshot: Annotated[Optional[Path], typer.Option("--screenshot", help="Also save a PNG screenshot "
                                                            "(headless Chromium).")] = None,
         list_: Annotated[bool, typer.Option("--list", help="List stored evaluations.")] = False,
-        home: Home = None,
+        home: Home = None, as_json: Json = False,
     ) -> int:
         """Render the stored report of an evaluation as one self-contained HTML file."""
         from arr_core.bench.report import write_html
@@ -368,6 +387,9 @@ def register(app: typer.Typer) -> None:
         from arr_core.store import Store
 
         store = Store(home_dir(home))
+        if list_ and as_json:
+            print_json(store.fetchall("eval_results_list"))
+            return 0
         if list_:
             rt = RichTable(title="evaluations")
             for c in ("eval_id", "kind", "rubric_set_id", "policy_id", "created_at", "report_uri"):

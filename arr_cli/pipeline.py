@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from arr_cli.common import Home, console, home_dir, require_prefect_code
+from arr_cli.common import Home, Json, console, home_dir, print_json, require_prefect_code
 from arr_core.errors import InputError
 
 
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
     def compare_cmd(
         experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment (default: all arr ones)")] = None,
         limit: Annotated[int, typer.Option(help="newest runs to show")] = 20,
-        home: Home = None,
+        home: Home = None, as_json: Json = False,
     ) -> int:
         """A table of this project's pipeline runs: rubric set, judge model, accuracy, win rate,
         GenEval-format score, VLM calls and tokens spent by that run (cached stages count 0), wall time."""
@@ -156,6 +156,12 @@ def register(app: typer.Typer) -> None:
                              "(run `arr demo` first)", field="--experiment" if experiment else None)
         rows = c.search_runs([e.experiment_id for e in exps], filter_string="tags.`arr.kind` = 'pipeline'",
                              order_by=["attributes.start_time DESC"], max_results=limit)
+        if as_json:  # every metric and arr.* tag of each run, full ids
+            print_json([{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+                         "experiment_id": r.info.experiment_id, "metrics": r.data.metrics,
+                         "tags": {k: v for k, v in r.data.tags.items() if k.startswith("arr.")},
+                         "tokens": run_tokens(c, [e.experiment_id for e in exps], r.info.run_id)} for r in rows])
+            return 0
         t = Table(title=f"pipeline runs ({', '.join(e.name for e in exps)})")
         for col in ("run", "status", "rubric set", "judge model", "acc (rubrics)", "acc (none)",
                     "win rate", "GenEval base→trained", "VLM calls", "tokens", "wall s", "cached"):

@@ -124,3 +124,37 @@ def test_long_commands_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
         assert on_tty.returncode == 0 and piped.returncode == 0, on_tty.stderr + piped.stderr
         assert label in on_tty.stdout and "\x1b[?25l" in on_tty.stdout  # the live display (cursor hidden)
         assert label not in piped.stdout and "\x1b[" not in piped.stdout
+
+
+def test_eval_summary_and_report_list_print_json(tmp_path: Path, capsys) -> None:
+    from arr_core.sim.world.pairs import make_pairs
+
+    home = tmp_path / "home"
+    path = make_pairs("t2i", 6, 0, tmp_path / "pairs", size=32)
+    assert main(["eval", "preference", "--pairs", str(path), "--modes", "single", "--n-boot", "50",
+                 "--home", str(home), "--json"]) == 0
+    captured = capsys.readouterr()
+    ev = json.loads(captured.out)  # stdout is the JSON alone; the format line went to stderr
+    assert "format:" in captured.err
+    assert ev["eval_id"] and ev["kind"] and ev["summary"] and ev["tables"][0]["rows"]
+    assert main(["report", "--list", "--home", str(home), "--json"]) == 0
+    assert [r["eval_id"] for r in _json_out(capsys)] == [ev["eval_id"]]
+
+
+@pytest.mark.slow  # a fresh MLflow SQLite store migrates its schema: ~30–60 s on a busy 2-core machine
+def test_runs_compare_prints_json(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """arr runs compare reads the pipeline runs in MLflow: one made here the way the pipeline makes it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ARR_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from tasks import _mlflow as mlf
+    from tasks._env import apply_defaults
+
+    apply_defaults(home)
+    run_id = mlf.start_run("arr-json", "arr-json", home=home, tags={"arr.kind": "pipeline",
+                                                                    "arr.rubric_set_id": "rs-x"})
+    mlf.log_metrics(run_id, {"wall_s": 1.5, "vlm_calls_this_run": 0})
+    mlf.end_run(run_id)
+    assert main(["runs", "compare", "--home", str(home), "--json"]) == 0
+    (row,) = _json_out(capsys)
+    assert row["run_id"] == run_id and row["metrics"]["wall_s"] == 1.5 and row["tags"]["arr.rubric_set_id"] == "rs-x"
