@@ -13,6 +13,7 @@ ranks map linearly from 1.0 (rank 1) to −0.1 (rank G).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,13 +126,24 @@ def outcome_from_values(values: list[float | None], tie_tol: float = 0.0, latenc
     return GroupOutcome(vals, "win", ranks_of(vals), latency_s, details)
 
 
+_NOT_IN_METRIC_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]+")
+
+
+def metric_name(name: str) -> str:
+    """``name`` with the characters MLflow refuses in metric names (anything but letters, digits,
+    ``_ - . : /`` and spaces) replaced by ``_``: theme and component names are the user's text."""
+    return _NOT_IN_METRIC_NAMES.sub("_", name).strip()
+
+
 def detail_metrics(outcomes: list[GroupOutcome]) -> dict[str, float]:
     """The mean of every ``details["metrics"]`` entry over the groups that report it (a group that does
-    not report a name, e.g. an abstained one, does not count for it). Names in sorted order."""
+    not report a name, e.g. an abstained one, does not count for it). Names in sorted order, made safe
+    for MLflow (``metric_name``)."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for o in outcomes:
-        for k, v in ((o.details or {}).get("metrics") or {}).items():
+        for key, v in ((o.details or {}).get("metrics") or {}).items():
+            k = metric_name(key)
             sums[k] = sums.get(k, 0.0) + float(v)
             counts[k] = counts.get(k, 0) + 1
     return {k: sums[k] / counts[k] for k in sorted(sums)}

@@ -232,10 +232,10 @@ async def score_images(client: Any, criteria: Sequence[Criterion], task: str,
 
 
 def theme_means(criteria: Sequence[Criterion], rows: Sequence[Sequence[int]]) -> dict[str, float]:
-    """Per theme (criteria without a theme: ``(all)``), the weighted mean normalised score over ``rows``."""
+    """Per theme (criteria without a theme: ``all criteria``), the weighted mean normalised score over ``rows``."""
     out: dict[str, float] = {}
-    for theme in dict.fromkeys(c.theme or "(all)" for c in criteria):
-        idx = [i for i, c in enumerate(criteria) if (c.theme or "(all)") == theme]
+    for theme in dict.fromkeys(c.theme or "all criteria" for c in criteria):
+        idx = [i for i, c in enumerate(criteria) if (c.theme or "all criteria") == theme]
         sub = [criteria[i] for i in idx]
         if sum(c.weight for c in sub) > 0:
             out[theme] = sum(composite(sub, [r[i] for i in idx]) for r in rows) / len(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -21,7 +22,7 @@ from arr_core.judge.scores import (
     scored_criteria,
     theme_means,
 )
-from arr_core.rewards import detail_metrics
+from arr_core.rewards import GroupOutcome, detail_metrics
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.scene_vlm import SceneVLM
 from arr_core.store import Store
@@ -92,8 +93,18 @@ def test_group_metrics_attribution_marks_criteria_that_separate_winner_from_lose
     m = group_metrics(crit, [[5, 1], [2, 1]], ranks=[1, 2])
     assert m["attribution/c1 every requirement"] == 1.0 and m["attribution/c2 sharp edges"] == 0.0
     assert m["score/c1 every requirement"] == pytest.approx((1.0 + 0.25) / 2)
-    assert m["score_theme/(all)"] == pytest.approx(((1.0 + 1) / 2 + (0.25 + 1) / 2) / 2)
+    assert m["score_theme/all criteria"] == pytest.approx(((1.0 + 1) / 2 + (0.25 + 1) / 2) / 2)
     assert group_metrics(crit, [[3, 1], [3, 1]], ranks=None)["attribution/c1 every requirement"] == 0.0
+
+
+def test_logged_metric_names_are_ones_mlflow_accepts():
+    # MLflow metric names: letters, digits, _ - . : / and spaces (its validator's rule)
+    crit = [Criterion("Colours (hue) & tone?", "Look & feel (overall)", "1-5")]
+    o = GroupOutcome([0.0, 0.0], "tie", None, 0.0, {"metrics": group_metrics(crit, [[3], [3]], None)})
+    names = detail_metrics([o])
+    assert set(names) == {"score_theme/Look _ feel _overall_", "score/c1 Colours hue tone",
+                          "attribution/c1 Colours hue tone"}
+    assert all(re.fullmatch(r"[A-Za-z0-9_\-. :/]+", k) for k in names)
 
 
 # ---- the scene VLM answers and the rewarder -------------------------------------------------------
