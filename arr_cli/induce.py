@@ -352,6 +352,9 @@ def register(app: typer.Typer) -> None:
                       f"{diag['forward_hi']:.3f}]")
         table.add_row("accuracy, images reversed", f"{diag['reversed_accuracy']:.3f} [{diag['reversed_lo']:.3f}, "
                       f"{diag['reversed_hi']:.3f}]")
+        # Two gaps, two names (as in arr eval preference): the order gap compares the presented orders,
+        # the position gap where the preferred image was shown.
+        table.add_row("order gap (as given − reversed)", f"{diag['forward_minus_reversed']:+.3f}")
         table.add_row("position gap (preferred shown 1st − 2nd)", f"{diag['position_gap']:+.3f}")
         table.add_row("VLM calls (cache hits)", f"{stats['calls']} ({stats['cache_hits']})")
         table.add_row("wall time", f"{wall:.1f} s")

@@ -77,7 +77,9 @@ def test_data_import_id_is_accepted_as_pairs_and_read_commands_print_json(tmp_pa
     assert dataset_id.startswith("ds-") and dataset_id in {d["dataset_id"] for d in Store(home).list_datasets()}
     # The printed id is what --pairs takes (here for the judge, offline scene VLM).
     assert main(["judge", "--pairs", dataset_id, "--rubrics", "none", "--backend", "scene", "--home", home]) == 0
-    assert "accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # One name per quantity: the order gap (as given − reversed), the position gap (preferred 1st − 2nd).
+    assert "order gap (as given − reversed)" in out and "position gap (preferred shown 1st − 2nd)" in out
     assert main(["judge", "--pairs", "ds-not-there", "--rubrics", "none", "--backend", "scene",
                  "--home", home]) != 0
     assert "ds-not-there" in capsys.readouterr().err
