@@ -184,8 +184,10 @@ def summarize(outcomes: Sequence[PairOutcome], *, n_boot: int = 2000, seed: int 
     return {"by_mode_direction": acc, "bias": bias}
 
 
-def _judged_pairs(records: Sequence[PreferenceRecord], outcomes: Sequence[PairOutcome], rubric_text: str,
-                  limit: int) -> list[JudgedPair]:
+def _judged_pairs(records: Sequence[PreferenceRecord], outcomes: Sequence[PairOutcome],
+                  rubric_text: str | Mapping[str, str | None], limit: int) -> list[JudgedPair]:
+    """The first ``limit`` records with their judgments; ``rubric_text``: one text for every pair, or
+    pair id → that pair's own rubrics (zero-shot; None where their generation failed)."""
     by_pair: dict[str, list[PairOutcome]] = {}
     for o in outcomes:
         by_pair.setdefault(o.pair_id, []).append(o)
@@ -196,7 +198,10 @@ def _judged_pairs(records: Sequence[PreferenceRecord], outcomes: Sequence[PairOu
                "reason": " | ".join(x for x in o.reasons if x), "outcome": o.outcome}
               for o in by_pair.get(rec.pair_id, [])]
         pairs.append(JudgedPair(prompt=rec.prompt, images=[im.uri for im in rec.images],
-                                human_preferred=_human_best(rec), rubric_text=rubric_text, judgments=js,
+                                human_preferred=_human_best(rec), judgments=js,
+                                rubric_text=rubric_text if isinstance(rubric_text, str) else
+                                (rubric_text.get(rec.pair_id) or "(no rubrics: their generation failed; the pair "
+                                 "abstains under this condition)"),
                                 source=rec.source.uri if rec.source else None, pair_id=rec.pair_id))
     return pairs
 
@@ -616,15 +621,18 @@ def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *,
     plot = Plot("Order-balanced accuracy by rubric condition", "bar",
                 [Series(j, names, v) for j, v in bars.items()], x_label="rubrics", y_label="accuracy",
                 y_range=(0.0, 1.0), hlines=[(0.5, "chance")])
-    last_runs = next(iter(results.values()))
-    ex_cond, ex_outs, _ = last_runs[1] if len(last_runs) > 1 else last_runs[0]
+    # The example pairs show the richest condition of the first judge: the largest zero-shot k (each pair
+    # with its own generated rubrics), else the few-shot set, else no rubrics.
+    first_runs = next(iter(results.values()))
+    ex_cond, ex_outs, _ = max(first_runs, key=lambda run: (run[0].k or 0, run[0].tag != "none"))
+    ex_text = (ex_cond.per_pair if ex_cond.per_pair is not None else
+               rubric_set.to_text() if rubric_set is not None and ex_cond.tag == "fewshot" else "")
     sections = [Section("metrics", "Metrics", text=f"{len(recs)} pairs judged ({skipped} skipped, of which "
                         f"{n_tied} with a tied human label).", tables=tables),
                 Section("plots", "Plots", plots=[plot]),
                 Section("pairs", "Judged pairs", text=f"First {min(n_examples, len(recs))} pairs, judged by "
                         f"{next(iter(results))} with '{ex_cond.name}'.",
-                        pairs=_judged_pairs(recs, ex_outs, rubric_set.to_text() if rubric_set is not None and
-                                            ex_cond.tag == "fewshot" else "", n_examples))]
+                        pairs=_judged_pairs(recs, ex_outs, ex_text, n_examples))]
     config = {"protocol": "paper", "records": _records_digest(recs), "judges": list(judges), "modes": list(modes), "n_boot": n_boot,
               "seed": seed, "rubric_set_id": rubric_set.id if rubric_set is not None else None,
               "zeroshot_ks": ks, "zeroshot_generator": zeroshot_generator[0] if zeroshot_generator else None,

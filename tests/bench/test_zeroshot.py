@@ -168,3 +168,18 @@ def test_through_an_openai_compatible_endpoint_the_results_match_direct(tmp_path
     assert acc and acc == {k: v for k, v in served.summary.items() if k.startswith(("acc/", "bias/", "gain/"))}
     assert acc["acc/j/zeroshot_k5/single/balanced"] > 0.5  # judged with real rubrics, not abstentions
     assert asked == 2 * 4 + 3 * 8  # generation: 4 prompts x 2 ks; judging: 3 conditions x 4 pairs x 2 orders
+
+
+def test_the_reports_judged_pairs_show_each_pairs_own_zero_shot_rubrics(hpdv3: Path) -> None:
+    """The example pairs of a zero-shot run show the rubrics that judged each pair (the largest k), not
+    'judged without rubrics'; a pair whose generation failed says so."""
+    recs = load_dataset(hpdv3, format="hpdv3").records
+    res = pf.run_paper({"red": VLMClient(ZeroShotRed(5), cache_mode="off")}, recs, zeroshot_ks=[1, 5], n_boot=50)
+    (sec,) = [s for s in res.report.sections if s.id == "pairs"]
+    assert "'zero-shot k=5'" in sec.text and len(sec.pairs) == 4
+    for p in sec.pairs:
+        assert p.rubric_text.splitlines() == [f"{i + 1}. criterion {i}: the image is red" for i in range(5)]
+    short = pf.run_paper({"red": VLMClient(ZeroShotRed(5, short=True), cache_mode="off", max_reasks=0)}, recs,
+                         zeroshot_ks=[5], n_boot=50)
+    (sec,) = [s for s in short.report.sections if s.id == "pairs"]
+    assert all(p.rubric_text.startswith("(no rubrics: their generation failed") for p in sec.pairs)
