@@ -640,7 +640,7 @@ def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *,
     report = Report("Preference benchmark (paper protocol)", sections,
                     subtitle=f"judges {', '.join(judges)} · {len(recs)} pairs", notes=[SCENE_NOTE] if simulated
                     else [], meta=dict(config))
-    return EvalResult("preference", config, summary, tables, report,
+    return EvalResult("preference-paper", config, summary, tables, report,
                       rubric_set_id=rubric_set.id if rubric_set is not None else None,
                       details={"outcomes": {j: {c.name: outs for c, outs, _ in runs} for j, runs in results.items()}})
 

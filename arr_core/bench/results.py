@@ -21,7 +21,10 @@ from arr_core.stats import bootstrap_ci
 
 T = TypeVar("T")
 
-KINDS = ("preference", "cardinality", "transfer", "geneval", "checkpoints", "winrate", "edit")
+# preference-paper: the ARR paper's preference protocol (arr eval preference --paper / zeroshot); gedit …
+# unigenbench: a generation benchmark scored with its official protocol (arr eval protocol NAME).
+KINDS = ("preference", "preference-paper", "cardinality", "transfer", "geneval", "checkpoints", "winrate", "edit",
+         "gedit", "imgedit", "dpg", "tiif", "unigenbench")
 
 SCENE_NOTE = ("Judged/checked by the offline scene VLM simulator: a test and demo backend whose "
               "accuracies say nothing about real VLMs.")

@@ -114,6 +114,7 @@ def test_cli_paper_protocol_with_judge_models(records, tmp_path: Path, capsys) -
     assert rc == 0, out
     assert "format: editreward-bench" in out
     row = load_eval_row(Store(tmp_path / "home"), out.strip().splitlines()[-1])
+    assert row["kind"] == "preference-paper"  # apart from the plain preference benchmark in arr report --list
     titles = [t["title"] for t in row["metrics"]["tables"]]
     assert titles == ["Accuracy vs human labels (paper protocol)", "Position bias", "Accuracy per subset (subset)",
                       "Cost"]

@@ -39,6 +39,9 @@ def test_cli_imgedit_report_and_errors(tmp_path: Path, capsys) -> None:
     again = tmp_path / "again.html"
     assert main(["report", eid[:9], "--out", str(again), "--home", str(home)]) == 0
     assert again.read_text() == html
+    capsys.readouterr()
+    assert main(["report", "--list", "--home", str(home)]) == 0
+    assert "│ imgedit │" in capsys.readouterr().out  # listed under the benchmark's own kind
 
     (f["edited"] / "3.png").unlink()
     assert main(args) == 2

@@ -22,7 +22,9 @@ def _scene() -> VLMClient:
 
 
 def _run(name: str, inputs: ProtocolInputs, client: VLMClient | None = None):
-    return run_protocol(name, client or _scene(), inputs, judge_name="scene", simulated=True, n_boot=100)
+    res = run_protocol(name, client or _scene(), inputs, judge_name="scene", simulated=True, n_boot=100)
+    assert res.kind == name  # stored under the benchmark's own kind, apart from the project's checkpoints/edit
+    return res
 
 
 @pytest.mark.parametrize("parquet", [False, True])
@@ -37,7 +39,7 @@ def test_gedit_scores_a_made_edit_above_an_unmade_one(tmp_path: Path, parquet: b
     want = sum(math.sqrt(it["SC"] * it["PQ"]) for it in items.values()) / 3
     assert res.summary["gedit/en/all/O"] == pytest.approx(want)
     assert res.summary["gedit/en/intersection/O"] == 10  # only k2 is flagged Intersection_exist
-    assert res.config["protocol_version"] == "gedit-viescore-v1" and res.kind == "edit"
+    assert res.config["protocol_version"] == "gedit-viescore-v1"
     assert res.summary["vlm_calls"] == 6  # one SC and one PQ request per sample
 
 

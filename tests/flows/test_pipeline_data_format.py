@@ -75,4 +75,4 @@ def test_the_judge_stage_runs_the_paper_protocol(home: Path, tmp_path: Path) -> 
     assert "gain" not in {k.split(".")[1] for k in m if k.startswith("no_rubrics.")}
     report = json.loads(Path(out["artifacts"]["judge_report"]).read_text())
     assert report["protocol"] == "paper" and Path(report["html_report"]).stat().st_size > 1000
-    assert load_eval_row(Store(home), report["eval_id"])["kind"] == "preference"
+    assert load_eval_row(Store(home), report["eval_id"])["kind"] == "preference-paper"

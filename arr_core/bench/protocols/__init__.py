@@ -25,7 +25,7 @@ def protocol_module(name: str) -> Any:
 
 def run_protocol(name: str, client: Any, inputs: ProtocolInputs, *, judge_name: str, simulated: bool = False,
                  n_boot: int = 2000, seed: int = 0) -> Any:
-    """Score ``inputs`` with protocol ``name``; returns an ``EvalResult`` (kind ``edit`` or ``checkpoints``,
+    """Score ``inputs`` with protocol ``name``; returns an ``EvalResult`` (kind = ``name``,
     ``config["protocol"]`` = name, ``config["protocol_version"]``)."""
     return protocol_module(name).run(client, inputs, judge_name=judge_name, simulated=simulated, n_boot=n_boot,
                                      seed=seed)

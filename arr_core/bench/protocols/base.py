@@ -185,10 +185,11 @@ class Summary:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def build_result(name: str, version: str, kind: str, summary: Summary, *, inputs: ProtocolInputs,
+def build_result(name: str, version: str, summary: Summary, *, inputs: ProtocolInputs,
                  judge_name: str, simulated: bool, counter: FailureCounter | None, abstained: int,
                  items: int, differences: str, client: Any = None):
-    """The ``EvalResult`` of a protocol run (stored by ``arr eval``, rendered by ``arr report``)."""
+    """The ``EvalResult`` of a protocol run (stored by ``arr eval``, rendered by ``arr report``); its kind
+    is the benchmark's name, so ``arr report --list`` tells it from this project's own benchmarks."""
     from arr_core.bench.report import Report, Section, Table
     from arr_core.bench.results import EvalResult, simulation_notes
 
@@ -214,4 +215,4 @@ def build_result(name: str, version: str, kind: str, summary: Summary, *, inputs
                      Section("protocol", "Differences from the official protocol", text=differences)],
                     subtitle=f"{items} records · judge {judge_name}", notes=simulation_notes(simulated),
                     meta={k: v for k, v in config.items() if not isinstance(v, (dict, list))})
-    return EvalResult(kind, config, flat, tables + [cost], report, details=summary.details)
+    return EvalResult(name, config, flat, tables + [cost], report, details=summary.details)

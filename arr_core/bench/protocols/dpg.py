@@ -146,7 +146,7 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
     table = ("DPG-Bench (0-100)", ["what", "score", "images / questions"], rows,
              f"pic_num {pic_num}; score: mean over images of the dependency-masked question accuracy, 95% "
              "bootstrap interval over images; categories: unmasked question scores.")
-    return base.build_result(NAME, VERSION, "checkpoints", base.Summary([table], summary, {"items": per_item}),
+    return base.build_result(NAME, VERSION, base.Summary([table], summary, {"items": per_item}),
                              inputs=inputs, judge_name=judge_name, simulated=simulated, counter=counter,
                              abstained=len(items) - len(image_scores), items=len(image_scores),
                              differences=DIFFERENCES, client=client)

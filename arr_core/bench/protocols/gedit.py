@@ -259,7 +259,7 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
             tables.append((f"GEdit-Bench {lang} ({subset}) — VIEScore 0-10", ["group", "SC", "PQ", "O"], trs, note))
             for name, v in zip(("SC", "PQ", "O"), res["avg"], strict=True):
                 summary[f"gedit/{lang}/{subset}/{name}"] = v
-    return base.build_result(NAME, VERSION, "edit", base.Summary(tables, summary, {"items": per_item}),
+    return base.build_result(NAME, VERSION, base.Summary(tables, summary, {"items": per_item}),
                              inputs=inputs, judge_name=judge_name, simulated=simulated, counter=counter,
                              abstained=abstained, items=len(rows), differences=DIFFERENCES, client=client)
 

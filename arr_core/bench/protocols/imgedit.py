@@ -156,7 +156,7 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
     note = f"Overall 95% interval (bootstrap within types): [{ci['lo']:.3f}, {ci['hi']:.3f}]."
     summary = {f"imgedit/{t}": v for t, v in agg["types"].items()}
     summary["imgedit/overall"] = agg["overall"]
-    return base.build_result(NAME, VERSION, "edit",
+    return base.build_result(NAME, VERSION,
                              base.Summary([("ImgEdit-Bench scores (1-5)", ["edit type", "score", "images"], trs, note)],
                                           summary, {"items": per_item}),
                              inputs=inputs, judge_name=judge_name, simulated=simulated, counter=counter,

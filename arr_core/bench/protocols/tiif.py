@@ -145,6 +145,6 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
     tables = [(f"TIIF-Bench ({description} prompts) — groups", ["group", "accuracy"], trs,
                "Accuracy = answers equal to the expected yes/no, pooled over a type's questions."),
               (f"TIIF-Bench ({description} prompts) — types", ["type", "accuracy"], type_rows, "")]
-    return base.build_result(NAME, VERSION, "checkpoints", base.Summary(tables, summary, {"items": per_item}),
+    return base.build_result(NAME, VERSION, base.Summary(tables, summary, {"items": per_item}),
                              inputs=inputs, judge_name=judge_name, simulated=simulated, counter=counter,
                              abstained=abstained, items=len(rows), differences=DIFFERENCES, client=client)

@@ -230,6 +230,6 @@ def run(client: Any, inputs: base.ProtocolInputs, *, judge_name: str, simulated:
                [[k, v] for k, v in sorted(agg["sub"].items())], "")]
     summary = {f"unigenbench/{lang}/overall": agg["overall"], f"unigenbench/{lang}/pooled": agg["pooled"],
                **{f"unigenbench/{lang}/{k}": v for k, v in agg["primary"].items()}}
-    return base.build_result(NAME, VERSION, "checkpoints", base.Summary(tables, summary, {"items": per_item}),
+    return base.build_result(NAME, VERSION, base.Summary(tables, summary, {"items": per_item}),
                              inputs=inputs, judge_name=judge_name, simulated=simulated, counter=counter,
                              abstained=abstained, items=len(rows), differences=DIFFERENCES, client=client)
