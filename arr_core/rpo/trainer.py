@@ -322,6 +322,17 @@ def make_grid(images: list[Image.Image], cols: int, thumb: int = 256) -> Image.I
 AUTO_BATCH_FILE = "rollout_batch.json"  # next to each checkpoint of an 'auto' run
 
 
+def one_image_workload(policy: Policy, peft_model: torch.nn.Module, params: list[torch.nn.Parameter],
+                       prompts: list[str], sources: list[Image.Image] | None, args: RPOArgs,
+                       roll_kw: dict[str, Any]) -> Callable[[], None]:
+    """What ``auto_batch_size`` measures: everything a training step does, for one image (one prompt
+    sampled with G = 1 and decoded, one trained step's forward and backward, the adapter-off
+    reference), through ``warm_up`` (its own generator, gradients cleared afterwards)."""
+    one = {**roll_kw, "group_size": 1}
+    return lambda: warm_up(policy, peft_model, params, prompts, sources, 1, args.trained_steps[0], one,
+                           need_ref=args.beta > 0)
+
+
 def auto_batch_size(policy: Policy, peft_model: torch.nn.Module, params: list[torch.nn.Parameter],
                     prompts: list[str], sources: list[Image.Image] | None, args: RPOArgs, roll_kw: dict[str, Any],
                     ctx: DistContext, resume: str | Path | None) -> BatchChoice:
@@ -340,15 +351,13 @@ def auto_batch_size(policy: Policy, peft_model: torch.nn.Module, params: list[to
             kept = json.loads(saved.read_text())
             return BatchChoice(int(kept["size"]), f"kept from {saved.parent.name}: {kept['reason']}")
     device = params[0].device
-    if device.type != "cuda":
+    if free_device_bytes(device) is None:  # not CUDA
         choice = choose_batch_size(args.prompts_per_step, args.group_size,
                                    unmeasured=f"{device.type}: no device memory to measure")
     else:
-        probe_kw = {**roll_kw, "group_size": 1}
         with attention_context(args.attention_backend, device):
-            per_image = measure_peak_bytes(lambda: warm_up(policy, peft_model, params, prompts, sources, 1,
-                                                           args.trained_steps[0], probe_kw, need_ref=args.beta > 0),
-                                           device)
+            per_image = measure_peak_bytes(one_image_workload(policy, peft_model, params, prompts, sources, args,
+                                                              roll_kw), device)
         choice = choose_batch_size(args.prompts_per_step, args.group_size, free_bytes=free_device_bytes(device),
                                    per_image_bytes=per_image)
     if ctx.active:

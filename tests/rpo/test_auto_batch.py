@@ -17,7 +17,7 @@ from rpo_train_helper import train
 from arr_core.rewards import CallableRewarder
 from arr_core.rpo.config import TrainConfig
 from arr_core.rpo.kernels import AUTO_BATCH_DEFAULT, choose_batch_size
-from arr_core.rpo.trainer import AUTO_BATCH_FILE
+from arr_core.rpo.trainer import AUTO_BATCH_FILE, RPOArgs, one_image_workload, set_eval_mode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GiB = 2**30
@@ -128,3 +128,61 @@ def test_a_resumed_auto_run_keeps_the_size_it_started_with(make_policy: Any, pro
                 resume=run, progress=lines.append)
     assert any("rollout_batch_size auto: 1 prompts" in ln and "kept from step_000001" in ln for ln in lines), lines
     assert res.last_metrics["rollout_batch_size"] == 1
+
+
+def test_the_measured_workload_is_one_image_and_leaves_no_trace(make_policy: Any, prompts: list[str]) -> None:
+    """What the CUDA probe runs (its memory figure itself needs CUDA: tests/rpo/test_gpu.py): one
+    prompt, one image, decoded; a trained step's backward reaches the LoRA; gradients are cleared and
+    the weights and the global RNG are untouched."""
+    from arr_core.rpo.lora import add_lora
+    from arr_core.rpo.sde import StepTable
+
+    policy = make_policy(seed=0)
+    peft = add_lora(policy.transformer, rank=2, alpha=4, targets=list(policy.lora_targets))
+    set_eval_mode(policy)
+    params = [p for p in peft.parameters() if p.requires_grad]
+    sig = policy.sigmas(3).float()
+    roll_kw = dict(group_size=2, sigmas=sig, noise="flow_grpo", a=0.7, eta=0.3, shared_initial_noise=False,
+                   bf16=False, sde_mask=[True] * 3, noise_block=1, judged_image="clean_estimate",
+                   table=StepTable(sig))
+    args = RPOArgs(steps=1, group_size=2, num_steps=3, trained_steps=(1, 2), sde_mask=(True,) * 3,
+                   prompts_per_step=4, rollout_batch_size="auto", config_digest="x")
+    decoded: list[int] = []
+    dec = policy.decode
+    policy.decode = lambda z: (decoded.append(z.shape[0]), dec(z))[1]
+    grads: list[bool] = []
+    hooks = [p.register_hook(lambda g: grads.append(bool(g.abs().sum() >= 0))) for p in params]
+    before = {n: p.detach().clone() for n, p in peft.named_parameters()}
+    rng = torch.get_rng_state()
+    one_image_workload(policy, peft, params, prompts, None, args, roll_kw)()
+    for h in hooks:
+        h.remove()
+    assert decoded == [1] and grads and all(p.grad is None for p in params)
+    assert all(torch.equal(p, before[n]) for n, p in peft.named_parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(("free_gib", "expected"), [(10.0, 2), (3.0, 1)])
+def test_the_trainer_uses_the_measured_figures(free_gib: float, expected: int, make_policy: Any, prompts: list[str],
+                                               redness_fn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA branch of the trainer on CPU, with the two device counters injected: the one-image
+    workload runs inside the measurement, the figures decide the size, the run trains with it."""
+    from arr_core.rpo import trainer
+
+    ran: list[bool] = []
+
+    def measure(fn: Any, device: Any) -> int:
+        fn()
+        ran.append(True)
+        return int(0.3 * GiB)
+
+    monkeypatch.setattr(trainer, "free_device_bytes", lambda device: int(free_gib * GiB))
+    monkeypatch.setattr(trainer, "measure_peak_bytes", measure)
+    lines: list[str] = []
+    res = train(make_policy(seed=0), CallableRewarder(redness_fn), prompts, _cfg("flux", rollout_batch_size="auto"),
+                tmp_path / "run", progress=lines.append)
+    chosen = [ln for ln in lines if ln.startswith("rollout_batch_size auto:")]
+    assert ran == [True] and len(chosen) == 1 and f"free {free_gib:.2f} GiB, 0.300 GiB per image" in chosen[0]
+    assert chosen[0].startswith(f"rollout_batch_size auto: {expected} prompts")
+    assert ("not even one prompt" in chosen[0]) == (expected == 1)
+    assert res.last_metrics["rollout_batch_size"] == expected and res.last_metrics["ratio_max"] == 1.0

@@ -5,7 +5,9 @@ blocks, 4 heads × 64). Every test is skipped, with the reason, where no CUDA de
 Checks: on-policy ratio 1 ± 1e-3 and KL 0 at init in bf16; ``auto`` attention never enables cuDNN
 SDPA and the medium backward runs; the exported LoRA loads with ``FluxPipeline.load_lora_weights``;
 compile on/off agree; exact resume (N steps vs N/2 + N/2) within bf16 tolerance; a 2-step FSDP run
-on 2 GPUs (skipped with the reason on fewer).
+on 2 GPUs (skipped with the reason on fewer); the denoising loop and a trained step make no host
+synchronisation (``torch.cuda.set_sync_debug_mode("error")``); ``rollout_batch_size: auto`` measures
+one image's memory and trains like the size it chose.
 
 This file is also the FSDP worker: ``torchrun --nproc_per_node 2 test_gpu.py OUT``.
 """
@@ -75,7 +77,8 @@ def _train(policy: Any, cfg: Any, out: Path, prompts: list[str], score: Any,
 
     from arr_core.rewards import CallableRewarder
 
-    res = train(policy, CallableRewarder(score), prompts, cfg, out, progress=print, **kw)
+    kw.setdefault("progress", print)
+    res = train(policy, CallableRewarder(score), prompts, cfg, out, **kw)
     return res, [json.loads(ln) for ln in res.metrics_path.read_text().splitlines()]
 
 
@@ -154,6 +157,62 @@ def test_exact_resume_within_bf16_tolerance(tmp_path: Path, run: Any) -> None:
     resumed = _policy()
     run(resumed, _cfg(steps=4, **kw), tmp_path / "b", resume=tmp_path / "b")
     _close(_lora(straight), _lora(resumed))
+
+
+def test_no_host_sync_in_the_denoising_loop_or_a_trained_step() -> None:
+    """The CUDA side of tests/rpo/test_rollout_syncs.py: any synchronising call between the return of
+    ``initial_latents`` and the call of ``decode`` (the loop), or in a trained step's forward and
+    backward, raises."""
+    from arr_core.rpo.lora import add_lora
+    from arr_core.rpo.sde import StepTable
+    from arr_core.rpo.trainer import rollout, set_eval_mode, step_terms
+
+    policy = _policy(medium=True)
+    set_eval_mode(policy)
+    peft = add_lora(policy.transformer, rank=4, alpha=8, targets=list(policy.lora_targets))
+    sig = policy.sigmas(4).to("cuda", torch.float32)
+    table = StepTable(sig, kind="flow_grpo", a=0.7, eta=0.3)
+    table.check_density(range(3))
+    init, dec = policy.initial_latents, policy.decode
+
+    def initial_latents(*a: Any, **k: Any) -> torch.Tensor:
+        out = init(*a, **k)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        return out
+
+    def decode(*a: Any, **k: Any) -> Any:
+        torch.cuda.set_sync_debug_mode("default")
+        return dec(*a, **k)
+
+    policy.initial_latents, policy.decode = initial_latents, decode
+    try:
+        ro = rollout(policy, ["a red circle", "two blue squares"], None, group_size=2, sigmas=sig,
+                     generator=torch.Generator("cuda").manual_seed(0), noise="flow_grpo", a=0.7, eta=0.3,
+                     shared_initial_noise=False, bf16=False, table=table)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        lp, kl = step_terms(policy, peft, ro, 1, sig, noise="flow_grpo", a=0.7, eta=0.3, bf16=False, need_ref=True,
+                            table=table)
+        (lp.mean() + kl.mean()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert ro.latents.shape[0] == 5 and len(ro.images) == 4
+    assert torch.isfinite(ro.log_probs).all() and torch.isfinite(lp).all()
+
+
+def test_auto_rollout_batch_size_measures_and_trains_like_the_chosen_size(tmp_path: Path, run: Any) -> None:
+    lines: list[str] = []
+    auto_policy = _policy(medium=True)
+    _, metrics = run(auto_policy, _cfg(rollout_batch_size="auto"), tmp_path / "auto", progress=lines.append)
+    chosen = [ln for ln in lines if ln.startswith("rollout_batch_size auto:")]
+    print(chosen)  # the size and the measured figures, for the log
+    assert len(chosen) == 1 and "GiB per image (probe)" in chosen[0], lines
+    # 4 prompts per step: at most 2 per batch; a medium FLUX at 128 px fits twice on any CUDA device
+    assert metrics[0]["rollout_batch_size"] == 2 and abs(metrics[0]["ratio_max"] - 1) <= 1e-3, metrics[0]
+    fixed_policy = _policy(medium=True)
+    run(fixed_policy, _cfg(rollout_batch_size=2), tmp_path / "fixed", progress=None)
+    _close(_lora(auto_policy), _lora(fixed_policy))  # the probe left no trace
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2,
