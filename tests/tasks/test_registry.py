@@ -10,18 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 
+# The rank judge trains; the scene checker, weighted 0, only measures: its raw mean per step is an
+# absolute score (reward/checker/mean) that the group-ranked reward cannot be.
+MEASURED = {"components": [{"kind": "rubric_judge", "order": "single"},
+                           {"kind": "checker", "checker": "scene", "weight": 0.0, "required": False}],
+            "vlm": {"backend": "scene"}}
 
-def _train(tmp_path: Path, key: str, rubric_file: Path, seed: int) -> dict:
+
+def _train(tmp_path: Path, key: str, rubric_file: Path, seed: int, reward: dict | None = None) -> dict:
     from arr_core.rpo.config import TrainConfig
     from tasks import train as train_task
 
-    cfg = TrainConfig.model_validate({
-        "policy": {"kind": "toy", "device": "cpu"}, "prompts": {"source": "world", "count": 8}, "seed": seed,
-        "num_steps": 3, "steps": 2, "prompts_per_step": 2, "rollout_batch_size": 2, "lr": 1e-3,
-        "sample_grid_every": 1, "checkpoint_every": 0, "lora": {"rank": 2, "alpha": 4},
-        "reward": {"vlm": {"backend": "scene"}}})
+    raw = {"policy": {"kind": "toy", "device": "cpu"}, "prompts": {"source": "world", "count": 8}, "seed": seed,
+           "num_steps": 3, "steps": 2, "prompts_per_step": 2, "rollout_batch_size": 2, "lr": 1e-3,
+           "sample_grid_every": 1, "checkpoint_every": 0, "lora": {"rank": 2, "alpha": 4},
+           "reward": reward or {"vlm": {"backend": "scene"}}}
+    TrainConfig.model_validate(raw)
     cfg_file = tmp_path / f"{key}.json"
-    cfg_file.write_text(cfg.model_dump_json())
+    cfg_file.write_text(json.dumps(raw))  # as written, not re-dumped (a dumped hybrid reward does not validate)
     return train_task.run_rpo.fn(key, str(cfg_file), str(rubric_file), {"backend": "scene"},
                                  str(tmp_path / key / "run"), "arr-reg", None)
 
@@ -41,7 +47,7 @@ def test_lora_registered_with_alias_step_images_and_reward_spread(tmp_path: Path
     rubric_file = tmp_path / "rs.json"
     rubric_file.write_text(rs.to_json())
 
-    first = _train(tmp_path, "tr-reg-1", rubric_file, seed=0)
+    first = _train(tmp_path, "tr-reg-1", rubric_file, seed=0, reward=MEASURED)
     name = "arr-reg-toy-lora"
     assert first["registered_model"] == {"name": name, "alias": "trained", "version": "1"}
     c = mlf.client()
@@ -63,6 +69,8 @@ def test_lora_registered_with_alias_step_images_and_reward_spread(tmp_path: Path
     assert [m.step for m in spread] == [1, 2]
     assert [m.value for m in spread] == pytest.approx([r["reward_spread"] for r in rows])
     assert all(0.0 <= r["reward_std"] <= 1.0 for r in rows)
+    absolute = c.get_metric_history(first["mlflow_run_id"], "reward/checker/mean")
+    assert [m.step for m in absolute] == [1, 2] and all(0.0 <= m.value <= 1.0 for m in absolute)
 
     # A second training: a new version; the alias moves to it.
     second = _train(tmp_path, "tr-reg-2", rubric_file, seed=1)
