@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import render_pair  # tests/rewards is on sys.path (pytest prepend mode)
+from reward_scenes import render_pair  # tests/rewards is on sys.path (pytest prepend mode)
 
 from arr_core.errors import InputError
 from arr_core.recipes.rpo import load_questions, resolve_checker, reward_from_config

@@ -8,8 +8,8 @@ import asyncio
 import math
 
 import pytest
-from conftest import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 from PIL import Image
+from reward_scenes import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 
 from arr_core.errors import EndpointError
 from arr_core.judge.http_reward import HttpComponent, ServedApp, check_scores_body

@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 from PIL import Image
+from reward_scenes import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 
 from arr_core.judge.http_reward import ServedApp
 from arr_core.recipes.reward_service import RewardServiceConfig, build_app
