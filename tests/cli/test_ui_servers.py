@@ -1,10 +1,15 @@
-"""`arr ui`: the Prefect and MLflow UIs started for real on 127.0.0.1 against a state folder, a page
-fetched from each, then stopped (bounded: each start waits at most 180 s, each stop 10 s)."""
+"""`arr ui`: the Prefect and MLflow UIs started for real on 127.0.0.1 against a state folder by
+`arr ui --start`, a page fetched from each, then stopped with Ctrl-C (bounded: the start waits at
+most 180 s, the stop 60 s)."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -36,7 +41,8 @@ def test_ui_prints_commands_bound_to_loopback(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.slow
-def test_both_uis_start_serve_a_page_and_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_arr_ui_start_serves_both_uis_and_stops_them_on_ctrl_c(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlflow.server", reason="needs the ui extra: pip install 'arr-pipeline[ui]'")
     from arr_cli import pipeline as cli
 
@@ -49,11 +55,20 @@ def test_both_uis_start_serve_a_page_and_stop(tmp_path: Path, monkeypatch: pytes
 
     exp_id = mlf.experiment_id("ui-check", h)  # something of this state folder for the UI to show
     mlf.start_run("ui-check", "probe", home=h)
-    cmds = cli.ui_commands(h, _free_port(), _free_port())
-    assert all(c[c.index("--host") + 1] == "127.0.0.1" for c in cmds.values())
-    procs = cli.start_uis(cmds, h)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "MLFLOW_TRACKING_URI")}
+    proc = subprocess.Popen([sys.executable, "-c", "from arr_cli import entry; entry()", "ui", "--start", "--home",
+                             str(home), "--mlflow-port", str(_free_port()), "--prefect-port", str(_free_port()),
+                             "--wait-s", "180"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**env, "COLUMNS": "200"})
+    urls: dict[str, str] = {}
     try:
-        urls = cli.wait_uis(procs, timeout_s=180)
+        for line in proc.stdout:  # "<name> UI: http://127.0.0.1:<port>" once each answers
+            m = re.match(r"(mlflow|prefect) UI: (http://127\.0\.0\.1:\d+)", line.strip())
+            if m:
+                urls[m.group(1)] = m.group(2)
+            if len(urls) == 2 or "Error" in line:
+                break
+        assert set(urls) == {"mlflow", "prefect"}, f"arr ui --start did not report both UIs: {urls}"
         ml = httpx.get(urls["mlflow"] + "/", timeout=10)
         assert ml.status_code == 200 and "<html" in ml.text.lower() and "mlflow" in ml.text.lower()
         # The MLflow UI reads this state folder's store: the experiment made above is there.
@@ -65,8 +80,9 @@ def test_both_uis_start_serve_a_page_and_stop(tmp_path: Path, monkeypatch: pytes
         assert httpx.get(urls["prefect"] + "/api/health", timeout=10).json() is True
         assert (home / "prefect" / "prefect.db").exists(), "the Prefect UI must use the state folder's database"
     finally:
-        cli.stop_uis(procs)
-    assert all(p.poll() is not None for p, _ in procs.values())
-    for p, _ in procs.values():  # the whole process group is gone (no stray workers)
-        with pytest.raises(ProcessLookupError):
-            os.killpg(p.pid, 0)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the command stops both servers and exits 0
+        rc = proc.wait(timeout=60)
+    assert rc == 0
+    for url in urls.values():  # nothing listens any more
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url + "/", timeout=2)
