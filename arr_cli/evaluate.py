@@ -393,7 +393,7 @@ def register(app: typer.Typer) -> None:
         if list_:
             rt = RichTable(title="evaluations")
             for c in ("eval_id", "kind", "rubric_set_id", "policy_id", "created_at", "report_uri"):
-                rt.add_column(c)
+                rt.add_column(c, no_wrap=c in ("eval_id", "kind"), min_width=19 if c == "eval_id" else None)
             for r in store.fetchall("eval_results_list"):
                 rt.add_row(*[str(r[c] or "") for c in ("eval_id", "kind", "rubric_set_id", "policy_id",
                                                         "created_at", "report_uri")])

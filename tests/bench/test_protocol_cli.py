@@ -41,7 +41,7 @@ def test_cli_imgedit_report_and_errors(tmp_path: Path, capsys) -> None:
     assert again.read_text() == html
     capsys.readouterr()
     assert main(["report", "--list", "--home", str(home)]) == 0
-    assert "│ imgedit │" in capsys.readouterr().out  # listed under the benchmark's own kind
+    assert f"│ {eid} │ imgedit │" in capsys.readouterr().out  # whole id, under the benchmark's own kind
 
     (f["edited"] / "3.png").unlink()
     assert main(args) == 2
