@@ -15,7 +15,8 @@ Two configurations run one after the other on freshly built models, and are prin
 
 - ``default``: the project's defaults (compile ``auto``: on for CUDA, with its warm-up left out of the
   step times; attention ``auto``: never cuDNN; the judge overlapped with sampling and training;
-  rollout batch ``--rollout-batch-size``);
+  rollout batch ``--rollout-batch-size``, a number or ``auto``: chosen from free memory and one
+  image's measured peak, reported with its reason as ``rollout_batch_choice``);
 - ``reference``: the released code's pattern: no compile, a blocking judge per pair
   (``max_inflight_judge_batches: 0``), rollout batch 1 (one prompt's G images per forward).
 
@@ -210,8 +211,15 @@ def run_config(name: str, base: dict[str, Any], overrides: dict[str, Any], make_
         torch.cuda.reset_peak_memory_stats()
     print(f"--- {name}: compile {cfg.compile}, rollout batch {cfg.rollout_batch_size}, judge in flight "
           f"{cfg.max_inflight_judge_batches or 'blocking'}")
+    choice: list[str] = []
+
+    def progress(line: str) -> None:
+        print(line)
+        if line.startswith("rollout_batch_size auto:"):
+            choice.append(line.split(":", 1)[1].strip())
+
     with tempfile.TemporaryDirectory() as tmp:
-        res = recipe.run(cfg, Path(tmp) / "run", policy=policy, prompts=prompts, progress=print,
+        res = recipe.run(cfg, Path(tmp) / "run", policy=policy, prompts=prompts, progress=progress,
                          rewarder=FixedLatencyRewarder(judge_latency, 0), reward_desc=f"fixed latency {judge_latency}s")
         metrics = [json.loads(ln) for ln in res.metrics_path.read_text().splitlines()]
         assert (res.lora_dir / "pytorch_lora_weights.safetensors").is_file(), "LoRA not saved"
@@ -241,7 +249,9 @@ def run_config(name: str, base: dict[str, Any], overrides: dict[str, Any], make_
     achieved = step_flops / mean["time_step_s"] / 1e12
     mfu = {k: (round(achieved / v, 4) if (v and cuda) else None) for k, v in peaks.items()}
     return {
-        "rollout_batch_size": cfg.rollout_batch_size, "max_inflight_judge_batches": cfg.max_inflight_judge_batches,
+        "rollout_batch_size": metrics[0]["rollout_batch_size"], "rollout_batch_setting": cfg.rollout_batch_size,
+        "rollout_batch_choice": choice[0] if choice else None,
+        "max_inflight_judge_batches": cfg.max_inflight_judge_batches,
         "compile": compiled, "time_warmup_s": metrics[0].get("time_warmup_s"),
         "attention_backend": cfg.attention_backend, "gradient_checkpointing": cfg.gradient_checkpointing,
         "build_s": round(build_s, 2), "steps_timed": len(timed), **{k: round(v, 4) for k, v in mean.items()},
@@ -261,7 +271,7 @@ def side_by_side(runs: dict[str, dict[str, Any]], peaks: dict[str, float | None]
     rows = [("s/step", "time_step_s", ".3f"), ("rollout s", "time_rollout_s", ".3f"),
             ("judge wait s", "time_judge_s", ".3f"), ("train s", "time_train_s", ".3f"),
             ("judge wait share", "judge_wait_share", ".3f"), ("img/s", "images_per_s", ".3f"),
-            ("peak GPU GB", "peak_gpu_mem_gb", ".1f"), ("achieved TFLOP/s", "achieved_tflops", ".2f"),
+            ("rollout batch (prompts)", "rollout_batch_size", "d"), ("peak GPU GB", "peak_gpu_mem_gb", ".1f"), ("achieved TFLOP/s", "achieved_tflops", ".2f"),
             (f"MFU vs datasheet ({fmt(peaks['datasheet'], '.0f')} TFLOP/s)", "mfu_datasheet", ".3f"),
             (f"MFU vs matmul ceiling ({fmt(peaks['matmul'], '.0f')} TFLOP/s)", "mfu_matmul", ".3f"),
             ("compile warm-up s (not timed)", "time_warmup_s", ".1f")]
@@ -273,6 +283,15 @@ def side_by_side(runs: dict[str, dict[str, Any]], peaks: dict[str, float | None]
     return "\n".join(lines)
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or 'auto', got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny transformer/VAE on CPU (smoke run)")
@@ -281,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-steps", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=2)
     ap.add_argument("--prompts-per-step", type=int, default=4)
-    ap.add_argument("--rollout-batch-size", type=int, default=2, help="the default configuration's")
+    ap.add_argument("--rollout-batch-size", type=_batch_size, default=2,
+                    help="the default configuration's: a number or 'auto' (from free memory)")
     ap.add_argument("--judge-latency", type=float, default=2.0, help="seconds per judged rollout batch")
     ap.add_argument("--no-grad-ckpt", action="store_true")
     ap.add_argument("--configs", default="default,reference", help="which configurations to run, in order")
@@ -343,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             args.json_out.parent.mkdir(parents=True, exist_ok=True)
             args.json_out.write_text(json.dumps(summary, indent=1) + "\n")
     print(side_by_side(runs, peaks))
+    for n, r in runs.items():
+        if r["rollout_batch_choice"]:
+            print(f"{n}: rollout_batch_size auto → {r['rollout_batch_choice']}")
     if summary["speedup_images_per_s"] is not None:
         print(f"speed-up (img/s, default / reference): {summary['speedup_images_per_s']:.2f}x")
     print(json.dumps(summary, indent=1))

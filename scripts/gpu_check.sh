@@ -3,7 +3,8 @@
 #   1. install only the packages that are missing, from wheels the caller brings in .whl/,
 #   2. run the `gpu` test tier (tests/rpo/test_gpu.py: ratio 1 in bf16, KL 0 at init, LoRA loading,
 #      compile on/off, exact resume, FSDP on 2 GPUs),
-#   3. run benchmarks/rpo_step.py (defaults vs the released code's pattern, MFU two ways),
+#   3. run benchmarks/rpo_step.py (defaults vs the released code's pattern, MFU two ways; the default
+#      configuration with rollout_batch_size auto, so the size chosen from free memory is reported),
 # and write JSON under $OUT (else benchmarks/results/gpu_check_<date>/). Sized for ≤ 8 minutes on
 # one H200; the stage time limits below can be lowered or raised through the environment.
 #
@@ -16,7 +17,8 @@
 #
 # Environment: OUT (results folder), WHEELS (default .whl), SITE_DIR (install target, default a
 # scratch folder), PYTHON, TESTS_TIMEOUT (s, default 180), BENCH_TIMEOUT (s, default 300),
-# BENCH_STEPS (training steps per benchmark configuration, default 2; the first is not timed).
+# BENCH_STEPS (training steps per benchmark configuration, default 2; the first is not timed),
+# BENCH_ROLLOUT_BATCH (the default configuration's rollout batch: a number or auto, default auto).
 # Exit codes: 0 all stages passed; 1 a stage failed (see gpu_check.json); 2 no CUDA device;
 # 3 a required package is missing and no wheel for it was brought.
 set -euo pipefail
@@ -27,6 +29,7 @@ WHEELS="${WHEELS:-.whl}"
 TESTS_TIMEOUT="${TESTS_TIMEOUT:-180}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-300}"
 BENCH_STEPS="${BENCH_STEPS:-2}"
+BENCH_ROLLOUT_BATCH="${BENCH_ROLLOUT_BATCH:-auto}"
 START=$(date +%s)
 
 say() { echo "gpu_check: $*" >&2; }
@@ -106,7 +109,7 @@ stage() {  # name, timeout, command...: runs it, logs to $OUT_DIR/<name>.log, re
 stage gpu_tests "$TESTS_TIMEOUT" "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests/rpo/test_gpu.py \
   --junitxml "$OUT_DIR/gpu_tests.xml"
 stage rpo_step "$BENCH_TIMEOUT" "$PYTHON" benchmarks/rpo_step.py --steps "$BENCH_STEPS" \
-  --json-out "$OUT_DIR/rpo_step.json"
+  --rollout-batch-size "$BENCH_ROLLOUT_BATCH" --json-out "$OUT_DIR/rpo_step.json"
 
 # --- 4. the JSON summary ------------------------------------------------------------------------
 "$PYTHON" - "$OUT_DIR" "$START" "${#TO_INSTALL[@]}" <<'EOF'
@@ -145,6 +148,9 @@ def version(dist):
         return None
 
 
+bench = {}
+if (out / "rpo_step.json").is_file():
+    bench = json.loads((out / "rpo_step.json").read_text()).get("configs", {}).get("default", {})
 summary = {
     "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
@@ -152,6 +158,7 @@ summary = {
     "versions": {d: version(d) for d in ("diffusers", "transformers", "peft", "pydantic", "accelerate")},
     "wheels_installed": n_installed, "stages": stages,
     "tests": {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failure", "error", "skipped")},
+    "rollout_batch": {k: bench.get(k) for k in ("rollout_batch_setting", "rollout_batch_size", "rollout_batch_choice")},
     "total_seconds": int(time.time()) - start,
     "files": sorted(p.name for p in out.iterdir()),
 }

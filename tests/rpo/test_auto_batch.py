@@ -186,3 +186,27 @@ def test_the_trainer_uses_the_measured_figures(free_gib: float, expected: int, m
     assert chosen[0].startswith(f"rollout_batch_size auto: {expected} prompts")
     assert ("not even one prompt" in chosen[0]) == (expected == 1)
     assert res.last_metrics["rollout_batch_size"] == expected and res.last_metrics["ratio_max"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_step_benchmark_reports_the_chosen_size(tmp_path: Path) -> None:
+    """``benchmarks/rpo_step.py --rollout-batch-size auto`` (what scripts/gpu_check.sh runs) reports the
+    size the trainer chose and why, in its table and its JSON (~20 s on CPU with --tiny)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "rpo_step.json"
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "rpo_step.py"), "--tiny", "--steps", "1",
+                        "--judge-latency", "0.1", "--configs", "default", "--rollout-batch-size", "auto",
+                        "--json-out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = json.loads(out.read_text())["configs"]["default"]
+    assert (run["rollout_batch_setting"], run["rollout_batch_size"]) == ("auto", 2)
+    assert run["rollout_batch_choice"].startswith("2 prompts × G=2 per batch (cpu: no device memory to measure")
+    assert "default: rollout_batch_size auto → 2 prompts" in r.stdout and "rollout batch (prompts)" in r.stdout
+    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "rpo_step.py"), "--tiny",
+                          "--rollout-batch-size", "many"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "a number or 'auto', got 'many'" in bad.stderr
