@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -225,6 +226,8 @@ class _ImageResolver:
 
     def __init__(self, base: Path, *, allow_outside: bool, max_side: int, allow_remote: bool = False) -> None:
         self.base = base.resolve()
+        self._base = str(self.base)
+        self._dirs: dict[str, str] = {}  # folder -> its real path (one realpath per folder, not per image)
         self.allow_outside = allow_outside
         self.allow_remote = allow_remote
         self.max_side = max_side
@@ -249,12 +252,10 @@ class _ImageResolver:
                                  "by default (pass --allow-remote to permit it)")
             uri = raw
         else:
-            p = Path(raw).expanduser()
-            p = (p if p.is_absolute() else self.base / p).resolve()
-            if not self.allow_outside and not p.is_relative_to(self.base):
+            uri = self._realpath(os.path.join(self._base, os.path.expanduser(raw)))
+            if not self.allow_outside and uri != self._base and not uri.startswith(self._base + os.sep):
                 raise ValueError(f"image path '{raw}' escapes the dataset folder {self.base} "
                                  f"(pass --allow-outside to permit it)")
-            uri = str(p)
         if uri in self._seen:
             return self._seen[uri]
         data = read_bytes(uri)
@@ -265,6 +266,17 @@ class _ImageResolver:
         ref = ImageRef(uri=uri, sha256=sha256_bytes(data))
         self._seen[uri] = (ref, note)
         return ref, note
+
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath`` (symlinks followed), with each folder's real path looked up once."""
+        folder, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        real = self._dirs.get(folder)
+        if real is None:
+            real = self._dirs[folder] = os.path.realpath(folder)
+        full = os.path.join(real, name)
+        return os.path.realpath(full) if os.path.islink(full) else full
 
     def _embedded(self, data: bytes) -> tuple[ImageRef, str | None]:
         """Image bytes stored in the dataset file itself: kept as a ``data:`` URL (no file to point at)."""

@@ -7,13 +7,14 @@ import base64
 import binascii
 import hashlib
 import io
+import os
+import stat
 import threading
 import time
 import urllib.request
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -58,14 +59,19 @@ def read_bytes(uri: str) -> bytes:
         if len(data) > MAX_IMAGE_BYTES:
             raise ImageReadError(f"{uri} is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
         return data
-    path = Path(uri)
-    if not path.exists():
-        raise ImageReadError(f"image file not found: {path}")
-    if not path.is_file():
-        raise ImageReadError(f"image path is not a file: {path}")
-    if path.stat().st_size > MAX_IMAGE_BYTES:
-        raise ImageReadError(f"image file {path} is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
-    return path.read_bytes()
+    try:
+        st = os.stat(uri)  # before opening: a FIFO or device named as an image is never opened
+    except FileNotFoundError:
+        raise ImageReadError(f"image file not found: {uri}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(f"image path is not a file: {uri}")
+    if st.st_size > MAX_IMAGE_BYTES:
+        raise ImageReadError(f"image file {uri} is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    with open(uri, "rb") as f:
+        data = f.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:  # it grew after the stat
+        raise ImageReadError(f"image file {uri} is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+    return data
 
 
 def inspect_image(data: bytes, *, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> ImageInfo:

@@ -92,6 +92,11 @@ class _Attachments:
 
 
 _ATTACHED = _Attachments()
+
+
+def _PAIRS_SCHEMA(pa: Any) -> Any:  # noqa: N802 (a schema, built where pyarrow is imported)
+    return pa.schema([("dataset_id", pa.string()), ("pair_id", pa.string()), ("idx", pa.int32()),
+                      ("split", pa.string()), ("record", pa.string())])
 _MIGRATE_LOCK = threading.Lock()
 
 
@@ -213,18 +218,32 @@ class Store:
     # ---- datasets ------------------------------------------------------------------------------
     def put_dataset(self, ds: Dataset, *, split_kw: dict[str, Any] | None = None) -> str:
         """Insert a dataset and its pairs (idempotent: an equal dataset keeps its id)."""
+        import pyarrow as pa
+
         dataset_id = "ds-" + ds.digest
-        rows = [{"dataset_id": dataset_id, "pair_id": r.pair_id, "idx": r.idx,
-                 "split": split_of(r.pair_id, **(split_kw or {})),
-                 "record": json.dumps(r.to_row(), ensure_ascii=False)} for r in ds.records]
+        cols: dict[str, list[Any]] = {"dataset_id": [], "pair_id": [], "idx": [], "split": [], "record": []}
+        seen: set[str] = set()
+        for r in ds.records:
+            pid = r.pair_id
+            if pid in seen:  # the first of equal records is kept (as ON CONFLICT DO NOTHING did row by row)
+                continue
+            seen.add(pid)
+            for key, value in (("dataset_id", dataset_id), ("pair_id", pid), ("idx", r.idx),
+                               ("split", split_of(pid, **(split_kw or {}))),
+                               ("record", json.dumps(r.to_row(), ensure_ascii=False))):
+                cols[key].append(value)
         with self.transaction() as con:
             con.execute(self.sql("dataset_insert"), {
                 "dataset_id": dataset_id, "name": ds.name, "task": ds.task,
                 "n_records": len(ds.records), "source_uri": ds.source_uri,
                 "meta": json.dumps({"notes": [str(n) for n in ds.notes]}),
             })
-            if rows:
-                con.executemany(self.sql("pair_insert"), rows)
+            if seen:  # one INSERT … SELECT from an Arrow table, not one statement per row
+                con.register("new_pairs", pa.table(cols, schema=_PAIRS_SCHEMA(pa)))
+                try:
+                    con.execute(self.sql("pair_insert"))
+                finally:
+                    con.unregister("new_pairs")
         return dataset_id
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:

@@ -67,3 +67,17 @@ def test_parent_bound_local_api_is_prefects_singleton() -> None:
         SubprocessASGIServer._instances.pop(None, None)
         if saved is not None:
             SubprocessASGIServer._instances[None] = saved
+
+
+def test_prefect_retries_only_transient_errors() -> None:
+    """`retry_condition_fn` of the pipeline tasks: endpoint failures, store locks, dropped connections
+    and timeouts are retried; bad input, missing files and the test switch fail at once."""
+    from prefect.states import Failed
+
+    from arr_core.errors import EndpointError, InputError, StoreLockedError
+    from tasks.common import retry_transient
+
+    for exc, retried in ((EndpointError("x"), True), (StoreLockedError("x"), True), (ConnectionResetError(), True),
+                         (TimeoutError(), True), (InputError("x"), False), (FileNotFoundError("x"), False),
+                         (ValueError("x"), False), (InjectedFailure("x"), False)):
+        assert retry_transient(None, None, Failed(data=exc)) is retried, exc
