@@ -85,7 +85,7 @@ def _print_summary(summary: dict[str, Any], wall_s: float) -> None:
 
     console.print(f"MLflow:      experiment '{summary['mlflow_experiment']}', parent run "
                   f"{summary['mlflow_run_id']} at {os.environ.get('MLFLOW_TRACKING_URI')}")
-    console.print(f"state:       {summary['home']}   (compare runs: arr runs compare; UIs: arr ui)")
+    console.print(f"state:       {summary['home']}   (compare runs: arr runs compare; UIs: arr ui --start)")
 
 
 def register(app: typer.Typer) -> None:
