@@ -204,6 +204,9 @@ def preference(
         if ablation is not None or len(sets) > 1:
             raise InputError("--paper takes at most one --rubrics and no --ablation (use --judge-model for transfer)",
                              field="paper")
+        if ks != "1,5,10,20":  # --ks is the cardinality ablation's; zero-shot k's are arr eval zeroshot's
+            raise InputError("--paper does not take --ks: for k zero-shot rubrics per prompt run "
+                             f"`arr eval zeroshot --ks {ks}`", field="ks")
         judges = _judges(judge, judge_model, backend, model, base_url, seed, store)
         result = _paper(store, records, judges, sets[0] if sets else None, ks=[], generator=None, with_images=False,
                         modes="single" if modes == "single,swap,random" else modes, subset_key=subset_key,

@@ -122,6 +122,10 @@ def test_cli_paper_protocol_with_judge_models(records, tmp_path: Path, capsys) -
     for judge in ("scene:scene-vlm-1(seed 0)", "scene:scene-vlm-2(seed 0)"):
         assert f"cost/{judge}/none/calls" in row["metrics"]["summary"]
     assert (tmp_path / "r.html").stat().st_size > 1000
+    # --ks belongs to the cardinality ablation and arr eval zeroshot: with --paper it is refused, not ignored
+    assert main(["eval", "preference", "--pairs", str(path), "--paper", "--ks", "1,5", "--home",
+                 str(tmp_path / "home")]) == 2
+    assert "arr eval zeroshot --ks 1,5" in " ".join(capsys.readouterr().err.split())
 
 
 def test_allow_ties_keeps_tied_pairs_for_induce_and_judge(tmp_path: Path, capsys) -> None:
