@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_serializer, model_validator
 
 from arr_core.judge.config import JudgeSettings, OrderMode, RewardMapping
 
@@ -181,6 +181,13 @@ class RewardComponent(_ScoresSettings):
         if self.weight != self.weight or abs(self.weight) == float("inf"):
             raise ValueError(f"weight must be finite, got {self.weight}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump_kind_fields(self, handler: Any) -> dict[str, Any]:
+        # only the fields this kind reads: a dump (the pipeline exports the training config as JSON)
+        # must validate again, and _kind_fields refuses the other kinds' fields
+        keep = {"kind", "name", "weight", "required", "normalize", "min_confidence", *COMPONENT_FIELDS[self.kind]}
+        return {k: v for k, v in handler(self).items() if k in keep}
 
     @property
     def label(self) -> str:
