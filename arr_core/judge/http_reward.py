@@ -67,6 +67,10 @@ class HttpComponent(Component):
             raise ValueError(f"url must be http(s)://…, got {url!r}")
         self.name, self.url, self.timeout_s, self.retries = name, url, timeout_s, retries
 
+    @property
+    def endpoint(self) -> str:
+        return f"endpoint {redact_url(self.url)}"
+
     async def evaluate(self, prompts: list[str], groups: list[list[Image.Image]],
                        sources: list[Image.Image] | None) -> list[ComponentResult]:
         body: dict[str, Any] = {"prompts": [p for p, g in zip(prompts, groups, strict=True) for _ in g],
@@ -86,7 +90,7 @@ class HttpComponent(Component):
     async def _post(self, body: dict[str, Any], n: int) -> tuple[list[float], list[float] | None]:
         import httpx
 
-        where = f"reward component {self.name}: endpoint {redact_url(self.url)}"
+        where = f"reward component {self.name}: {self.endpoint}"
         last = "?"
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             for attempt in range(self.retries + 1):

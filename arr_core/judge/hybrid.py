@@ -19,11 +19,15 @@ Components (``kind`` in the config; the recipe builds them):
 - ``HttpComponent``: a scalar reward model over the JSON-over-HTTP protocol of
   ``arr_core.judge.http_reward``.
 
-Failures are never scores. ``required`` components: a failure or a verdict below ``min_confidence``
-in a group makes the group abstain; an exception of the whole component (its endpoint is down)
-fails the step (the exception propagates to the trainer). Optional components: the group gets 0
-from the component, counted in the metrics ``reward/<name>/failed`` and ``reward/<name>/gated``
-(the share of groups). Each group's ``details["metrics"]`` also carries ``reward/<name>/mean`` (the
+Failures are never scores. ``required`` components: a failure in any group of the batch (an
+abstaining judge, an unusable answer, a prompt the checker cannot check, a non-finite value) fails
+the step: every group of the batch abstains, each outcome's ``details["step_failed"]`` names the
+component, its endpoint and the group, and the trainer updates nothing in that step (it counts it
+with the steps that got no verdict and stops after ``MAX_ABSTAIN_STEPS`` in a row); an exception of
+the whole component (its endpoint is down after retries) propagates and stops training at once. A
+required component's verdict below ``min_confidence`` is dropped, not failed: that group abstains.
+Optional components: the group gets 0 from the component, counted in the metrics
+``reward/<name>/failed`` and ``reward/<name>/gated`` (the share of groups). Each group's ``details["metrics"]`` also carries ``reward/<name>/mean`` (the
 mean raw value) and the component's own metrics under ``<name>/`` (per-theme scores, criterion
 attribution of a per-criterion component).
 """
@@ -41,6 +45,7 @@ from typing import Any
 
 from PIL import Image
 
+from arr_core.failures import endpoint_name
 from arr_core.rewards import GroupOutcome, GroupRewarder, check_batch, outcome_from_values
 
 log = logging.getLogger(__name__)
@@ -83,10 +88,15 @@ class ComponentResult:
 
 
 class Component:
-    """Base of the components: ``name`` and ``async evaluate(prompts, groups, sources)`` → one
-    ComponentResult per group."""
+    """Base of the components: ``name``, ``endpoint`` (what it calls, no credentials: named when it
+    fails) and ``async evaluate(prompts, groups, sources)`` → one ComponentResult per group."""
 
     name = "component"
+
+    @property
+    def endpoint(self) -> str:
+        client = getattr(self, "client", None) or getattr(getattr(self, "rewarder", None), "client", None)
+        return f"VLM endpoint {endpoint_name(client)}" if client is not None else "in-process"
 
     async def evaluate(self, prompts: list[str], groups: list[list[Image.Image]],
                        sources: list[Image.Image] | None) -> list[ComponentResult]:
@@ -172,6 +182,10 @@ class CheckerComponent(Component):
     def __init__(self, name: str, fn: Callable[[str, Image.Image], Any]) -> None:
         self.name, self.fn = name, fn
 
+    @property
+    def endpoint(self) -> str:
+        return f"checker {getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', repr(self.fn))}"
+
     async def evaluate(self, prompts: list[str], groups: list[list[Image.Image]],
                        sources: list[Image.Image] | None) -> list[ComponentResult]:
         return await asyncio.to_thread(self._run, prompts, groups)
@@ -193,6 +207,10 @@ class CheckerComponent(Component):
             res.append(ComponentResult(vals, None if None in confs else confs, None, {},  # type: ignore[arg-type]
                                        time.perf_counter() - t0))
         return res
+
+
+def _usable(r: ComponentResult, g: int) -> bool:
+    return r.values is not None and len(r.values) == g and all(math.isfinite(v) for v in r.values)
 
 
 @dataclass
@@ -217,7 +235,7 @@ class Part:
 class HybridRewarder:
     """``await rewarder.score(prompts, groups, sources)`` → one GroupOutcome per prompt: the weighted
     sum of the components' normalised values (see the module docstring). ``stats``: per component,
-    groups failed and gated; abstained groups; steps failed by a required component's exception."""
+    groups failed and gated; abstained groups; failed steps (batches a required component failed)."""
 
     def __init__(self, parts: Sequence[Part], *, tie_tol: float = 1e-9) -> None:
         if not parts:
@@ -229,7 +247,7 @@ class HybridRewarder:
         if tie_tol < 0:
             raise ValueError(f"tie_tol must be >= 0, got {tie_tol}")
         self.parts, self.tie_tol = list(parts), tie_tol
-        self.stats: dict[str, Any] = {"abstained_groups": 0,
+        self.stats: dict[str, Any] = {"abstained_groups": 0, "failed_steps": 0,
                                       "components": {n: {"failed": 0, "gated": 0} for n in names}}
 
     async def score(self, prompts: list[str], groups: list[list[Image.Image]],
@@ -248,7 +266,22 @@ class HybridRewarder:
                 raise ValueError(f"reward component {p.component.name} returned {len(r)} results for "
                                  f"{len(groups)} groups")
             per_part.append(r)
-        return [self._combine(k, len(groups[k]), [rs[k] for rs in per_part]) for k in range(len(groups))]
+        outs = [self._combine(k, len(groups[k]), [rs[k] for rs in per_part]) for k in range(len(groups))]
+        failed = next(((p, k, rs[k]) for p, rs in zip(self.parts, per_part, strict=True) if p.required
+                       for k in range(len(groups)) if not _usable(rs[k], len(groups[k]))), None)
+        if failed is None:
+            return outs
+        p, k, r = failed  # a required component failed: the step gets no verdict at all
+        why = (f"required reward component {p.component.name} ({p.component.endpoint}) failed on group {k} "
+               f"({prompts[k][:60]!r}): {r.error or 'no usable values'}")
+        self.stats["failed_steps"] += 1
+        self.stats["abstained_groups"] += sum(o.outcome != "abstain" for o in outs)
+        log.warning("hybrid reward: %s; no group of this batch gets a verdict", why)
+        return [outcome_from_values([None] * len(groups[j]), self.tie_tol, o.latency_s,
+                                    {**(o.details or {}), "error": why, "step_failed": why,
+                                     "metrics": {**(o.details or {}).get("metrics", {}),
+                                                 f"reward/{p.component.name}/failed_step": 1.0}})
+                for j, o in enumerate(outs)]
 
     def _combine(self, k: int, g: int, results: list[ComponentResult]) -> GroupOutcome:
         total = [0.0] * g
@@ -257,11 +290,13 @@ class HybridRewarder:
         for p, r in zip(self.parts, results, strict=True):
             name = p.component.name
             counts = self.stats["components"][name]
-            ok = r.values is not None and len(r.values) == g and all(math.isfinite(v) for v in r.values)
+            ok = _usable(r, g)
             gated = ok and p.min_confidence is not None and r.confidences is not None and \
                 min(r.confidences) < p.min_confidence
             metrics[f"reward/{name}/failed"] = float(not ok)
             metrics[f"reward/{name}/gated"] = float(gated)
+            if p.required:  # 1 in the steps this component failed (score() marks them)
+                metrics[f"reward/{name}/failed_step"] = 0.0
             metrics.update({f"{name}/{key}": v for key, v in r.metrics.items()})
             if not ok or gated:
                 counts["failed" if not ok else "gated"] += 1

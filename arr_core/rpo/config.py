@@ -150,9 +150,10 @@ class RewardComponent(_ScoresSettings):
                                 "verifier; http: a scalar reward model over JSON-over-HTTP (docs/rewards.md).")
     name: str | None = Field(None, description="Unique name in metrics (default: the kind).")
     weight: float = Field(1.0, description="Weight of the normalised values in the sum.")
-    required: bool = Field(True, description="A failure (or a gated verdict) makes the group abstain, and "
-                           "an endpoint that fails the whole batch fails the step; optional: the group gets 0 "
-                           "from this component and the failure is counted.")
+    required: bool = Field(True, description="A failure in any group fails the step (no group of the batch "
+                           "gets a verdict, no update; counted; two such steps in a row stop training), an "
+                           "endpoint that fails the whole batch stops training at once, a gated verdict makes "
+                           "its group abstain; optional: the group gets 0 from this component, counted.")
     normalize: Literal["none", "zscore", "rank"] = Field("none", description="Per-group normalisation of "
                                                          "the values before weighting.")
     min_confidence: float | None = Field(None, ge=0, le=1, description="Drop verdicts whose confidence is "

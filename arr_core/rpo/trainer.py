@@ -603,6 +603,7 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             sums = {"loss": 0.0, "kl": 0.0, "ratio": 0.0, "clip": 0.0, "pg": 0.0}
             ratio_max, grad_norms = 0.0, []
             stepped = False  # any unit of the current optimizer step contributed a gradient
+            failed_why = None  # a required reward component failed (details["step_failed"]): no update
             unit_stats: list[tuple[int, torch.Tensor]] = []  # read back once per optimizer step
             for u, (bi, i) in enumerate(units):
                 ro = batches[bi]
@@ -615,6 +616,13 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                     ro.advantages = group_advantages(outs, G, args.advantage, args.adv_clip).to(device)
                     ro.all_abstained = all(o.outcome == "abstain" for o in outs)
                     outcomes_all.extend(outs)
+                    failed_why = failed_why or next((o.details["step_failed"] for o in outs
+                                                     if (o.details or {}).get("step_failed")), None)
+                if failed_why:  # drop this step's gradient (applied steps of accumulate < all stand)
+                    optimizer.zero_grad(set_to_none=True)
+                    unit_stats.clear()
+                    stepped = False
+                    continue
                 boundary = (u + 1) % chunk == 0 or u + 1 == len(units)
                 if ro.all_abstained:  # no verdict: nothing to learn from this batch (not even the KL pull)
                     if boundary and stepped:
@@ -650,14 +658,16 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
 
             # --- 3. metrics, samples, checkpoints --------------------------------------------
             n_u, n_g = len(units), len(outcomes_all)
-            if all(o.outcome == "abstain" for o in outcomes_all):
+            if failed_why or all(o.outcome == "abstain" for o in outcomes_all):
                 abstain_steps += 1
-                say(f"step {step + 1}: the judge abstained on every group; the policy was not updated")
+                say(f"step {step + 1}: {failed_why or 'the judge abstained on every group'}; the policy was not "
+                    "updated")
                 if abstain_steps >= MAX_ABSTAIN_STEPS:
                     raise TrainingHealthError(
                         f"the judge abstained on every group for {abstain_steps} steps in a row (no usable "
                         "verdict: its endpoint failed or its answers could not be parsed); training stopped, "
-                        "nothing was updated in those steps. Check the judge's endpoint and log")
+                        "nothing was updated in those steps. Check the judge's endpoint and log"
+                        + (f". Last: {failed_why}" if failed_why else ""))
             else:
                 abstain_steps = 0
             rewards = [r for o in outcomes_all for r in o.rewards]

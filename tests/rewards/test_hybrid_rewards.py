@@ -77,14 +77,23 @@ def test_weighted_sum_of_normalised_components():
     assert o.outcome == "tie" and o.rewards == [0.0, 0.0]
 
 
-def test_required_failure_abstains_optional_failure_scores_zero_and_is_counted():
+def test_required_failure_fails_the_step_optional_failure_scores_zero_and_is_counted():
     good = CheckerComponent("good", _table({("p", 10): 1.0, ("p", 0): 0.0, ("q", 10): 0.0, ("q", 0): 1.0}))
     partial = CheckerComponent("partial", _table({("p", 10): 0.0, ("p", 0): 3.0}))  # cannot check prompt q
     req = HybridRewarder([Part(good), Part(partial, required=True)])
-    o_p, o_q = _run(req, ["p", "q"], [[A, B], [A, B]])
+    [o_p] = _run(req, ["p"], [[A, B]])  # every group checkable: the sum
     assert o_p.outcome == "win" and o_p.rewards == pytest.approx([1.0, 3.0])
-    assert o_q.outcome == "abstain" and o_q.rewards == [0.0, 0.0] and "cannot check 'q'" in o_q.details["error"]
-    assert req.stats["abstained_groups"] == 1 and req.stats["components"]["partial"]["failed"] == 1
+    assert o_p.details["metrics"]["reward/partial/failed_step"] == 0.0 and "step_failed" not in o_p.details
+    # group q fails the required component: no group of the batch gets a verdict, p's neither
+    o_p, o_q = _run(req, ["p", "q"], [[A, B], [A, B]])
+    assert o_p.outcome == o_q.outcome == "abstain" and o_p.rewards == o_q.rewards == [0.0, 0.0]
+    why = o_p.details["step_failed"]
+    assert why == o_q.details["step_failed"] == o_p.details["error"]
+    assert why.startswith("required reward component partial (checker ") and "on group 1 ('q')" in why
+    assert "cannot check 'q'" in why
+    assert detail_metrics([o_p, o_q])["reward/partial/failed_step"] == 1.0
+    assert req.stats["failed_steps"] == 1 and req.stats["abstained_groups"] == 2
+    assert req.stats["components"]["partial"]["failed"] == 1
     opt = HybridRewarder([Part(good), Part(partial, required=False)])
     o_p, o_q = _run(opt, ["p", "q"], [[A, B], [A, B]])
     assert o_q.outcome == "win" and o_q.rewards == pytest.approx([0.0, 1.0])  # 'partial' adds 0 to group q
