@@ -83,6 +83,9 @@ class DataStage(_Strict):
     format: str | None = Field(None, description="dataset format of data.pairs: arr, hpdv3, mmrb2, "
                                "editreward-bench, pickapic, hpdv2, imagereward, imagerewarddb (default: "
                                "detected from the fields)")
+    allow_ties: bool = Field(False, description="load pairs whose human label ties (EditReward-Bench A=B, "
+                             "Pick-a-Pic 0.5/0.5) instead of refusing the file; they are set aside from every "
+                             "split and counted (n_tied_labels)")
     seed_fraction: float = Field(0.6, gt=0, lt=1, description="share of pairs used for induction")
     validation_fraction: float = Field(0.2, ge=0, lt=1, description="share held out for the judge check")
     split_salt: str = Field("", description="changes the deterministic split")

@@ -68,7 +68,8 @@ def pipeline_flow(config: PipelineConfig | None = None, config_path: str | None 
         else:
             ds, _ = run_task(register_dataset, str(cfg.data.pairs), cfg.data.task, cfg.data.split_kw(), home,
                              cfg.data.max_seed_pairs, None,
-                             str(cfg.data.root) if cfg.data.root else None, cfg.data.format)
+                             str(cfg.data.root) if cfg.data.root else None, cfg.data.format,
+                             cfg.data.allow_ties)
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
 
         # --- induce -----------------------------------------------------------------------------

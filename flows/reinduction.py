@@ -47,7 +47,8 @@ def reinduction_flow(config: ReinductionConfig | None = None, config_path: str |
             raise ValueError("rubric re-induction reads data.pairs (a file location); data.world is for demos")
         ds, _ = run_task(register_dataset, str(cfg.data.pairs), cfg.data.task, cfg.data.split_kw(), home,
                          cfg.data.max_seed_pairs, None,
-                         str(cfg.data.root) if cfg.data.root else None, cfg.data.format)
+                         str(cfg.data.root) if cfg.data.root else None, cfg.data.format,
+                         cfg.data.allow_ties)
         stages["data"] = {k: v for k, v in ds.items() if k != "pair_ids"}
         parent_id, _ = run_task(resolve_parent, cfg.parent, ds["task"], home, cfg.name)
         ind = induce_flow(InduceFlowParams(dataset=ds, induce=cfg.induce, parent_id=parent_id, experiment=exp,

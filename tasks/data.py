@@ -33,9 +33,12 @@ def make_world_pairs(world: dict[str, Any], home: str) -> dict[str, Any]:
       retry_condition_fn=retry_transient)
 def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any], home: str,
                      max_seed_pairs: int | None = None, content_key: str | None = None,
-                     root: str | None = None, data_format: str | None = None) -> dict[str, Any]:
+                     root: str | None = None, data_format: str | None = None,
+                     allow_ties: bool = False) -> dict[str, Any]:
     """Load a preference file (checks every record and image), store it, return its digests.
     ``root``/``data_format``: the config's data.root and data.format (None: the file's folder; detected).
+    ``allow_ties`` (data.allow_ties): records whose label ties are loaded and stored, but set aside from
+    every split (no preference to induce from or to score) and counted as ``n_tied_labels``.
 
     Not cached on purpose: reading and hashing is cheap, and the digest it returns is what every
     later cache key is built from (a path string would not notice edits to the file).
@@ -44,12 +47,14 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
     from arr_core.digest import digest_obj
 
     fail_point("data")
-    ds = load_dataset(Path(pairs_uri), task=task, root=root, format=data_format)
+    ds = load_dataset(Path(pairs_uri), task=task, root=root, format=data_format, allow_ties=allow_ties)
     store = open_store(home)
     dataset_id = store.put_dataset(ds, split_kw=split_kw)
     # The split is computed here from the config, not read back from the store: the store keeps the
     # split of the first registration, and a later config may use other fractions or salt.
-    splits = {name: sorted(r.pair_id for r in recs) for name, recs in ds.split(**split_kw).items()}
+    tied = {r.pair_id for r in ds.records if r.label_rank is not None and len(set(r.label_rank)) < len(r.label_rank)}
+    splits = {name: sorted(r.pair_id for r in recs if r.pair_id not in tied)
+              for name, recs in ds.split(**split_kw).items()}
     if max_seed_pairs is not None:
         splits["seed"] = splits["seed"][:max_seed_pairs]
     publish_stage("data", f"dataset {dataset_id}", {"dataset id": dataset_id, "name": ds.name, "task": ds.task,
@@ -58,7 +63,7 @@ def register_dataset(pairs_uri: str, task: str | None, split_kw: dict[str, Any],
     return {"dataset_id": dataset_id, "digest": ds.digest, "name": ds.name, "task": ds.task,
             "source_uri": ds.source_uri, "n_records": len(ds.records),
             "splits": {name: len(ids) for name, ids in splits.items()},
-            "split_digest": digest_obj(splits, 16), "pair_ids": splits}
+            "split_digest": digest_obj(splits, 16), "pair_ids": splits, **({"n_tied_labels": len(tied)} if tied else {})}
 
 
 # Scene-world pairs are fully determined by their generator settings and the world's code, so their

@@ -45,6 +45,27 @@ def test_the_data_task_loads_in_the_configured_format(tmp_path: Path) -> None:
         register_dataset.fn(str(pairs), None, SPLIT, str(tmp_path / "home"), None, None, None, "hpdv3")
 
 
+def test_data_allow_ties_sets_tied_pairs_aside_from_every_split(tmp_path: Path) -> None:
+    """EditReward-Bench holds A=B rows: refused by default (naming the record), loaded and stored with
+    data.allow_ties but kept out of the splits the induction and the judge check read."""
+    rows = [("A>B", None, "2pair"), ("B>A", None, "2pair"), ("A=B", None, "2pair"), ("A>B", None, "3pair")]
+    pairs = writers.write_editreward(tmp_path / "erb.parquet", rows)
+    cfg = load_pipeline_config(_config(tmp_path, "  pairs: erb.parquet\n  format: editreward\n  allow_ties: true"))
+    assert cfg.data.allow_ties is True
+    home = str(tmp_path / "home")
+    with pytest.raises(InputError, match="record 2, field 'ranking'.*tie"):
+        register_dataset.fn(str(pairs), None, SPLIT, home, None, None, None, "editreward-bench")
+    out = register_dataset.fn(str(pairs), None, SPLIT, home, None, None, None, "editreward-bench", True)
+    assert out["n_records"] == 4 and out["n_tied_labels"] == 1
+    kept = [p for ids in out["pair_ids"].values() for p in ids]
+    assert len(kept) == 3 and sum(out["splits"].values()) == 3
+    from arr_core.store.store import Store
+
+    stored = Store(home).get_dataset_records(out["dataset_id"])
+    (tie,) = [r for r in stored if r.label_rank == [1, 1]]  # the store keeps it (lineage names the file)
+    assert tie.pair_id not in kept
+
+
 def test_the_judge_stage_runs_the_paper_protocol(home: Path, tmp_path: Path) -> None:
     """judge.protocol: paper (with zeroshot_ks) in the pipeline's judge task: per-condition metrics, the
     evaluation stored with its HTML report."""
