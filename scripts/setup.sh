@@ -15,7 +15,7 @@ else
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 
-extras="dev"
+extras="dev,ui"
 echo "setup: installing arr-pipeline[$extras] (editable) and its dependencies"
 "$PY" -m pip install -q -e ".[$extras]" 2>&1 | grep -vE "^(WARNING: Running pip as the 'root' user|$)" || true
 "$PY" -c "import arr_core, prefect, mlflow, duckdb, diffusers, peft" \
