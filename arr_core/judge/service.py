@@ -27,11 +27,13 @@ for trainers of other frameworks. Protocol (docs/rewards.md):
     ({"prompt": [...], "image": [<base64>...], "condition_images": [[...]]?} → {"rewards": [...]}),
     where consecutive equal prompts form a group.
 
-Faults: a malformed request is a 400 naming the field; an endpoint failure — transport failures
-past ``max_failure_rate`` of the request's VLM calls, or a component whose endpoint failed — is a
-503 naming the endpoint (never a score); more than ``max_queue`` requests waiting is a 503 with
-``Retry-After``. At most ``max_concurrency`` requests are scored at once. Model-output failures
-are abstentions (``outcome: abstain``, ``rewards: null``), as in training.
+Faults: a malformed request is a 400 naming the field (a body over ``max_request_bytes`` is a 413,
+refused before it is read in full); an endpoint failure — transport failures past
+``max_failure_rate`` of the request's VLM calls, or a component whose endpoint failed — is a 503
+naming the endpoint (never a score); more than ``max_queue`` requests waiting is a 503 with
+``Retry-After``, answered before the body is read. At most ``max_concurrency`` requests are scored
+at once. Model-output failures are abstentions (``outcome: abstain``, ``rewards: null``), as in
+training.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +62,9 @@ MAX_IMAGE_BYTES = 32 * 1024 * 1024
 class RequestError(ValueError):
     """A malformed request: ``field`` names what is wrong (answered with a 400)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
         super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
+        self.field, self.message, self.status = field, message, status
 
 
 def decode_image(item: Any, field: str, image_root: Path | None) -> Image.Image:
@@ -75,14 +78,19 @@ def decode_image(item: Any, field: str, image_root: Path | None) -> Image.Image:
         if not isinstance(item["path"], str) or not item["path"]:
             raise RequestError(field, "path must be a non-empty string")
         root = image_root.resolve()
-        p = (root / item["path"]).resolve()
-        if p != root and root not in p.parents:
-            raise RequestError(field, f"path {item['path']!r} is outside the image root")
-        if not p.is_file():
-            raise RequestError(field, f"no file {item['path']!r} under the image root")
-        if p.stat().st_size > MAX_IMAGE_BYTES:
-            raise RequestError(field, f"the file is over {MAX_IMAGE_BYTES} bytes")
-        data = p.read_bytes()
+        try:  # a NUL byte, a name too long, a loop of links: refused like a missing file, never a 500
+            p = (root / item["path"]).resolve()
+            if p != root and root not in p.parents:
+                raise RequestError(field, f"path {item['path'][:200]!r} is outside the image root")
+            if not p.is_file():
+                raise RequestError(field, f"no file {item['path'][:200]!r} under the image root")
+            if p.stat().st_size > MAX_IMAGE_BYTES:
+                raise RequestError(field, f"the file is over {MAX_IMAGE_BYTES} bytes")
+            data = p.read_bytes()
+        except (ValueError, OSError) as e:
+            if isinstance(e, RequestError):
+                raise
+            raise RequestError(field, f"path {item['path'][:200]!r} cannot be read ({type(e).__name__})") from None
     else:
         if isinstance(item, dict) and set(item) == {"data"}:
             item = item["data"]
@@ -203,6 +211,7 @@ class ServiceSettings:
     max_queue: int = 16
     max_images: int = 64
     max_failure_rate: float = 0.2
+    max_request_bytes: int = 128 * 1024 * 1024
 
 
 def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: ServiceSettings, *,
@@ -217,20 +226,35 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
 
     def bad(e: RequestError) -> JSONResponse:
         app.state.counts["rejected"] += 1
-        return JSONResponse({"error": e.message, "field": e.field}, status_code=400)
+        return JSONResponse({"error": e.message, "field": e.field}, status_code=e.status)
 
     def failed(msg: str) -> JSONResponse:
         app.state.counts["failed"] += 1
         return JSONResponse({"error": msg}, status_code=503)
 
     async def body_of(request: Request) -> Any:
+        """The JSON body, read up to ``max_request_bytes`` (413 beyond, before reading it all)."""
+        cap = settings.max_request_bytes
+        too_big = RequestError("body", f"the request is over max_request_bytes ({cap} bytes); send fewer or "
+                               "smaller images per request", status=413)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise too_big
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > cap:
+                raise too_big
         try:
-            return await request.json()
-        except ValueError:
+            return json.loads(buf)
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise RequestError("body", "is not JSON") from None
 
-    async def guarded(work: Callable[[], Any]) -> JSONResponse:
-        """Run ``work`` under the concurrency cap; faults → 503, never a score."""
+    async def guarded(parse: Callable[[], Awaitable[Any]], work: Callable[[Any], Awaitable[JSONResponse]]
+                      ) -> JSONResponse:
+        """Admit the request (a full queue: 503 busy, before its body is read, so memory stays bounded by
+        (max_concurrency + max_queue) × max_request_bytes), ``parse`` it (RequestError: 400 or 413) and
+        run ``work`` on it under the concurrency cap; endpoint faults → 503, never a score."""
         if waiting["n"] >= settings.max_queue + settings.max_concurrency:
             app.state.counts["busy"] += 1
             return JSONResponse({"error": f"busy: {waiting['n']} requests in progress or waiting "
@@ -238,11 +262,15 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
                                 status_code=503, headers={"Retry-After": "1"})
         waiting["n"] += 1
         try:
+            try:
+                parsed = await parse()
+            except RequestError as e:
+                return bad(e)
             async with sem:
                 waiting["in_flight"] += 1
                 app.state.counts["in_flight_max"] = max(app.state.counts["in_flight_max"], waiting["in_flight"])
                 try:
-                    return await work()
+                    return await work(parsed)
                 finally:
                     waiting["in_flight"] -= 1
         except EndpointError as e:
@@ -276,24 +304,24 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
     @app.post("/v1/rewards")
     async def rewards(request: Request) -> JSONResponse:
         app.state.counts["requests"] += 1
-        try:
-            parsed = parse_rewards_request(await body_of(request), settings.task, settings.image_root,
-                                           settings.max_images)
-        except RequestError as e:
-            return bad(e)
 
-        async def work() -> JSONResponse:
+        async def parse() -> Any:
+            return parse_rewards_request(await body_of(request), settings.task, settings.image_root,
+                                         settings.max_images)
+
+        async def work(parsed: Any) -> JSONResponse:
             outs, dt = await score_groups(*parsed)
             return JSONResponse({"results": [group_result(o) for o in outs], "reward": description,
                                  "latency_s": dt})
 
-        return await guarded(work)
+        return await guarded(parse, work)
 
     @app.post("/compute")
     async def compute(request: Request) -> JSONResponse:
         """Flow-Factory's remote reward protocol: consecutive equal prompts form one group."""
         app.state.counts["requests"] += 1
-        try:
+
+        async def parse() -> Any:
             body, prompts, images = _per_image(await body_of(request), "prompt", "image")
             cond = body.get("condition_images")
             starts = [i for i in range(len(prompts)) if i == 0 or prompts[i] != prompts[i - 1]]
@@ -305,13 +333,11 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
                         isinstance(c, list) and c for c in cond):
                     raise RequestError("condition_images", "editing needs one list of condition images per sample")
                 sources_raw = [cond[a][0] for a, _ in spans]
-            parsed = parse_rewards_request({"prompts": [prompts[a] for a, _ in spans], "groups": groups_raw,
-                                            **({"sources": sources_raw} if sources_raw is not None else {})},
-                                           settings.task, settings.image_root, settings.max_images)
-        except RequestError as e:
-            return bad(e)
+            return parse_rewards_request({"prompts": [prompts[a] for a, _ in spans], "groups": groups_raw,
+                                          **({"sources": sources_raw} if sources_raw is not None else {})},
+                                         settings.task, settings.image_root, settings.max_images)
 
-        async def work() -> JSONResponse:
+        async def work(parsed: Any) -> JSONResponse:
             outs, _ = await score_groups(*parsed)
             bad_group = next((o for o in outs if o.outcome == "abstain"), None)
             if bad_group is not None:  # the protocol has no way to say "no score": refuse, never invent one
@@ -320,7 +346,7 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
                                     status_code=502)
             return JSONResponse({"rewards": [r for o in outs for r in o.rewards]})
 
-        return await guarded(work)
+        return await guarded(parse, work)
 
     @app.post("/v1/scores")
     async def scores(request: Request) -> JSONResponse:
@@ -328,18 +354,18 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
         if pointwise is None:
             return bad(RequestError("path", "/v1/scores needs reward mode 'scores' (per-criterion, pointwise); "
                                     "this server ranks groups: use /v1/rewards"))
-        try:
+
+        async def parse() -> Any:
             body, prompts, images = _per_image(await body_of(request), "prompts", "images")
             if len(images) > settings.max_images:
                 raise RequestError("images", f"{len(images)} images; this server takes at most {settings.max_images}")
             ims = [decode_image(im, f"images[{i}]", settings.image_root) for i, im in enumerate(images)]
-            sources = _sources(body, len(prompts), settings.task, settings.image_root)
-        except RequestError as e:
-            return bad(e)
+            return prompts, ims, _sources(body, len(prompts), settings.task, settings.image_root)
 
-        async def work() -> JSONResponse:
+        async def work(parsed: Any) -> JSONResponse:
             from arr_core.judge.scores import criterion_label, score_images
 
+            prompts, ims, sources = parsed
             rc = _RequestClient(client)
             judge = pointwise(rc)
             items = [(p, im, sources[i] if sources is not None else None) for i, (p, im) in enumerate(zip(
@@ -353,7 +379,7 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
                  "criteria": dict(zip(labels, r.scores, strict=True)) if r.scores is not None else None}
                 for r in res], "reward": description})
 
-        return await guarded(work)
+        return await guarded(parse, work)
 
     return app
 

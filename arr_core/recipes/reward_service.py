@@ -32,6 +32,8 @@ class RewardServiceConfig(BaseModel):
     max_images: int = Field(64, ge=2, description="Images per request.")
     max_failure_rate: float = Field(0.2, ge=0, le=1, description="Share of a request's VLM calls that may "
                                     "fail in transport before the request is a 503 naming the endpoint.")
+    max_request_mb: float = Field(128.0, gt=0, description="Largest request body (MiB); a larger one is a 413 "
+                                  "before it is read in full.")
     seed: int = Field(0, description="Seed of the judge's random order mode.")
 
 
@@ -68,7 +70,8 @@ def build_app(cfg: RewardServiceConfig, rubric_set: Any, *, vlm: Any = None) -> 
                          f"{cfg.task!r}", field="--rubrics")
     settings = ServiceSettings(task=cfg.task, image_root=cfg.image_root, max_concurrency=cfg.max_concurrency,
                                max_queue=cfg.max_queue, max_images=cfg.max_images,
-                               max_failure_rate=cfg.max_failure_rate)
+                               max_failure_rate=cfg.max_failure_rate,
+                               max_request_bytes=int(cfg.max_request_mb * 1024 * 1024))
     desc = what.replace("judge", f"judge {vcfg.backend}:{vcfg.model}", 1)
     return create_app(make, client, settings, description=desc, endpoint=endpoint_name(client),
                       pointwise=pointwise), desc
