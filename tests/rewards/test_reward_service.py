@@ -6,9 +6,7 @@ benchmarks/reward_service_clients.py against our protocol, and the CLI as a real
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib.util
-import io
 import os
 import subprocess
 import sys
@@ -19,11 +17,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from reward_scenes import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
+from reward_scenes import service_app
 
 from arr_core.judge.http_reward import ServedApp
-from arr_core.recipes.reward_service import RewardServiceConfig, build_app
+from arr_core.judge.http_reward import png_b64 as _b64
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.scene_vlm import SceneVLM
 from arr_core.vlm.server import FaultConfig, ServedVLM, free_port
@@ -36,14 +34,8 @@ C1 = "c1 Each object appears exactly the numbe"
 
 
 
-def _b64(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def _app(reward: dict, **kw):
-    return build_app(RewardServiceConfig.model_validate({"reward": reward, **kw}), RUBRICS)[0]
+    return service_app(reward, RUBRICS, **kw)
 
 
 def _clients_module():

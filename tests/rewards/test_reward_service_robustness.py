@@ -8,7 +8,6 @@ that names it with the credentials of its URL masked."""
 from __future__ import annotations
 
 import base64
-import io
 import os
 import threading
 import time
@@ -16,11 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
-from reward_scenes import render_pair  # tests/rewards is on sys.path (pytest prepend mode)
+from reward_scenes import render_pair, service_app  # tests/rewards is on sys.path (pytest prepend mode)
 
 from arr_core.judge.http_reward import ServedApp
-from arr_core.recipes.reward_service import RewardServiceConfig, build_app
+from arr_core.judge.http_reward import png_b64 as _b64
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.scene_vlm import SceneVLM
 from arr_core.vlm.server import FaultConfig, ServedVLM, free_port
@@ -29,14 +27,8 @@ RUBRICS = RubricSet.from_text(
     "Rubric 1:\nTheme: Counts\n- Tip: Each object appears exactly the number of times the caption states.\n")
 
 
-def _b64(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def _app(reward: dict, **kw):
-    return build_app(RewardServiceConfig.model_validate({"reward": reward, **kw}), RUBRICS)[0]
+    return service_app(reward, RUBRICS, **kw)
 
 
 def test_wrong_types_malformed_bodies_and_too_many_images_are_400s_naming_the_field() -> None:
