@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's arr_core, whatever is installed
 
 
 def make_dataset(folder: Path, n: int, size: int) -> Path:

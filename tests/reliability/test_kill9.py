@@ -6,7 +6,6 @@ real signals."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -20,9 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+from reliability_procs import ENV, ROOT, induction_helpers
 
 LOCAL_API = """
 import sys, time
@@ -131,11 +128,7 @@ def _finished(proc: subprocess.Popen) -> str:
 def test_kill_9_during_induction_then_rerun_gives_the_uninterrupted_rubric_set(tmp_path: Path) -> None:
     from arr_core.sim.world.pairs import make_pairs
     from arr_core.store import Store
-    # `arr vlm serve` as the induction failure tests start it (tests/ folders are not packages).
-    spec = importlib.util.spec_from_file_location("induction_failures",
-                                                  ROOT / "tests" / "rubrics" / "test_induction_failures.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
+    helpers = induction_helpers()
 
     pairs = make_pairs("t2i", 12, 3, tmp_path / "pairs", size=32)
     server = helpers.Served("--latency-ms", "200")

@@ -5,20 +5,16 @@ processes."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from reliability_procs import ENV, ROOT, induction_helpers
 
 from arr_core.errors import StoreLockedError
 from arr_core.store import Store
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 HOLD = """
 import sys, time
@@ -64,10 +60,7 @@ def test_store_is_closed_between_units_of_work(tmp_path: Path) -> None:
 def test_store_ls_reads_while_a_long_induction_runs(tmp_path: Path) -> None:
     from arr_core.sim.world.pairs import make_pairs
 
-    spec = importlib.util.spec_from_file_location("induction_failures",
-                                                  ROOT / "tests" / "rubrics" / "test_induction_failures.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
+    helpers = induction_helpers()
     pairs = make_pairs("t2i", 16, 3, tmp_path / "pairs", size=32)
     server = helpers.Served("--latency-ms", "400")
     home = tmp_path / "home"
