@@ -115,7 +115,7 @@ def test_loss_is_log2_at_lora_init() -> None:
     loss, logits = dpo.dpo_loss(e_w, e_l, r_w, r_l, beta=2500.0)
     assert torch.equal(e_w, r_w) and torch.equal(e_l, r_l)  # B = 0: the policy is the reference bit for bit
     assert torch.count_nonzero(logits) == 0
-    assert float(loss) == pytest.approx(math.log(2), abs=1e-7)
+    assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-7)
 
 
 def _args(steps: int, **kw) -> dpo.DPOArgs:
@@ -234,3 +234,34 @@ def test_one_dpo_step_on_the_sd3_and_qwen_edit_adapters(kind: str, tmp_path: Pat
     assert x0.shape == pol.initial_latents(2, torch.Generator().manual_seed(0)).shape and torch.isfinite(x0).all()
     res = dpo.train_dpo(pol, pairs, _args(1, pairs_per_step=2, micro_batch=2), tmp_path / kind, progress=None)
     assert res.last_metrics["loss"] == pytest.approx(math.log(2), abs=1e-6) and res.last_metrics["grad_norm"] > 0
+
+
+def test_pairs_labelled_by_the_per_criterion_judge_carry_composite_margins() -> None:
+    """``reward.mode: scores``: the margin of a kept pair is the difference of the two composites, so
+    ``weighting: margin`` works on generated pairs; a pair of identical images ties and is dropped."""
+    from arr_core.recipes.rpo import build_rewarder, label_pairs
+    from arr_core.rpo.config import TrainConfig
+    from arr_core.rubrics.rubric_set import RubricSet
+    from arr_core.sim.world import apply_defects, render, scene_from_spec
+    from arr_core.sim.world.grammar import sample_spec
+    from arr_core.vlm.config import VLMConfig, build_client
+
+    rs = RubricSet.from_text("Rubric 1:\nTheme: Counts\n- Tip: Each object appears exactly the number of times "
+                             "the caption states.\n")
+    prompts, groups = [], []
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        spec = sample_spec(rng, "counting")
+        clean = render(scene_from_spec(spec, rng), 64, seed=seed)
+        wrong = render(apply_defects(scene_from_spec(spec, rng), spec, ["wrong_count"], rng), 64, seed=seed + 1)
+        prompts.append(spec.prompt)
+        groups.append([wrong, clean])
+    prompts.append(prompts[0])
+    groups.append([groups[0][1], groups[0][1].copy()])
+    cfg = TrainConfig.model_validate({"policy": {"kind": "toy"}, "prompts": {"source": "world"},
+                                      "reward": {"mode": "scores", "default_scale": "binary"}})
+    rewarder, _ = build_rewarder(cfg, rs, build_client(VLMConfig(), None))
+    pairs, counts = label_pairs(rewarder, prompts, groups, None)
+    assert counts == {"candidates": 3, "kept": 2, "tie": 1, "abstain": 0}
+    assert all(p.winner is g[1] and p.margin == pytest.approx(1.0) for p, g in zip(pairs, groups[:2], strict=True))
+    assert [p.weight for p in dpo.apply_weighting(pairs, "margin")] == [1.0, 1.0]
