@@ -146,3 +146,34 @@ def test_a_dead_vlm_endpoint_is_a_503_naming_it_with_credentials_masked(reward: 
             assert f"VLM endpoint openai:m at http://***@127.0.0.1:{url.rsplit(':', 1)[1]}" in r.json()["error"]
             assert "s3cret" not in r.text and "user:" not in r.text
         assert c.get("/health").json()["failed"] == len(calls)
+
+
+def test_edit_groups_are_judged_against_their_source_and_need_one(tmp_path: Path) -> None:
+    from arr_core.sim.world.pairs import make_pairs
+
+    pairs = make_pairs("edit", 2, 0, tmp_path / "world")
+    import json
+
+    rec = json.loads(pairs.read_text())[0]
+    root = pairs.parent
+    src, (a, b) = {"path": rec["source_image"]}, [{"path": p} for p in rec["edited_images"]]
+    rs = RubricSet.from_text("Rubric 1:\nTheme: Edit\n- Tip: The requested edit is carried out exactly.\n\n"
+                             "Rubric 2:\nTheme: Preservation\n- Tip: Everything the instruction does not mention "
+                             "is left unchanged.\n", task="edit")
+    app = service_app({"mode": "scores", "default_scale": "binary"}, rs, task="edit", image_root=str(root))
+    better = max((0, 1), key=lambda i: rec["meta"]["utility"][i])  # the world's better edit of the pair
+    with ServedApp(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        r = c.post("/v1/rewards", json={"prompts": [rec["query"]], "groups": [[a, b]], "sources": [src]})
+        [res] = r.json()["results"]
+        assert r.status_code == 200 and res["outcome"] == "win" and res["ranks"][better] == 1, r.text
+        for body, field in (({"prompts": [rec["query"]], "groups": [[a, b]]}, "sources"),
+                            ({"prompts": [rec["query"]], "groups": [[a, b]], "sources": [src, src]}, "sources"),
+                            ({"prompts": [rec["query"]], "groups": [[a, b]], "sources": [{"path": "../x.png"}]},
+                             "sources[0]")):
+            bad = c.post("/v1/rewards", json=body)
+            assert bad.status_code == 400 and bad.json()["field"] == field, bad.text
+        # Flow-Factory's protocol: the source as each sample's first condition image
+        r = c.post("/compute", json={"prompt": [rec["query"]] * 2, "image": [a, b], "condition_images": [[src], [src]]})
+        assert r.status_code == 200 and r.json()["rewards"] == res["rewards"]
+        assert c.post("/compute", json={"prompt": [rec["query"]] * 2, "image": [a, b]}).json()["field"] == \
+            "condition_images"
