@@ -111,6 +111,15 @@ def test_min_confidence_gate_drops_low_confidence_verdicts():
     r = HybridRewarder([Part(sure), Part(shaky, min_confidence=0.5)])  # required: the group abstains
     [o] = _run(r, ["p"], [[A, B]])
     assert o.outcome == "abstain" and "confidence 0.3 below min_confidence 0.5" in o.details["error"]
+    # a gated verdict is dropped, not failed: only its group abstains, the step is not failed
+    sure_q = CheckerComponent("sure", _table({("p", 10): (1.0, 0.9), ("p", 0): (0.0, 0.95),
+                                              ("q", 10): (0.0, 0.9), ("q", 0): (1.0, 0.9)}))
+    shaky_q = CheckerComponent("shaky", _table({("p", 10): (0.0, 0.3), ("p", 0): (5.0, 0.9),
+                                                ("q", 10): (1.0, 0.9), ("q", 0): (0.0, 0.9)}))
+    r = HybridRewarder([Part(sure_q), Part(shaky_q, min_confidence=0.5)])
+    o_p, o_q = _run(r, ["p", "q"], [[A, B], [A, B]])
+    assert o_p.outcome == "abstain" and o_q.outcome == "tie" and "step_failed" not in o_p.details
+    assert r.stats["failed_steps"] == 0
     r = HybridRewarder([Part(sure), Part(shaky, min_confidence=0.2)])  # above the bar: kept
     [o] = _run(r, ["p"], [[A, B]])
     assert o.rewards == pytest.approx([1.0, 5.0])
