@@ -165,6 +165,17 @@ class EvaluateStage(_Strict):
     num_steps: int | None = Field(None, ge=2, description="sampling steps (default: training's)")
     win_rate: bool = Field(True, description="judge trained vs base images with the rubric judge")
     report: bool = Field(True, description="write the HTML report")
+    checkpoints: int | Literal["all", "last", "none"] = Field(
+        4, description="held-out scores at the training run's saved checkpoints (their LoRAs scored like the "
+        "trained one; report curve, MLflow geneval.checkpoint by step): all, last, none, or N = at most N "
+        "evenly spaced (first and newest included)")
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"checkpoints must be all, last, none or an integer >= 0, got {v}")
+        return v
 
 
 class MlflowStage(_Strict):
@@ -280,7 +291,7 @@ def demo_config(**overrides: Any) -> PipelineConfig:
                 "prompts": {"source": "world", "count": 64, "seed": 1},
                 "reward": {"mode": "rank", "order": "swap"},
                 "steps": 16, "num_steps": 6, "prompts_per_step": 4,
-                "rollout_batch_size": 2, "sample_grid_every": 4, "checkpoint_every": 0,
+                "rollout_batch_size": 2, "sample_grid_every": 4, "checkpoint_every": 4,
                 "lr": 1e-3,
             },
         },

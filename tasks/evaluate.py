@@ -74,9 +74,10 @@ def evaluate_policy(train_key: str, train_summary: dict[str, Any], train_cfg: An
                 gallery=run_report.gallery_pairs(ev.items, ev.base, ev.trained, gb.details["results"],
                                                  gt.details["results"],
                                                  ev.result.details["winrate"].details.get("judgments") or []),
-                links=links)
+                links=links, checkpoint_scores=ev.checkpoint_scores, base_score=metrics["geneval.base"])
             write_html(ev.report, report_path)
         mlf.log_metrics(run_id, metrics)
+        mlf.log_metric_history(run_id, ev.checkpoint_metrics())  # held-out score by checkpoint step
         mlf.log_artifact(run_id, out / "metrics.json", "evaluation")
         if report_path.exists():
             mlf.log_artifact(run_id, report_path, "evaluation")

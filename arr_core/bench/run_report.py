@@ -190,11 +190,13 @@ def judge_section(judge: Mapping[str, Any] | None) -> Section:
     return Section("judge", "Judge accuracy", tables=tables, plots=plots)
 
 
-def training_section(rows: Sequence[Mapping[str, Any]], checkpoint_scores: Sequence[Mapping[str, Any]] = ()) -> Section:
+def training_section(rows: Sequence[Mapping[str, Any]], checkpoint_scores: Sequence[Mapping[str, Any]] = (),
+                     base_score: float | None = None) -> Section:
     """Curves of the trainer's per-step metrics (``metrics.jsonl`` rows with ``step``) and, when given,
-    held-out scores at checkpoints (``{"step", "point", "lo", "hi"}``)."""
+    held-out scores at checkpoints (``{"step", "point", "lo", "hi"}``, the evaluation's GenEval-format
+    overall) with the base policy's score on the same prompts (``base_score``) as a line."""
     rows = [r for r in rows if isinstance(r.get("step"), (int, float))]
-    if not rows:
+    if not rows and not checkpoint_scores:
         return Section("training", "Training", text="No training metrics were found for this run.")
     plots = []
     for title, keys, ylab in CURVES:
@@ -211,8 +213,11 @@ def training_section(rows: Sequence[Mapping[str, Any]], checkpoint_scores: Seque
         c = sorted(checkpoint_scores, key=lambda d: d["step"])
         plots.append(Plot("Held-out score at checkpoints", "line",
                           [Series("held-out", [d["step"] for d in c], [d["point"] for d in c], [d["lo"] for d in c],
-                                  [d["hi"] for d in c])], x_label="step", y_label="score", y_range=(0.0, 1.0)))
-    text = (f"{len(rows)} steps. Group-ranked rewards have a fixed mean, so the spread, KL, ratio and clip "
+                                  [d["hi"] for d in c])], x_label="step", y_label="GenEval-format overall",
+                          y_range=(0.0, 1.0), hlines=[(base_score, "base")] if base_score is not None else [],
+                          note="Each checkpoint's LoRA on the evaluation's held-out prompts and noise; 95 % "
+                               "bootstrap intervals over prompts."))
+    text = (f"{len(rows)} steps logged. Group-ranked rewards have a fixed mean, so the spread, KL, ratio and clip "
             "fraction show whether the policy moved; an absolute score shows whether it improved.")
     if not absolute and not checkpoint_scores:
         text += " This run logged no absolute per-step score and no held-out checkpoint scores."
@@ -237,10 +242,11 @@ def pipeline_run_report(evaluation: Report, *, data: Mapping[str, Any] | None, r
                         judge: Mapping[str, Any] | None, training_rows: Sequence[Mapping[str, Any]],
                         delta: Mapping[str, float], checker_name: str, scores: tuple[float, float],
                         gallery: Sequence[GalleryPair], links: Mapping[str, str | None],
-                        checkpoint_scores: Sequence[Mapping[str, Any]] = ()) -> Report:
-    """The run's report: the sections listed in the module docstring around the evaluation's own."""
+                        checkpoint_scores: Sequence[Mapping[str, Any]] = (), base_score: float | None = None) -> Report:
+    """The run's report: the sections listed in the module docstring around the evaluation's own
+    (``checkpoint_scores`` and ``base_score``: see :func:`training_section`)."""
     sections = [links_section(links), data_section(data), rubric_section(rubric_set), judge_section(judge),
-                training_section(training_rows, checkpoint_scores),
+                training_section(training_rows, checkpoint_scores, base_score),
                 paired_section(delta, checker_name, *scores), *evaluation.sections]
     if gallery:
         sections.append(gallery_section(gallery))

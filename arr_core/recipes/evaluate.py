@@ -10,6 +10,10 @@ there is one of each:
   = mean over tags, stratified bootstrap; ``geneval_scores``);
 - win rate: ``arr_core.bench.winrate.run_winrate`` (rubric judge and independent checker).
 
+Held-out scores at checkpoints: :func:`run` also scores the LoRA of the training run's saved
+checkpoints (``checkpoints/step_N`` with a complete manifest, next to the final LoRA folder) with the
+same prompts, noise and checker, chosen by ``evaluate.checkpoints`` (:func:`select_checkpoints`).
+
 Checkers: the scene detector for the toy policy (its images are scene-world renders), the VLM's yes/no
 GenEval questions for real generators (FLUX, SD3). Qwen-Image-Edit is an editing policy: a text-to-image
 benchmark cannot sample it (no source images), so it is refused by name.
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
 
 BENCHMARKS = ("geneval", "checkpoints", "winrate")
 CHECKERS = ("scene", "vlm")
+# evaluate.checkpoints: every saved checkpoint, the newest only, none, or (an int N) at most N evenly spaced.
+CHECKPOINT_CHOICES = ("all", "last", "none")
+DEFAULT_CHECKPOINTS = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +116,31 @@ def load_policy(spec: str, lora: str | Path | None = None) -> tuple[Any, Any, st
     return policy, peft_model, pid
 
 
+def select_checkpoints(checkpoints_dir: str | Path, which: int | str) -> list[tuple[int, Path]]:
+    """(step, folder) of the complete checkpoints (``step_*`` with a valid ``COMPLETE.json``) under
+    ``checkpoints_dir``, by step, chosen by ``which``: ``all``; ``last`` (the newest); ``none`` or 0;
+    an int N >= 1: at most N evenly spaced over the saved ones, always the first and the newest
+    (N = 1: the newest). A missing folder has none; incomplete checkpoints are skipped."""
+    import json
+
+    from arr_core.rpo.checkpoint import MANIFEST, is_complete
+
+    if isinstance(which, bool) or not (which in CHECKPOINT_CHOICES or (isinstance(which, int) and which >= 0)):
+        raise InputError(f"evaluate.checkpoints must be all, last, none or an integer >= 0, got {which!r}",
+                         field="evaluate.checkpoints")
+    root = Path(checkpoints_dir)
+    found = sorted((int(json.loads((d / MANIFEST).read_text(encoding="utf-8"))["step"]), d)
+                   for d in (root.glob("step_*") if root.is_dir() else []) if is_complete(d))
+    if which in ("none", 0) or not found:
+        return []
+    if which == "all":
+        return found
+    n = len(found) if which == "last" else min(int(which), len(found))
+    if which == "last" or n == 1:
+        return found[-1:]
+    return [found[i] for i in sorted({round(k * (len(found) - 1) / (n - 1)) for k in range(n)})]
+
+
 # ---------------------------------------------------------------------------------------------
 # the pipeline's evaluation: base vs trained
 
@@ -124,6 +156,15 @@ class PolicyEvaluation:
     trained: ImagesById
     samples_png: Path | None  # base/trained pairs side by side (first 8 images)
     vlm_stats: dict[str, Any] = field(default_factory=dict)
+    # held-out score at each evaluated checkpoint, by step: {"step", "point", "lo", "hi" (GenEval-format
+    # overall with its 95 % interval), "image_mean", "lora" (the checkpoint's LoRA folder)}
+    checkpoint_scores: list[dict[str, Any]] = field(default_factory=list)
+
+    def checkpoint_metrics(self) -> list[dict[str, Any]]:
+        """The checkpoint curve as per-step metric rows (MLflow ``geneval.checkpoint``, step = checkpoint step)."""
+        return [{"step": c["step"], "geneval.checkpoint": c["point"], "geneval.checkpoint_lo": c["lo"],
+                 "geneval.checkpoint_hi": c["hi"], "geneval.checkpoint_image_mean": c["image_mean"]}
+                for c in self.checkpoint_scores]
 
     @property
     def report(self) -> Report:
@@ -137,7 +178,7 @@ class PolicyEvaluation:
 def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Path, out_dir: str | Path, *,
         rubric_set: Any = None, vlm: Any = None, run_key: str = "", rubric_set_id: str | None = None,
         policy_id: str | None = None, meta: Mapping[str, Any] | None = None, n_boot: int = 2000, seed: int = 0,
-        policy: Any = None) -> PolicyEvaluation:
+        policy: Any = None, checkpoints_dir: str | Path | None = None) -> PolicyEvaluation:
     """Sample the base policy of ``train_cfg`` and the base + LoRA at ``lora_uri`` on the held-out
     scene-world prompts of ``eval_cfg`` (the pipeline's ``evaluate`` section: prompts, prompt_seed,
     images_per_prompt, num_steps, win_rate), score both in GenEval format and measure the win rate of
@@ -148,6 +189,12 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
     only when ``eval_cfg["win_rate"]``). ``run_key`` (the training's cache key), ``rubric_set_id``,
     ``policy_id`` and ``meta`` (report header) label the result. ``policy``: an already built policy
     instead of building it from ``train_cfg`` (its transformer gets the LoRA after the base is sampled).
+
+    Checkpoints: ``eval_cfg["checkpoints"]`` (default none here; the pipeline's default is
+    ``DEFAULT_CHECKPOINTS``) chooses among the complete checkpoints in ``checkpoints_dir`` (default: the
+    training run's, ``<lora_uri>/../checkpoints``; :func:`select_checkpoints`); each one's LoRA is sampled
+    and scored like the trained one (a checkpoint whose LoRA file is byte-identical to ``lora_uri``'s
+    reuses the trained scores). ``PolicyEvaluation.checkpoint_scores`` has the curve.
 
     Metrics (MLflow names): ``geneval.base`` / ``geneval.trained`` (mean over tags), ``geneval.delta``,
     ``geneval.<policy>.<tag>``, ``geneval.<policy>_tag_mean`` (= the overall), ``geneval.<policy>_image_mean``
@@ -178,7 +225,7 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
     kw = dict(n_per_prompt=n_images, steps=steps, noise_key=prompt_noise_keys(items),
               batch_size=64 if kind == "toy" else 4)
     base = sample_images(policy, items, out / "samples" / "base", **kw)
-    load_lora(policy, lora_uri)  # wraps policy.transformer: from here on the policy is the trained one
+    peft_model = load_lora(policy, lora_uri)  # wraps policy.transformer: from here on the policy is the trained one
     trained = sample_images(policy, items, out / "samples" / "trained", **kw)
 
     simulated = checker_kind == "scene"
@@ -204,27 +251,64 @@ def run(train_cfg: TrainConfig, eval_cfg: Mapping[str, Any], lora_uri: str | Pat
         metrics["winrate.judge"] = wr.summary["winrate/judge_decisive"]
         metrics["winrate.judge_ties"] = wr.summary["winrate/judge_ties"]
         metrics["winrate.gap"] = wr.summary["winrate/gap_decisive"]
+    chosen = select_checkpoints(Path(lora_uri).parent / "checkpoints" if checkpoints_dir is None
+                                else checkpoints_dir, eval_cfg.get("checkpoints", "none"))
+    ckpts = _score_checkpoints(policy, peft_model, chosen, lora_uri, gt, items, out / "samples", kw, checker,
+                               n_boot=n_boot, seed=seed, simulated=simulated)
+    if chosen:
+        metrics["geneval.checkpoints_scored"] = len(ckpts)
     vlm_stats = client.stats() if client is not None else {}
     if client is not None:
         metrics["vlm_calls"] = int(vlm_stats.get("calls", 0))
     metrics["wall_s"] = round(time.perf_counter() - t0, 3)
 
     report = _pipeline_report(items, base, trained, sb, st, tags, metrics, checker.name, run_key,
-                              scene_vlm=vcfg.backend == "scene", meta=meta)
+                              scene_vlm=vcfg.backend == "scene", meta=meta, checkpoint_scores=ckpts)
     result = EvalResult("geneval", {**eval_cfg, "train_key": run_key}, metrics,
                         [t for sec in report.sections for t in sec.tables], report,
                         rubric_set_id=rubric_set_id or getattr(rubric_set, "id", None), policy_id=policy_id,
-                        details={"geneval": {"base": gb, "trained": gt}, "winrate": wr})
+                        details={"geneval": {"base": gb, "trained": gt}, "winrate": wr, "checkpoints": ckpts})
     samples_png = out / "samples.png"
     first = [p for it in items for p in base[it.id]][:8], [p for it in items for p in trained[it.id]][:8]
     _save_pairs_grid(*first, samples_png)
     return PolicyEvaluation(metrics, result, items, base, trained, samples_png if samples_png.exists() else None,
-                            vlm_stats)
+                            vlm_stats, ckpts)
+
+
+def _score_checkpoints(policy: Any, peft_model: Any, chosen: Sequence[tuple[int, Path]], lora_uri: str | Path,
+                       gt: EvalResult,
+                       items: Sequence[PromptItem], samples: Path, kw: Mapping[str, Any], checker: Checker, *,
+                       n_boot: int, seed: int, simulated: bool) -> list[dict[str, Any]]:
+    """Score each chosen checkpoint's LoRA on ``items`` with the trained images' noise and ``checker``
+    (images in ``samples/step_N``). ``policy`` carries the LoRA at ``lora_uri`` (``peft_model``; ``gt``: its
+    scores) and carries it again on return: a checkpoint's adapter replaces it while that checkpoint is
+    sampled (``unload`` restores the base modules in place, then ``load_lora`` wraps them again)."""
+    from arr_core.bench.generation import load_lora, lora_digest, run_geneval, sample_images
+
+    final = lora_digest(lora_uri)
+    out, swapped = [], False
+    for step, folder in chosen:
+        if lora_digest(folder / "lora") == final:  # the same bytes: the trained images and scores
+            g = gt
+        else:
+            peft_model.unload()  # back to the bare transformer
+            peft_model = load_lora(policy, folder / "lora")
+            swapped = True
+            images = sample_images(policy, items, samples / f"step_{step:06d}", **kw)
+            g = run_geneval(items, images, checker, n_boot=n_boot, seed=seed, simulated=simulated)
+        sc = g.details["scores"]
+        out.append({"step": step, "point": sc["overall"]["point"], "lo": sc["overall"]["lo"],
+                    "hi": sc["overall"]["hi"], "image_mean": sc["prompt_mean"], "lora": str(folder / "lora")})
+    if swapped:
+        peft_model.unload()
+        load_lora(policy, lora_uri)
+    return out
 
 
 def _pipeline_report(items: Sequence[PromptItem], base: ImagesById, trained: ImagesById, sb: dict[str, Any],
                      st: dict[str, Any], tags: list[str], metrics: dict[str, Any], checker_name: str,
-                     run_key: str, *, scene_vlm: bool, meta: Mapping[str, Any] | None) -> Report:
+                     run_key: str, *, scene_vlm: bool, meta: Mapping[str, Any] | None,
+                     checkpoint_scores: Sequence[Mapping[str, Any]] = ()) -> Report:
     from arr_core.bench.report import GridRow, ImageGrid, Report, Section, Table
 
     rows = [["overall", sb["overall"], st["overall"]]]
@@ -232,6 +316,14 @@ def _pipeline_report(items: Sequence[PromptItem], base: ImagesById, trained: Ima
     k = min(8, len(items))
     grid = ImageGrid("Base vs trained (seed 0)", ["base", "trained"],
                      [GridRow(it.prompt, [base[it.id][0], trained[it.id][0]]) for it in items[:k]])
+    tables = [Table("accuracy with 95 % intervals", ["tag", "base", "trained"], rows,
+                    note="Overall = mean over tags (GenEval); intervals: bootstrap over prompts, stratified by "
+                         "tag for overall.")]
+    if checkpoint_scores:
+        tables.append(Table("held-out score at training checkpoints", ["step", "overall (95% CI)", "image mean"],
+                            [[c["step"], {k: c[k] for k in ("point", "lo", "hi")}, c["image_mean"]]
+                             for c in checkpoint_scores],
+                            note="The checkpoint's LoRA on the same held-out prompts and noise as base and trained."))
     win_rows = [[f"independent checker ({checker_name})", metrics["winrate.checker"]]]
     if "winrate.judge" in metrics:
         win_rows.insert(0, ["rubric judge (training reward)", metrics["winrate.judge"]])
@@ -240,10 +332,7 @@ def _pipeline_report(items: Sequence[PromptItem], base: ImagesById, trained: Ima
         notes=["Scene world with the offline simulated VLM: these figures say nothing about real VLMs."]
         if scene_vlm else [],
         meta=dict(meta or {}),
-        sections=[Section("geneval", f"GenEval-format accuracy ({checker_name})",
-                          tables=[Table("accuracy with 95 % intervals", ["tag", "base", "trained"], rows,
-                                        note="Overall = mean over tags (GenEval); intervals: bootstrap over "
-                                             "prompts, stratified by tag for overall.")]),
+        sections=[Section("geneval", f"GenEval-format accuracy ({checker_name})", tables=tables),
                   Section("winrate", "Win rate of trained vs base",
                           text="A large gap between the judge and the checker flags possible reward hacking. "
                                "Decisive pairs only: ties and abstentions of the judge, and pairs where both "
