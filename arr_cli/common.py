@@ -137,6 +137,25 @@ def resolve_rubrics(store: Any, rubrics: str) -> Any:
     return rs
 
 
+def set_project_dir(variable: str = "ARR_PROJECT_DIR") -> dict[str, str]:
+    """The deployments' Prefect pull step (prefect.yaml): change into the arr-pipeline checkout named by
+    ``$variable`` in the environment of the flow run the worker starts, read when that run starts. (A
+    ``{{ $VAR }}`` template in prefect.yaml would be filled by `prefect deploy` on the deploying
+    machine and stored as that path.) Importable on the worker before any code is pulled: arr_cli is
+    installed."""
+    import os
+
+    value = os.environ.get(variable)
+    if not value:
+        raise RuntimeError(f"{variable} is not set in this worker's environment: set it to the arr-pipeline "
+                           "checkout on this host (e.g. ARR_PROJECT_DIR=/opt/arr-pipeline prefect worker start ...)")
+    path = Path(value).expanduser().resolve()
+    if not (path / "flows" / "pipeline.py").is_file():
+        raise RuntimeError(f"{variable}={value} is not an arr-pipeline checkout on this host (no flows/pipeline.py)")
+    os.chdir(path)
+    return {"directory": str(path)}
+
+
 def require_prefect_code() -> None:
     """Make the Prefect code (``flows/``, ``tasks/``) importable, or fail with what to do.
 
