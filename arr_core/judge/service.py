@@ -246,15 +246,16 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
             if len(buf) > cap:
                 raise too_big
         try:
-            return json.loads(buf)
+            return await asyncio.to_thread(json.loads, bytes(buf))  # off the event loop: /health still answers
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise RequestError("body", "is not JSON") from None
 
-    async def guarded(parse: Callable[[], Awaitable[Any]], work: Callable[[Any], Awaitable[JSONResponse]]
+    async def guarded(request: Request, parse: Callable[[Any], Any], work: Callable[[Any], Awaitable[JSONResponse]]
                       ) -> JSONResponse:
         """Admit the request (a full queue: 503 busy, before its body is read, so memory stays bounded by
-        (max_concurrency + max_queue) × max_request_bytes), ``parse`` it (RequestError: 400 or 413) and
-        run ``work`` on it under the concurrency cap; endpoint faults → 503, never a score."""
+        (max_concurrency + max_queue) × max_request_bytes), read its body and ``parse(body)`` it in a
+        thread (decoding images; RequestError: 400 or 413) and run ``work`` on the result under the
+        concurrency cap; endpoint faults → 503, never a score."""
         if waiting["n"] >= settings.max_queue + settings.max_concurrency:
             app.state.counts["busy"] += 1
             return JSONResponse({"error": f"busy: {waiting['n']} requests in progress or waiting "
@@ -263,7 +264,7 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
         waiting["n"] += 1
         try:
             try:
-                parsed = await parse()
+                parsed = await asyncio.to_thread(parse, await body_of(request))
             except RequestError as e:
                 return bad(e)
             async with sem:
@@ -305,24 +306,23 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
     async def rewards(request: Request) -> JSONResponse:
         app.state.counts["requests"] += 1
 
-        async def parse() -> Any:
-            return parse_rewards_request(await body_of(request), settings.task, settings.image_root,
-                                         settings.max_images)
+        def parse(body: Any) -> Any:
+            return parse_rewards_request(body, settings.task, settings.image_root, settings.max_images)
 
         async def work(parsed: Any) -> JSONResponse:
             outs, dt = await score_groups(*parsed)
             return JSONResponse({"results": [group_result(o) for o in outs], "reward": description,
                                  "latency_s": dt})
 
-        return await guarded(parse, work)
+        return await guarded(request, parse, work)
 
     @app.post("/compute")
     async def compute(request: Request) -> JSONResponse:
         """Flow-Factory's remote reward protocol: consecutive equal prompts form one group."""
         app.state.counts["requests"] += 1
 
-        async def parse() -> Any:
-            body, prompts, images = _per_image(await body_of(request), "prompt", "image")
+        def parse(body: Any) -> Any:
+            body, prompts, images = _per_image(body, "prompt", "image")
             cond = body.get("condition_images")
             starts = [i for i in range(len(prompts)) if i == 0 or prompts[i] != prompts[i - 1]]
             spans = list(zip(starts, starts[1:] + [len(prompts)], strict=True))
@@ -346,7 +346,7 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
                                     status_code=502)
             return JSONResponse({"rewards": [r for o in outs for r in o.rewards]})
 
-        return await guarded(parse, work)
+        return await guarded(request, parse, work)
 
     @app.post("/v1/scores")
     async def scores(request: Request) -> JSONResponse:
@@ -355,8 +355,8 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
             return bad(RequestError("path", "/v1/scores needs reward mode 'scores' (per-criterion, pointwise); "
                                     "this server ranks groups: use /v1/rewards"))
 
-        async def parse() -> Any:
-            body, prompts, images = _per_image(await body_of(request), "prompts", "images")
+        def parse(body: Any) -> Any:
+            body, prompts, images = _per_image(body, "prompts", "images")
             if len(images) > settings.max_images:
                 raise RequestError("images", f"{len(images)} images; this server takes at most {settings.max_images}")
             ims = [decode_image(im, f"images[{i}]", settings.image_root) for i, im in enumerate(images)]
@@ -379,7 +379,7 @@ def create_app(make_rewarder: Callable[[Any], Any], client: Any, settings: Servi
                  "criteria": dict(zip(labels, r.scores, strict=True)) if r.scores is not None else None}
                 for r in res], "reward": description})
 
-        return await guarded(parse, work)
+        return await guarded(request, parse, work)
 
     return app
 
