@@ -50,14 +50,15 @@ def default_tracking_uri(home: Path) -> str:
     return f"sqlite:///{(mlflow_dir(home) / 'mlflow.db').as_posix()}"
 
 
-# Variables this module set itself (not the user): a later call for another state folder may move them.
-_OURS: set[str] = set()
+# Variables this module set itself, with the value it set: a later call for another state folder may
+# move them, unless someone set them since (then the variable is theirs).
+_OURS: dict[str, str] = {}
 
 
 def _default(key: str, value: str) -> None:
-    if key not in os.environ or key in _OURS:
+    if key not in os.environ or _OURS.get(key) == os.environ[key]:
         os.environ[key] = value
-        _OURS.add(key)
+        _OURS[key] = value
 
 
 def apply_defaults(home: str | os.PathLike[str] | None = None) -> Path:

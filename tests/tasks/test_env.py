@@ -15,7 +15,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "PREFECT_RESULTS_LOCAL_STORAGE_PATH",
               "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(_env, "_OURS", set())
+    monkeypatch.setattr(_env, "_OURS", {})
     return monkeypatch
 
 
@@ -42,6 +42,15 @@ def test_user_settings_win(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Non
     _env.apply_defaults(tmp_path / "h")
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert "PREFECT_HOME" not in os.environ  # the user's server keeps its own database
+
+
+def test_a_variable_set_after_ours_is_no_longer_ours(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    import os
+
+    _env.apply_defaults(tmp_path / "h1")
+    clean_env.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")  # e.g. a test fixture, after us
+    _env.apply_defaults(tmp_path / "h2")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
 
 
 def test_fail_point_is_a_test_switch(monkeypatch: pytest.MonkeyPatch) -> None:
