@@ -289,7 +289,10 @@ def demo_config(**overrides: Any) -> PipelineConfig:
             "config": {
                 "policy": {"kind": "toy", "dtype": "float32", "device": "cpu"},
                 "prompts": {"source": "world", "count": 64, "seed": 1},
-                "reward": {"mode": "rank", "order": "swap"},
+                # the rank judge; the scene checker only observes (weight 0: rewards unchanged), so
+                # metrics and the report have an absolute per-step score, reward/checker/mean
+                "reward": {"components": [{"kind": "rubric_judge", "order": "swap"},
+                                          {"kind": "checker", "checker": "scene", "weight": 0, "required": False}]},
                 "steps": 16, "num_steps": 6, "prompts_per_step": 4,
                 "rollout_batch_size": 2, "sample_grid_every": 4, "checkpoint_every": 4,
                 "lr": 1e-3,

@@ -34,6 +34,9 @@ CURVES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 # reward component's raw mean (``reward/<name>/mean``), and the per-criterion rubric scores
 # (``score/<criterion>``, drawn as their mean).
 ABSOLUTE_MARKERS = ("pass_rate", "checklist", "heldout")
+# Not absolute: the rank judge's component (default name ``rubric_judge``) has group-ranked values, so
+# its mean only mirrors the tie rate (0.45 for every decided group with G = 2).
+RELATIVE_COMPONENT_MEANS = ("reward/rubric_judge/mean",)
 
 
 def absolute_series(rows: Sequence[Mapping[str, Any]]) -> list[Series]:
@@ -41,7 +44,7 @@ def absolute_series(rows: Sequence[Mapping[str, Any]]) -> list[Series]:
     def num(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    keys = sorted({k for r in rows for k, v in r.items() if num(v) and (
+    keys = sorted({k for r in rows for k, v in r.items() if num(v) and k not in RELATIVE_COMPONENT_MEANS and (
         any(m in k for m in ABSOLUTE_MARKERS) or (k.startswith("reward/") and k.endswith("/mean")))})
     series = [Series(k, [r["step"] for r in rows if num(r.get(k))], [float(r[k]) for r in rows if num(r.get(k))])
               for k in keys]
