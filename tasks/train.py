@@ -140,11 +140,12 @@ def _torchrun(gpus: int, train_config_uri: str, rubric_set_uri: str | None, vlm:
 def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str) -> dict[str, Any]:
     """Compute the training's content key and export its inputs where the training side can read them.
 
-    Key = trajectory-relevant config (without output paths and logging cadence), step count, rubric
-    set id, base-policy fingerprint, the VLM config without secrets, and the training code version.
+    Key = trajectory-relevant config (without output paths and logging cadence), step count, the
+    content of the prompt/pair files it names, rubric set id, base-policy fingerprint, the VLM config
+    without secrets, and the training code version.
     """
     from arr_core.digest import digest_obj
-    from arr_core.recipes.rpo import policy_fingerprint
+    from arr_core.recipes.rpo import input_files_digest, policy_fingerprint
     from arr_core.rubrics.rubric_set import RubricSet
     from tasks._cache import code_version, redact
 
@@ -153,6 +154,7 @@ def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str)
     policy_id = policy_fingerprint(train_cfg.policy.model_dump(mode="json"))
     vlm_safe = redact(vlm)
     train_key = "tr-" + digest_obj({"config": cfg_json, "rubric_set_id": rs.id, "policy_id": policy_id,
+                                    "inputs": input_files_digest(train_cfg),
                                     "vlm": vlm_safe, "code": code_version(__file__)}, 24)
     folder = Path(exchange) / train_key
     folder.mkdir(parents=True, exist_ok=True)

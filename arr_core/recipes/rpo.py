@@ -89,6 +89,29 @@ def policy_fingerprint(policy: dict[str, Any]) -> str:
     return "pol-" + digest_obj(ident, 16)
 
 
+def input_files_digest(cfg: TrainConfig) -> str:
+    """The content of the files a training config reads by path (``prompts.path``, ``dpo.pairs.path``):
+    a changed prompt file or preference dataset under the same name is a different training. A folder
+    hashes every file under it; images a dataset file names elsewhere are not covered (their paths
+    are, through the file's content)."""
+    from arr_core.digest import digest_obj, sha256_file
+
+    paths = {"prompts": cfg.prompts.path if cfg.prompts is not None else None,
+             "dpo_pairs": cfg.dpo.pairs.path if cfg.algorithm == "dpo" and cfg.dpo is not None else None}
+    ident: dict[str, Any] = {}
+    for name, path in paths.items():
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            ident[name] = sorted([str(f.relative_to(p)), sha256_file(f)] for f in p.rglob("*") if f.is_file())
+        elif p.is_file():
+            ident[name] = sha256_file(p)
+        else:
+            raise InputError(f"{'prompts.path' if name == 'prompts' else 'dpo.pairs.path'}: {p} not found")
+    return "in-" + digest_obj(ident, 16)
+
+
 def load_prompts(cfg: TrainConfig) -> tuple[list[str], list[Image.Image] | None]:
     """Training prompts (and edit sources): a .txt file (one per line), a .jsonl file with 'prompt'
     (and 'image', a path relative to the file, for editing), or the scene-world sampler."""
