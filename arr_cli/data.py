@@ -20,6 +20,7 @@ from arr_cli.common import (
     home_dir,
     print_json,
     progress,
+    stored_dataset,
 )
 from arr_core.data.images import DEFAULT_MAX_IMAGE_SIDE
 from arr_core.errors import InputError
@@ -34,7 +35,8 @@ AllowTies = Annotated[bool, typer.Option("--allow-ties", help="Accept tied label
 MaxSide = Annotated[int, typer.Option("--max-image-side", help="Refuse images larger than this many pixels "
                                       "per side.")]
 DataPath = Annotated[Path, typer.Argument(help="A dataset file, a folder (its dataset files) or a quoted glob "
-                                          "such as `'bench/*/train-*.parquet'`.")]
+                                          "such as `'bench/*/train-*.parquet'` (arr data validate: also a "
+                                          "dataset id from arr data import).")]
 
 
 def describe_format(path: Path, fmt: str | None, quiet: bool = False) -> str:
@@ -53,15 +55,19 @@ def describe_format(path: Path, fmt: str | None, quiet: bool = False) -> str:
 def validate(path: DataPath, task: Task = None, allow_outside: AllowOutside = False,
              allow_ties: AllowTies = False, max_image_side: MaxSide = DEFAULT_MAX_IMAGE_SIDE,
              allow_remote: AllowRemote = False, root: Root = None, fmt: Format = None,
-             as_json: Json = False) -> int:
-    """Check a dataset and print its format, record counts and every problem found (exit 2 if any
-    record is invalid). Writes nothing."""
+             as_json: Json = False, home: Home = None) -> int:
+    """Check a dataset (or a ``ds-…`` id from ``arr data import``: its stored records) and print its
+    format, record counts and every problem found (exit 2 if any record is invalid). Writes nothing."""
     from arr_core.data.dataset import Dataset, scan_dataset
 
-    name = describe_format(path, fmt, quiet=as_json)
-    records, problems = scan_dataset(path, task=task, allow_outside=allow_outside, allow_ties=allow_ties,
-                                     max_image_side=max_image_side, allow_remote=allow_remote, root=root,
-                                     format=name)
+    stored = stored_dataset(path, home)
+    if stored is not None:  # validated when imported: the counts of what the store holds
+        name, records, problems = "store", stored.records, []
+    else:
+        name = describe_format(path, fmt, quiet=as_json)
+        records, problems = scan_dataset(path, task=task, allow_outside=allow_outside, allow_ties=allow_ties,
+                                         max_image_side=max_image_side, allow_remote=allow_remote, root=root,
+                                         format=name)
     fatal = [p for p in problems if p.fatal]
     notes = [p for p in problems if not p.fatal]
     ds = Dataset(records=records, name=path.stem, source_uri=str(path), task=task or "mixed")
@@ -117,7 +123,7 @@ def import_(path: DataPath, name: Annotated[str, typer.Option("--name", help="A 
     for n in ds.notes:
         console.print(f"[yellow]note[/] {path}: {n}")
     console.print(f"imported {len(ds.records)} records as [bold]{dataset_id}[/] (task {ds.task}); use the id "
-                  f"as the pairs of arr induce --pairs / arr judge --pairs", soft_wrap=True)
+                  f"as the pairs of arr induce / judge / eval preference / eval zeroshot --pairs", soft_wrap=True)
     console.print(dataset_id)
     return 0
 

@@ -19,6 +19,7 @@ from arr_cli.common import (
     home_dir,
     print_json,
     progress,
+    stored_dataset,
 )
 from arr_core.errors import InputError
 
@@ -114,14 +115,16 @@ SubsetKey = Annotated[Optional[str], typer.Option("--subset-key", help="Record m
 
 
 def _records(pairs: Path, fmt: str | None, root: Path | None, allow_outside: bool, allow_remote: bool, split: str,
-             limit: int | None) -> list:
-    """The records to evaluate: any format ``arr data`` reads, tied labels kept (the benchmark counts
-    and skips them), one split, the first ``limit``."""
+             limit: int | None, home: Path | None = None) -> list:
+    """The records to evaluate: any format ``arr data`` reads or a ``ds-…`` id from ``arr data import``,
+    tied labels kept (the benchmark counts and skips them), one split, the first ``limit``."""
     from arr_cli.data import describe_format
     from arr_core.data.dataset import load_dataset
 
-    ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, allow_ties=True,
-                      format=describe_format(pairs, fmt))
+    ds = stored_dataset(pairs, home)
+    if ds is None:
+        ds = load_dataset(pairs, allow_outside=allow_outside, allow_remote=allow_remote, root=root, allow_ties=True,
+                          format=describe_format(pairs, fmt))
     records = ds.records if split == "all" else ds.split().get(split)
     if records is None:
         raise InputError(f"--split must be all, seed, validation or test, got {split!r}", field="split")
@@ -171,7 +174,7 @@ def _paper(store, records, judges: dict, rs, *, ks: list[int], generator: str | 
 @eval_app.command("preference")
 def preference(
     pairs: Annotated[Path, typer.Option("--pairs", help="Preference pairs: a file, folder or glob in any format "
-                                        "`arr data` reads (--format).")],
+                                        "`arr data` reads (--format), or a dataset id from `arr data import`.")],
     rubrics: Annotated[Optional[list[str]], typer.Option("--rubrics", help="Rubric set id or prefix in the store "
                                                          "(repeat for --ablation transfer).")] = None,
     ablation: Annotated[Optional[str], typer.Option("--ablation", help="cardinality | transfer")] = None,
@@ -197,7 +200,7 @@ def preference(
     from arr_core.store import Store
 
     store = Store(home_dir(home))
-    records = _records(pairs, fmt, root, allow_outside, allow_remote, split, limit)
+    records = _records(pairs, fmt, root, allow_outside, allow_remote, split, limit, home)
     sets = [store.get_rubric_set(r) for r in (rubrics or [])]
     simulated = backend == "scene"
     if paper:
@@ -249,7 +252,8 @@ def preference(
 @eval_app.command("zeroshot")
 def zeroshot(
     pairs: Annotated[Path, typer.Option("--pairs", help="Preference pairs: a file, folder or glob in any format "
-                                        "`arr data` reads (--format). Labels are used only to score.")],
+                                        "`arr data` reads (--format), or a dataset id from `arr data import`. Labels are "
+                                        "used only to score.")],
     ks: Annotated[str, typer.Option("--ks", help="Rubrics generated per prompt, one condition each (the "
                                     "paper's cardinality table).")] = "1,5,10,20",
     rubrics: Annotated[Optional[str], typer.Option("--rubrics", help="Induced rubric set (few-shot) to show side "
@@ -278,7 +282,7 @@ def zeroshot(
 
     k_list = _ks(ks)
     store = Store(home_dir(home))
-    records = _records(pairs, fmt, root, allow_outside, allow_remote, split, limit)
+    records = _records(pairs, fmt, root, allow_outside, allow_remote, split, limit, home)
     rs = store.get_rubric_set(rubrics) if rubrics else None
     judges = _judges(judge, judge_model, backend, model, base_url, seed, store)
     result = _paper(store, records, judges, rs, ks=k_list, generator=generator_model, with_images=with_images,
