@@ -9,8 +9,10 @@ judge. Here, on any dataset the project loads:
   (including swap-mode disagreements) and abstentions count as not correct, and their rates are
   reported separately. For listwise records (N > 2) this is top-1 agreement.
 - every order mode (single / swap / random) is run on the pairs as given (forward) and with the
-  image order reversed (reversed); position bias = accuracy(forward) − accuracy(reversed), with a
-  paired bootstrap interval over pairs. The order-balanced accuracy is the mean of the two.
+  image order reversed (reversed); order gap (as given − reversed) = accuracy(forward) −
+  accuracy(reversed), with a paired bootstrap interval over pairs (the name ``arr judge`` prints; its
+  position gap, preferred shown 1st − 2nd, is another quantity). The order-balanced accuracy is the
+  mean of the two.
 - intervals: percentile bootstrap, 95 %, over pairs (``arr_core.stats.bootstrap_ci``).
 - cardinality ablation: ``RubricSet.with_criteria_subset(k)`` for k in (1, 5, 10, 20); k larger
   than the set is reported as unavailable rather than silently repeated.
@@ -260,9 +262,11 @@ def run_preference(client: Any, records: Sequence[PreferenceRecord], rubric_set:
                                                "tie rate", "abstain rate", "n"], acc_rows,
                   note="Ties and abstentions count as not correct. Intervals: percentile bootstrap over pairs.")
     t_bias = Table("Position bias (forward − reversed)", ["judge", "order mode", "forward", "reversed",
-                                                          "gap (95% CI)", "first-shown wins (95% CI)",
+                                                          "order gap (as given − reversed, 95% CI)",
+                                                          "first-shown wins (95% CI)",
                                                           "flip rate", "order-balanced accuracy", "n"],
-                   bias_rows, note="Gap: accuracy(forward) − accuracy(reversed), paired bootstrap over pairs; it "
+                   bias_rows, note="Order gap: accuracy(forward, the images as given) − accuracy(reversed), paired "
+                   "bootstrap over pairs; it "
                    "only reveals a bias when the preferred image's position is unbalanced in the data. "
                    "First-shown wins: share of presented orders whose first image was ranked best (0.5 = no "
                    "position preference). Flip rate: share of pairs whose winner changes when the order is "
@@ -273,11 +277,12 @@ def run_preference(client: Any, records: Sequence[PreferenceRecord], rubric_set:
                      [b["balanced"]["lo"] for b in s["bias"].values()],
                      [b["balanced"]["hi"] for b in s["bias"].values()]) for name, s in summaries.items()],
              x_label="order mode", y_label="accuracy", y_range=(0.0, 1.0), hlines=[(0.5, "chance")]),
-        Plot("Position bias by order mode", "bar",
+        Plot("Order gap (as given − reversed) by order mode", "bar",
              [Series(name, list(s["bias"]), [b["gap"]["point"] for b in s["bias"].values()],
                      [b["gap"]["lo"] for b in s["bias"].values()], [b["gap"]["hi"] for b in s["bias"].values()])
               for name, s in summaries.items()],
-             x_label="order mode", y_label="accuracy(forward) − accuracy(reversed)", y_range=(-1.0, 1.0)),
+             x_label="order mode", y_label="order gap: accuracy(as given) − accuracy(reversed)",
+             y_range=(-1.0, 1.0)),
         Plot("Share of orders won by the image shown first", "bar",
              [Series(name, list(s["bias"]), [b["first_rate"]["point"] for b in s["bias"].values()],
                      [b["first_rate"]["lo"] for b in s["bias"].values()],
@@ -604,9 +609,10 @@ def run_paper(judges: Mapping[str, Any], records: Sequence[PreferenceRecord], *,
                   note=f"Order mode {head}; every pair judged as given (forward) and with the images reversed; "
                   "order-balanced = mean of the two per pair. Ties and abstentions count as not correct. "
                   "Intervals: percentile bootstrap over pairs (gain: paired with no rubrics).")
-    t_bias = Table("Position bias", ["judge", "rubrics", "order mode", "forward accuracy", "reverse accuracy",
-                                     "gap (forward − reverse)", "flip rate", "n"], bias_rows,
-                   note="Gap with a paired bootstrap interval; flip rate: share of pairs whose winner changes "
+    t_bias = Table("Position bias", ["judge", "rubrics", "order mode", "forward accuracy", "reversed accuracy",
+                                     "order gap (as given − reversed)", "flip rate", "n"], bias_rows,
+                   note="Order gap: accuracy(forward, the images as given) − accuracy(reversed), with a paired "
+                   "bootstrap interval; flip rate: share of pairs whose winner changes "
                    "when the order is reversed.")
     t_cost = Table("Cost", ["model", "step", *COST_COLUMNS, "calls per pair"], cost_rows,
                    note="From the VLM client's counters: requests (asked), calls (sent to the endpoint; cache "

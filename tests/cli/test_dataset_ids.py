@@ -29,8 +29,13 @@ def test_eval_preference_and_zeroshot_take_a_dataset_id(imported, capsys) -> Non
     for ref in (str(path), dataset_id):  # the same records whether named by file or by id
         assert main(["eval", "preference", "--pairs", ref, "--modes", "single", "--n-boot", "50",
                      "--home", home, "--json"]) == 0
-        by_file[ref] = json.loads(capsys.readouterr().out)["summary"]
+        doc = json.loads(capsys.readouterr().out)
+        by_file[ref] = doc["summary"]
     assert by_file[dataset_id] == by_file[str(path)]
+    # One name per metric: the order gap is named as `arr judge` names it (its position gap is another one).
+    (bias,) = [t for t in doc["tables"] if t["title"].startswith("Position bias")]
+    assert "order gap (as given − reversed, 95% CI)" in bias["columns"]
+    assert not any(c.startswith("gap") or "position gap" in c for c in bias["columns"])
     assert main(["eval", "zeroshot", "--pairs", dataset_id, "--ks", "1", "--n-boot", "50", "--home", home,
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
