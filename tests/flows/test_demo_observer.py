@@ -76,3 +76,27 @@ def test_the_report_plots_the_checker_score_not_the_judge_mean(runs) -> None:
     plot = next(p for p in training_section(rows).plots if p.title == "Absolute per-step score")
     series = next(s for s in plot.series if s.name == "reward/checker/mean")
     assert series.x == [1, 2, 3] and series.y == [r["reward/checker/mean"] for r in rows]
+
+
+@pytest.mark.slow
+def test_pipeline_run_logs_and_reports_the_observer_and_the_checkpoint_curve(prefect_api, home: Path,
+                                                                             toy_policy_dir: Path) -> None:
+    """End to end through the Prefect pipeline: the demo's reward (observer) and a checkpoint after
+    each of 2 training steps; MLflow has reward/checker/mean per training step and geneval.checkpoint
+    per checkpoint step, the report draws both."""
+    from flows.pipeline import run_pipeline
+    from tasks._mlflow import client
+    from tests.flows.conftest import tiny_config
+
+    reward = demo_config().training.config.reward.model_dump(mode="json")
+    st = run_pipeline(tiny_config(toy_policy_dir, **{"training.config.reward": reward,
+                                                     "training.config.checkpoint_every": 1,
+                                                     "evaluate.checkpoints": "all"}), home)["stages"]
+    c = client()
+    assert [m.step for m in c.get_metric_history(st["train"]["mlflow_run_id"], "reward/checker/mean")] == [1, 2]
+    curve = sorted(c.get_metric_history(st["evaluate"]["mlflow_run_id"], "geneval.checkpoint"), key=lambda m: m.step)
+    assert [m.step for m in curve] == [1, 2]
+    assert curve[-1].value == c.get_run(st["evaluate"]["mlflow_run_id"]).data.metrics["geneval.trained"]
+    html = Path(st["evaluate"]["artifacts"]["report"]).read_text(encoding="utf-8")
+    assert "Held-out score at checkpoints" in html and "held-out score at training checkpoints" in html
+    assert "reward/checker/mean" in html and "Absolute per-step score" in html
