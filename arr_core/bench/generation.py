@@ -50,13 +50,15 @@ NoiseKey = Callable[[PromptItem, int], str]
 def sample_images(policy: Any, items: Sequence[PromptItem], out_dir: str | Path, *, n_per_prompt: int = 4,
                   steps: int = 20, seed: int = 0, batch_size: int = 16,
                   context: Callable[[], contextlib.AbstractContextManager] | None = None,
-                  noise_key: NoiseKey | None = None) -> ImagesById:
+                  noise_key: NoiseKey | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> ImagesById:
     """ODE-sample ``n_per_prompt`` images per item and save them as ``out_dir/<item id>_<k>.png``.
 
     ``context``: a factory of a context manager active while sampling (e.g. a peft model's
     ``disable_adapter`` for the base policy). ``noise_key(item, k)``: the key that seeds the initial
     noise of the item's k-th image (default ``"<seed>/<item id>/<k>"``; see :func:`prompt_noise_keys`
-    for the scene-world evaluation's keys). Returns {item id: [paths]}.
+    for the scene-world evaluation's keys). ``on_progress(done, total)``: images saved so far of
+    ``len(items) * n_per_prompt``, after each batch. Returns {item id: [paths]}.
     """
     import torch
 
@@ -79,6 +81,8 @@ def sample_images(policy: Any, items: Sequence[PromptItem], out_dir: str | Path,
                 p = out / f"{_safe(it.id)}_{k}.png"
                 im.save(p)
                 paths[it.id].append(str(p.resolve()))
+            if on_progress is not None:
+                on_progress(start + len(chunk), len(jobs))
     return paths
 
 

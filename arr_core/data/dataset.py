@@ -25,7 +25,7 @@ import glob
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,8 +463,9 @@ def _source_field(p: Problem, fields: dict[str, Any]) -> str | None:
 
 
 def _file_records(file: Path, fmt_name: str, task: str | None, resolver: _ImageResolver, allow_ties: bool,
-                  problems: list[Problem]) -> Iterator[PreferenceRecord]:
-    """The records of one file in format ``fmt_name``; problems are appended to ``problems``."""
+                  problems: list[Problem], on_row: Callable[[], None] | None = None) -> Iterator[PreferenceRecord]:
+    """The records of one file in format ``fmt_name``; problems are appended to ``problems``;
+    ``on_row`` is called once per row read."""
     from arr_core.data import formats
 
     fmt = formats.format_named(fmt_name)
@@ -474,11 +475,13 @@ def _file_records(file: Path, fmt_name: str, task: str | None, resolver: _ImageR
             raise InputError("the dataset is empty (no records)", file=str(file))
         for i, obj in enumerate(raw):
             rec = _parse_record(obj, i, task, resolver, allow_ties, problems)
+            if on_row is not None:
+                on_row()
             if rec is not None:
                 yield rec
         return
     outputs = 0
-    for m in formats.map_file(file, fmt):
+    for m in formats.map_file(file, fmt, on_row):
         outputs += 1
         if m.record is None:
             problems.append(Problem(m.problem or "unreadable row", record=m.index, field=m.column, fatal=m.fatal))
@@ -499,7 +502,8 @@ def _file_records(file: Path, fmt_name: str, task: str | None, resolver: _ImageR
 
 def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bool = False,
                  allow_ties: bool = False, max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
-                 allow_remote: bool = False, root: str | Path | None = None, format: str | None = None
+                 allow_remote: bool = False, root: str | Path | None = None, format: str | None = None,
+                 on_progress: Callable[[int, int], None] | None = None
                  ) -> tuple[list[PreferenceRecord], list[Problem]]:
     """Read and check every record; return the good records and all problems found.
 
@@ -511,6 +515,8 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
 
     Problems with ``fatal=True`` make :func:`load_dataset` refuse the file; duplicates and mode
     conversions are notes. File-level failures (unreadable file, invalid JSON) raise InputError.
+    ``on_progress(done, total)``: called per record (row) read, ``total`` the rows of all the files
+    (counted first: Parquet footers, JSONL lines), ``done`` rising to ``total``.
     """
     from arr_core.data.formats import resolve_format
 
@@ -524,11 +530,12 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
     problems: list[Problem] = []
     records: list[PreferenceRecord] = []
     seen: dict[str, tuple[int, str]] = {}
+    tick = _row_progress(on_progress, files) if on_progress is not None else None
     for file in files:
         resolver = _ImageResolver(Path(root) if root is not None else file.parent, allow_outside=allow_outside,
                                   max_side=max_image_side, allow_remote=allow_remote)
         found: list[Problem] = []
-        for rec in _file_records(file, fmt_name, task, resolver, allow_ties, found):
+        for rec in _file_records(file, fmt_name, task, resolver, allow_ties, found, tick):
             i = rec.idx
             if task is not None and rec.task != task and not (task == "t2i" and rec.task == "pointwise"):
                 found.append(Problem(f"is a '{rec.task}' record but --task {task} was given", record=i, field="task"))
@@ -547,7 +554,47 @@ def scan_dataset(path: str | Path, *, task: str | None = None, allow_outside: bo
             for p in found:
                 p.file = str(file)
         problems.extend(found)
+    if tick is not None:
+        tick(final=True)
     return records, problems
+
+
+def _row_count(file: Path) -> int:
+    """A dataset file's rows, for progress: Parquet from its footer, JSONL by its non-blank lines, JSON/YAML
+    parsed (the parse is kept for the load). 0 when unreadable: the load reports the file."""
+    from arr_core.data import formats
+
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_metadata(file).num_rows
+        if suffix == ".jsonl":
+            with open(file, "rb") as f:
+                return sum(1 for line in f if line.strip())
+        return len(formats._parse_whole(file, keep=True))
+    except (InputError, *formats._parquet_errors()):
+        return 0
+
+
+def _row_progress(on_progress: Callable[[int, int], None], files: list[Path]) -> Callable[..., None]:
+    """``tick()`` per row read → ``on_progress(done, total)``; ``tick(final=True)`` reports ``total``."""
+    total = sum(_row_count(f) for f in files)
+    done = 0
+    on_progress(0, total)
+
+    def tick(final: bool = False) -> None:
+        nonlocal done
+        if final:
+            if done < total:
+                on_progress(total, total)
+            return
+        if done < total:
+            done += 1
+            on_progress(done, total)
+
+    return tick
 
 
 def _default_name(path: Path) -> str:
@@ -561,14 +608,16 @@ def _default_name(path: Path) -> str:
 def load_dataset(path: str | Path, *, task: str | None = None, name: str | None = None,
                  allow_outside: bool = False, allow_ties: bool = False,
                  max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, allow_remote: bool = False,
-                 root: str | Path | None = None, format: str | None = None) -> Dataset:
-    """Load and validate a dataset (a file, a folder or a glob; ``format`` as in :func:`scan_dataset`);
-    raise InputError listing the problems if any record is bad. Remote (http/https) images are fetched
-    only with ``allow_remote`` (bounded in size and time)."""
+                 root: str | Path | None = None, format: str | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """Load and validate a dataset (a file, a folder or a glob; ``format`` and ``on_progress`` as in
+    :func:`scan_dataset`); raise InputError listing the problems if any record is bad. Remote (http/https)
+    images are fetched only with ``allow_remote`` (bounded in size and time)."""
     path = Path(path)
     records, problems = scan_dataset(path, task=task, allow_outside=allow_outside,
                                      allow_ties=allow_ties, max_image_side=max_image_side,
-                                     allow_remote=allow_remote, root=root, format=format)
+                                     allow_remote=allow_remote, root=root, format=format,
+                                     on_progress=on_progress)
     fatal = [p for p in problems if p.fatal]
     if fatal:
         shown = "\n  ".join(str(p) for p in fatal[:20])

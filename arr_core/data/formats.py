@@ -556,9 +556,10 @@ def resolve_format(path: str | Path, name: str | None) -> tuple[str, str]:
     return (found, "detected") if found is not None else (ARR, "default")
 
 
-def map_file(path: Path, fmt: Format) -> Iterator[Mapped]:
+def map_file(path: Path, fmt: Format, on_row: Callable[[], None] | None = None) -> Iterator[Mapped]:
     """The format function's output for one file. The first object row must carry one of the format's
-    identifying field sets; otherwise the file is refused with the fields it lacks (and what it looks like)."""
+    identifying field sets; otherwise the file is refused with the fields it lacks (and what it looks like).
+    ``on_row``: called once per row read (progress)."""
     assert fmt.convert is not None
     keys = first_keys(path)  # Parquet: the columns; JSON: parsed once, kept for the rows below
     if keys is not None:
@@ -566,6 +567,8 @@ def map_file(path: Path, fmt: Format) -> Iterator[Mapped]:
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         for i, row in iter_rows(path, fmt.columns):
+            if on_row is not None:
+                on_row()
             if isinstance(row, dict):
                 yield i, row
             else:

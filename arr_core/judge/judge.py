@@ -243,14 +243,17 @@ def _client_model(client: Any) -> str | None:
 async def judge_many(client: Any, items: Sequence[JudgeItem | PreferenceRecord], *,
                      rubric_block: str | None = None, rubric_set_id: str | None = None,
                      order: str = "swap", mapping: str = "paper", seed: int = 0,
-                     store: Any = None) -> list[Judgment]:
+                     store: Any = None,
+                     on_progress: Callable[[int, int], None] | None = None) -> list[Judgment]:
     """Judge many items at once: every (item, order) request goes to ``client.ask_many`` together,
     so the client's concurrency cap and cache apply across the batch.
 
     client: an ``arr_core.vlm.client.VLMClient``; rubric_block: ``RubricSet.prompt_block()`` or None
     (judge without rubrics); rubric_set_id: recorded with each judgment; order: single|swap|random;
     mapping: paper|linear; seed: seeds the random order; store: when given, judgments are written to
-    the ``judgments`` table in one transaction.
+    the ``judgments`` table in one transaction; on_progress: called as ``on_progress(done, total)`` in
+    items (``total`` = ``len(items)``), ``done`` rising to ``total``: the share of the batch's requests
+    answered, in items' worth (with ``swap`` two answers make one item).
     """
     if order not in ORDER_MODES:
         raise ValueError(f"order must be one of {', '.join(ORDER_MODES)}, got {order!r}")
@@ -263,7 +266,8 @@ async def judge_many(client: Any, items: Sequence[JudgeItem | PreferenceRecord],
         for perm in presentation_orders(len(item.images), order, key=item.key, seed=seed):
             plan.append((i, perm))
             reqs.append(judge_request(item, perm, rubric_block))
-    resps = await client.ask_many(reqs) if reqs else []
+    tick = _item_progress(on_progress, len(norm), len(reqs)) if on_progress is not None else None
+    resps = await client.ask_many(reqs, tick) if reqs else []
     per_item: list[list[OrderResult]] = [[] for _ in norm]
     for (i, perm), resp in zip(plan, resps, strict=True):
         per_item[i].append(order_result(perm, resp))
@@ -274,6 +278,21 @@ async def judge_many(client: Any, items: Sequence[JudgeItem | PreferenceRecord],
     if store is not None and judgments:
         save_judgments(store, judgments)
     return judgments
+
+
+def _item_progress(on_progress: Callable[[int, int], None], total: int,
+                   n_reqs: int) -> Callable[[int, int], None]:
+    """The client's per-request progress as ``on_progress(items done, total)``, reported when it rises."""
+    last = -1
+
+    def tick(done: int, _n: int) -> None:
+        nonlocal last
+        items = done * total // n_reqs
+        if items > last:
+            last = items
+            on_progress(items, total)
+
+    return tick
 
 
 def save_judgments(store: Any, judgments: Sequence[Judgment]) -> None:

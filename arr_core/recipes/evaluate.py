@@ -22,7 +22,7 @@ benchmark cannot sample it (no source images), so it is refused by name.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -407,13 +407,15 @@ def check_generate_args(benchmark: str, checker: str, lora: str | Path | None) -
 def generate(policy_spec: str, items: Sequence[PromptItem], benchmark: str, runs_dir: str | Path, *,
              lora: str | Path | None = None, checker: str = "scene", client: Any = None, rubric_set: Any = None,
              n_per_prompt: int = 4, steps: int = 20, seed: int = 0, n_boot: int = 2000, simulated: bool = False,
-             source: str | None = None, limit: int | None = None) -> EvalResult:
+             source: str | None = None, limit: int | None = None,
+             on_progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Sample the policy ``policy_spec`` (``load_policy``; base, or base + ``lora``) on ``items`` and score it:
     ``geneval`` (GenEval format), ``checkpoints`` (yes/no questions per prompt) or ``winrate`` (base vs
     trained: needs ``lora``). ``client``: the VLM client of the ``vlm`` checker and of the win-rate judge;
     ``source``/``limit``: the prompt set's file and limit (recorded in the config). Images go to
     ``runs_dir/gen-<digest of the run>``; training curves join the report when the LoRA's run has a
-    ``metrics.jsonl``."""
+    ``metrics.jsonl``. ``on_progress(done, total)``: images sampled of all the run samples (base and trained
+    for ``winrate``)."""
     from arr_core.bench import generation as gen
     from arr_core.bench.report import Section, find_training_metrics, training_curves
     from arr_core.bench.winrate import run_winrate
@@ -430,9 +432,14 @@ def generate(policy_spec: str, items: Sequence[PromptItem], benchmark: str, runs
     cfg = {"policy": pol.describe(), "policy_id": policy_id, "prompts": source, "n_per_prompt": n_per_prompt,
            "steps": steps, "limit": limit}
     run_dir = Path(runs_dir) / ("gen-" + digest_obj({**cfg, "benchmark": benchmark, "seed": seed}, 12))
-    kw = dict(n_per_prompt=n_per_prompt, steps=steps, seed=seed)
+    kw: dict[str, Any] = dict(n_per_prompt=n_per_prompt, steps=steps, seed=seed)
+    n_images = len(items) * n_per_prompt * (2 if benchmark == "winrate" else 1)
+    if on_progress is not None:  # winrate: the trained images count on from the base images
+        kw["on_progress"] = lambda done, _n: on_progress(done, n_images)
     if benchmark == "winrate":
         base = gen.sample_images(pol, items, run_dir / "base", context=lambda: gen.adapter_off(peft_model), **kw)
+        if on_progress is not None:
+            kw["on_progress"] = lambda done, n: on_progress(n + done, n_images)
         trained = gen.sample_images(pol, items, run_dir / "trained", **kw)
         result = run_winrate(items, base, trained, judge_client=client, rubric_set=rubric_set, checker=check,
                              n_boot=n_boot, seed=seed, policy_id=policy_id, config=cfg, simulated=simulated)
