@@ -35,8 +35,12 @@ def _json_mode(ctx: typer.Context, value: bool) -> bool:
 
         saved = console._file  # None: follow sys.stdout (pytest swaps it per test)
         console.file = sys.stderr
-        ctx.call_on_close(lambda: setattr(console, "_file", saved))
+        _json_output.append(True)  # no progress drawn while the JSON command runs
+        ctx.call_on_close(lambda: (setattr(console, "_file", saved), _json_output.pop()))
     return value
+
+
+_json_output: list[bool] = []
 
 
 # --json on every read command: one JSON document on stdout (for scripts), nothing else there.
@@ -64,9 +68,10 @@ Home = Annotated[
 @contextlib.contextmanager
 def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
     """A progress bar (``total`` known) or a spinner with the elapsed time, on stdout only when it is
-    a terminal (scripts and pipes get the plain output, unchanged). Yields ``update(completed, total)``;
-    the bar disappears when the block ends."""
-    if not console.is_terminal:
+    a terminal and the command prints no JSON (scripts and pipes get the plain output, unchanged).
+    Yields ``update(completed, total)``, the shape of the core's ``on_progress(done, total)``
+    callbacks (judge_many, load_dataset, the generation recipe); the bar disappears when the block ends."""
+    if _json_output or not console.is_terminal:
         yield lambda completed=None, total=None: None
         return
     from rich.progress import (

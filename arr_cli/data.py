@@ -116,9 +116,11 @@ def import_(path: DataPath, name: Annotated[str, typer.Option("--name", help="A 
     if not name.strip():
         raise InputError("--name must not be empty", field="name")
     fmt_name = describe_format(path, fmt)
-    with progress(f"checking and storing {path}"):
+    with progress(f"checking {path}", total=0) as bar:
         ds = load_dataset(path, task=task, name=name, allow_outside=allow_outside, allow_ties=allow_ties,
-                          max_image_side=max_image_side, allow_remote=allow_remote, root=root, format=fmt_name)
+                          max_image_side=max_image_side, allow_remote=allow_remote, root=root, format=fmt_name,
+                          on_progress=bar)
+    with progress(f"storing {len(ds.records)} records"):
         dataset_id = Store(home_dir(home)).put_dataset(ds)
     for n in ds.notes:
         console.print(f"[yellow]note[/] {path}: {n}")

@@ -325,11 +325,12 @@ def generate(
     client = (_vlm_client(backend, model, base_url, seed, store)[0]
               if checker == "vlm" or benchmark == "winrate" else None)
     rs = store.get_rubric_set(rubrics) if rubrics and benchmark == "winrate" else None
-    with progress(f"sampling {len(items)} prompts × {n_per_prompt} and scoring ({benchmark})"):
+    # The bar counts the images sampled; scoring follows once it is full (the elapsed time keeps running).
+    with progress(f"sampling {len(items)} prompts × {n_per_prompt}, then scoring ({benchmark})", total=0) as bar:
         result = recipe.generate(policy, items, benchmark, home_dir(home) / "evals", lora=lora, checker=checker,
                                  client=client, rubric_set=rs, n_per_prompt=n_per_prompt, steps=steps, seed=seed,
                                  n_boot=n_boot, simulated=checker == "scene" or backend == "scene",
-                                 source=str(prompts), limit=limit)
+                                 source=str(prompts), limit=limit, on_progress=bar)
     _finish(store, result, report, as_json)
     return 0
 

@@ -316,19 +316,26 @@ def register(app: typer.Typer) -> None:
             return _judge_by_scores(client, ds.records, rs, store, scale or "1-5", seed, jcfg.max_failure_rate,
                                     f"judge {cfg.backend}:{cfg.model} · rubrics {rid} · scores")
 
-        async def run() -> tuple[list[Any], list[Any], list[Any]]:
+        n = len(ds.records)
+        total = n * (1 if order == "swap" else 2) + len(tied)  # pairs judged, the swap re-check included
+
+        async def run(bar: Any) -> tuple[list[Any], list[Any], list[Any]]:
+            def at(offset: int) -> Any:
+                return lambda done, _total: bar(offset + done, total)
+
             js = await judge_many(client, ds.records, rubric_block=block, rubric_set_id=rid, order=order,
-                                  mapping=mapping, seed=seed, store=store)
+                                  mapping=mapping, seed=seed, store=store, on_progress=at(0))
             both = js if order == "swap" else await judge_many(client, ds.records, rubric_block=block,
                                                                rubric_set_id=rid, order="swap",
-                                                               mapping=mapping, seed=seed)
+                                                               mapping=mapping, seed=seed, on_progress=at(n))
             on_ties = await judge_many(client, tied, rubric_block=block, rubric_set_id=rid, order=order,
-                                       mapping=mapping, seed=seed, store=store) if tied else []
+                                       mapping=mapping, seed=seed, store=store,
+                                       on_progress=at(total - len(tied))) if tied else []
             return js, both, on_ties
 
         # The store is opened per read and write: `arr store ls` gets in while the judge runs.
-        with progress(f"judging {len(ds.records)} pairs (order {order})"):
-            js, both, on_ties = asyncio.run(run())
+        with progress(f"judging {n} pairs (order {order})", total=total) as bar:
+            js, both, on_ties = asyncio.run(run(bar))
         wall = time.perf_counter() - t0
         failed = check_judgments(js, client, "judge", jcfg.max_failure_rate).failed  # exit 4 past the policy
         acc = accuracy_summary(js, ds.records, seed=seed)
