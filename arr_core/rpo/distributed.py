@@ -11,6 +11,10 @@ before each optimizer step, not a ``DistributedDataParallel`` wrapper, because:
   costs little, and "every rank makes the same number of optimizer steps" already holds because all
   ranks share the config.
 
+Per-rank decisions that change whether a collective runs (an optimizer step applied or skipped,
+training stopped) are agreed first with ``agree`` (one all-reduce MAX of a few ints per optimizer
+step): otherwise a rank that skips the gradient all-reduce leaves the others waiting in it for ever.
+
 Each rank starts from the same seed-derived LoRA init and the main rank broadcasts it anyway, so the
 weights stay identical on all ranks (tested with 2 gloo processes on CPU). Rank 0 writes the LoRA,
 optimizer and metrics; every rank writes its own RNG/data state for exact resume.
@@ -85,16 +89,35 @@ def all_reduce_grads(params: list[torch.nn.Parameter], ctx: DistContext) -> None
         offset += n
 
 
+def _collective_device() -> torch.device:
+    """Where small host values go for a collective: the current GPU under nccl (it reduces only CUDA
+    tensors), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def all_reduce_mean(values: dict[str, float], ctx: DistContext) -> dict[str, float]:
     """Mean of scalar metrics over ranks (keys in a stable order); max for keys ending in '_max'."""
     if not ctx.active:
         return values
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     mx = t.clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     dist.all_reduce(mx, op=dist.ReduceOp.MAX)
     return {k: (float(mx[i]) if k.endswith("_max") else float(t[i]) / ctx.world_size) for i, k in enumerate(keys)}
+
+
+def agree(flags: list[int], ctx: DistContext) -> list[int]:
+    """Every rank's decision flags (small non-negative ints) → their element-wise maximum over ranks, the
+    same list on every rank: one all-reduce (MAX) of a few integers, and one host read-back. A decision
+    that changes whether a collective runs (an optimizer step applied or skipped, training stopped) is
+    agreed with it first; else a rank that skips leaves the others waiting in the collective for ever.
+    Single process: the flags unchanged, no collective."""
+    if not ctx.active:
+        return list(flags)
+    t = torch.tensor(flags, dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [int(v) for v in t.tolist()]
 
 
 def barrier(ctx: DistContext) -> None:

@@ -19,7 +19,8 @@ One training step:
    the LoRA'd and the adapter-off Gaussian steps. Batches train in rollout order, each as soon as its
    own verdicts are in, so the last batches' judging overlaps the first ones' training. Gradients
    accumulate over ``accumulate`` such units (or all of them), and the last unit always ends with an
-   optimizer step (AdamW, grad-norm clip, LR warm-up).
+   optimizer step (AdamW, grad-norm clip, LR warm-up). Under torchrun every rank's reasons to skip that
+   step or to stop are agreed first (``distributed.agree``), so the ranks skip or stop together.
 
 Systems (``kernels.py``): rollouts and training run inside ``attention_context`` (``auto`` never
 picks cuDNN attention, whose backward crashed FLUX.1-dev on an H200), and with ``compile`` the
@@ -62,6 +63,7 @@ from arr_core.rpo.checkpoint import (
 )
 from arr_core.rpo.distributed import (
     DistContext,
+    agree,
     all_reduce_grads,
     all_reduce_mean,
     barrier,
@@ -372,16 +374,23 @@ def auto_batch_size(policy: Policy, peft_model: torch.nn.Module, params: list[to
 MAX_ABSTAIN_STEPS = 2
 
 
+def _rank_says(ctx: DistContext, why: str) -> str:
+    """``why`` prefixed with this rank under torchrun (each rank logs its own reasons)."""
+    return f"rank {ctx.rank}: {why}" if ctx.active else why
+
+
 def _read_unit_stats(stats: list[tuple[int, torch.Tensor]], sums: dict[str, float], ratio_max: float, step: int,
-                     lr: float) -> float:
+                     lr: float) -> tuple[float, str | None]:
     """Read the metrics of the units since the last optimizer step back in one host sync (instead of
-    six per unit), add them to ``sums`` in unit order and return the new ratio maximum. A non-finite
-    loss raises here, before the optimizer step that would apply it. ``stats``: (denoising step,
-    (loss, pg, kl, ratio mean, clip fraction, ratio max)) per unit; emptied."""
+    six per unit), add them to ``sums`` in unit order and return the new ratio maximum and, for a
+    non-finite loss, why training must stop (the caller stops before the optimizer step that would
+    apply it). ``stats``: (denoising step, (loss, pg, kl, ratio mean, clip fraction, ratio max)) per
+    unit; emptied."""
     rows = torch.stack([t for _, t in stats]).tolist() if stats else []
     for (i, _), (loss, pg, kl, ratio, clip, r_max) in zip(stats, rows, strict=True):
         if not math.isfinite(loss):
-            raise TrainingHealthError(
+            stats.clear()
+            return ratio_max, (
                 f"non-finite loss ({loss}) at training step {step}, denoising step {i}: the run diverged (lr "
                 f"{lr:g}); nothing non-finite was saved, the newest checkpoint before it is resumable. Lower lr "
                 "or check the inputs")
@@ -392,13 +401,16 @@ def _read_unit_stats(stats: list[tuple[int, torch.Tensor]], sums: dict[str, floa
         sums["clip"] += clip
         ratio_max = max(ratio_max, r_max)
     stats.clear()
-    return ratio_max
+    return ratio_max, None
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: list[torch.nn.Parameter],
                     grad_clip: float, ctx: DistContext, fsdp: bool, step: int) -> float:
     """All-reduce (DDP), clip and apply the accumulated gradients; refuse non-finite gradients or
-    weights (they would be saved and spread to every later step). Returns the gradient norm."""
+    weights (they would be saved and spread to every later step). Returns the gradient norm. Under
+    torchrun the gradient norm is the same on every rank (DDP: reduced gradients; FSDP: the norm of the
+    whole sharded gradient), and so are DDP's weights; an FSDP rank checks only its own shards, so that
+    check is agreed (``agree``), and all ranks refuse together."""
     if not fsdp:
         all_reduce_grads(params, ctx)
     norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
@@ -409,10 +421,13 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any, params: li
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
-        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one host sync
-            raise TrainingHealthError(f"non-finite LoRA weights after the update of training step {step} "
-                                      f"(lr {scheduler.get_last_lr()[0]:g}): the run diverged; they were not "
-                                      "saved. Lower lr")
+        bad = int(not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()))  # one host sync
+    if fsdp:  # this rank's shards only
+        bad = agree([bad], ctx)[0]
+    if bad:
+        raise TrainingHealthError(f"non-finite LoRA weights after the update of training step {step} "
+                                  f"(lr {scheduler.get_last_lr()[0]:g}): the run diverged; they were not "
+                                  "saved. Lower lr")
     return norm
 
 
@@ -602,8 +617,10 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
             optimizer.zero_grad(set_to_none=True)
             sums = {"loss": 0.0, "kl": 0.0, "ratio": 0.0, "clip": 0.0, "pg": 0.0}
             ratio_max, grad_norms = 0.0, []
-            stepped = False  # any unit of the current optimizer step contributed a gradient
+            stepped = False  # any unit of the current optimizer step contributed a gradient (on this rank)
             failed_why = None  # a required reward component failed (details["step_failed"]): no update
+            failed_elsewhere = False  # ... on another rank (agreed): no update either
+            no_verdict_steps, abstain_stop = 0, 0  # set at the last unit, when every verdict is in
             unit_stats: list[tuple[int, torch.Tensor]] = []  # read back once per optimizer step
             for u, (bi, i) in enumerate(units):
                 ro = batches[bi]
@@ -622,54 +639,77 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
                     optimizer.zero_grad(set_to_none=True)
                     unit_stats.clear()
                     stepped = False
-                    continue
+                # An all-abstained batch (no verdict): nothing to learn from it, not even the KL pull. Under
+                # FSDP every forward and backward is a collective, so this rank runs the unit anyway, with
+                # a zero loss weight (its gradient contribution is 0), in step with the other ranks.
+                train_unit = not failed_why and not ro.all_abstained
                 boundary = (u + 1) % chunk == 0 or u + 1 == len(units)
-                if ro.all_abstained:  # no verdict: nothing to learn from this batch (not even the KL pull)
-                    if boundary and stepped:
-                        ratio_max = _read_unit_stats(unit_stats, sums, ratio_max, step + 1,
-                                                     scheduler.get_last_lr()[0])
-                        grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx,
-                                                          fsdp, step + 1))
-                        stepped = False
-                    continue
-                first = (u // chunk) * chunk
-                size = min(first + chunk, len(units)) - first  # units in this optimizer step
-                log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=args.noise, a=args.a,
-                                          eta=args.eta, bf16=args.bf16_autocast, need_ref=args.beta > 0,
-                                          noise_block=args.noise_block, table=table)
-                ratio = torch.exp(log_prob - ro.log_probs[i])
-                adv = ro.advantages
-                pg = torch.maximum(-adv * ratio,
-                                   -adv * ratio.clamp(1 - args.clip_range, 1 + args.clip_range)).mean()
-                loss = pg + args.beta * kl.mean()
-                (loss / size).backward()
-                stepped = True
-                with torch.no_grad():  # no host sync per unit: the figures stay on the device until the step
-                    clip = ((ratio - 1).abs() > args.clip_range).float().mean()
-                    unit_stats.append((i, torch.stack([loss, pg, kl.mean(), ratio.mean(), clip, ratio.max()])))
-                if boundary:  # the last unit always steps
-                    # a non-finite loss is refused here, before its update is applied
-                    ratio_max = _read_unit_stats(unit_stats, sums, ratio_max, step + 1, scheduler.get_last_lr()[0])
-                    grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx, fsdp,
-                                                      step + 1))
+                if train_unit or fsdp:
+                    first = (u // chunk) * chunk
+                    size = min(first + chunk, len(units)) - first  # units in this optimizer step
+                    log_prob, kl = step_terms(policy, peft_model, ro, i, sigmas, noise=args.noise, a=args.a,
+                                              eta=args.eta, bf16=args.bf16_autocast, need_ref=args.beta > 0,
+                                              noise_block=args.noise_block, table=table)
+                    ratio = torch.exp(log_prob - ro.log_probs[i])
+                    adv = ro.advantages
+                    pg = torch.maximum(-adv * ratio,
+                                       -adv * ratio.clamp(1 - args.clip_range, 1 + args.clip_range)).mean()
+                    loss = pg + args.beta * kl.mean()
+                    (loss / size if train_unit else loss * 0.0).backward()
+                if train_unit:
+                    stepped = True
+                    with torch.no_grad():  # no host sync per unit: the figures stay on the device until the step
+                        clip = ((ratio - 1).abs() > args.clip_range).float().mean()
+                        unit_stats.append((i, torch.stack([loss, pg, kl.mean(), ratio.mean(), clip, ratio.max()])))
+                if boundary:
+                    # A non-finite loss is refused here, before its update is applied. Every rank's
+                    # decisions (stop, a failed step, nothing to apply) are agreed first, in one small
+                    # collective: a rank that skipped the all-reduce alone would leave the others in it.
+                    ratio_max, bad_loss = _read_unit_stats(unit_stats, sums, ratio_max, step + 1,
+                                                           scheduler.get_last_lr()[0])
+                    if u + 1 == len(units):  # every verdict of the step is in: steps in a row without one
+                        no_verdict = bool(failed_why) or all(o.outcome == "abstain" for o in outcomes_all)
+                        no_verdict_steps = abstain_steps + 1 if no_verdict else 0
+                    me = ctx.rank + 1
+                    bad_rank, abstain_stop, failed_any, stepped_any = agree(
+                        [me if bad_loss else 0, me if no_verdict_steps >= MAX_ABSTAIN_STEPS else 0,
+                         int(bool(failed_why)), int(stepped)], ctx)
+                    if bad_rank:
+                        raise TrainingHealthError(_rank_says(ctx, bad_loss) if bad_loss else (
+                            f"rank {bad_rank - 1} stopped training at step {step + 1}: a non-finite loss (its "
+                            "log says where); every rank stops with it, the update was not applied"))
+                    if stepped_any and not failed_any:  # the last unit always steps (unless nothing to apply)
+                        grad_norms.append(_optimizer_step(optimizer, scheduler, params, args.grad_clip, ctx, fsdp,
+                                                          step + 1))
+                    else:  # every rank drops this optimizer step's gradient together
+                        optimizer.zero_grad(set_to_none=True)
+                    failed_elsewhere = failed_elsewhere or bool(failed_any and not failed_why)
                     stepped = False
             t_train = time.perf_counter() - t0 - t_wait
             t_judge += t_wait
 
             # --- 3. metrics, samples, checkpoints --------------------------------------------
             n_u, n_g = len(units), len(outcomes_all)
-            if failed_why or all(o.outcome == "abstain" for o in outcomes_all):
-                abstain_steps += 1
-                say(f"step {step + 1}: {failed_why or 'the judge abstained on every group'}; the policy was not "
+            if no_verdict_steps:  # this rank's groups gave no verdict
+                why = _rank_says(ctx, failed_why or "the judge abstained on every group")
+                say(f"step {step + 1}: {why}; " + (f"the other ranks' verdicts updated the policy ({len(grad_norms)} "
+                                                    "optimizer steps)" if ctx.active and grad_norms
+                                                    else "the policy was not updated"))
+            elif failed_elsewhere:
+                say(f"step {step + 1}: a required reward component failed on another rank; the policy was not "
                     "updated")
+            abstain_steps = no_verdict_steps
+            if abstain_stop:  # agreed: every rank stops here
                 if abstain_steps >= MAX_ABSTAIN_STEPS:
-                    raise TrainingHealthError(
+                    raise TrainingHealthError(_rank_says(ctx,
                         f"the judge abstained on every group for {abstain_steps} steps in a row (no usable "
                         "verdict: its endpoint failed or its answers could not be parsed); training stopped, "
-                        "nothing was updated in those steps. Check the judge's endpoint and log"
-                        + (f". Last: {failed_why}" if failed_why else ""))
-            else:
-                abstain_steps = 0
+                        + ("this rank contributed nothing" if ctx.active else "nothing was updated")
+                        + " in those steps. Check the judge's endpoint and log"
+                        + (f". Last: {failed_why}" if failed_why else "")))
+                raise TrainingHealthError(
+                    f"rank {abstain_stop - 1} got no usable verdict for {MAX_ABSTAIN_STEPS} steps in a row (its "
+                    f"log says why); training stopped on every rank at step {step + 1}")
             rewards = [r for o in outcomes_all for r in o.rewards]
             reward_mean = sum(rewards) / len(rewards)
             # Group-ranked rewards have a fixed mean (0.45 at G = 2); their spread is what moves: it
