@@ -69,9 +69,8 @@ from arr_core.rpo.checkpoint import (
 )
 from arr_core.rpo.distributed import DistContext
 from arr_core.rpo.kernels import attention_context
-from arr_core.rpo.lora import add_lora
 from arr_core.rpo.policy import Cond, Policy, index_cond
-from arr_core.rpo.trainer import PromptStream, TrainResult, _optimizer_step, set_eval_mode
+from arr_core.rpo.trainer import PromptStream, TrainResult, _optimizer_step, attach_lora, set_eval_mode
 
 PAIRS_FILE = "pairs.jsonl"
 
@@ -324,19 +323,9 @@ def train_dpo(policy: Policy, pairs: Sequence[DPOPair], args: DPOArgs, out_dir: 
     out_dir = Path(out_dir)
     ctx = DistContext()
 
-    # Copied from arr_core.rpo.trainer.train (LoRA, eval mode, checkpointing, AdamW, warm-up, resume and
-    # metrics-file handling), without its distributed and compile paths: DPO runs in one process.
-    torch.manual_seed(args.seed)  # the LoRA A init
-    targets = list(args.lora_targets) if args.lora_targets else list(policy.lora_targets)
-    peft_model = add_lora(policy.transformer, rank=args.lora_rank, alpha=args.lora_alpha, targets=targets,
-                          dropout=args.lora_dropout)
-    set_eval_mode(policy)
-    peft_model.eval()
-    if args.gradient_checkpointing:
-        if not hasattr(policy.transformer, "enable_gradient_checkpointing"):
-            raise ValueError(f"gradient_checkpointing: {type(policy.transformer).__name__} does not support it")
-        policy.transformer.enable_gradient_checkpointing()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
+    # The LoRA setup is the trainer's (attach_lora); AdamW, warm-up, resume and metrics-file handling
+    # follow arr_core.rpo.trainer.train without its distributed and compile paths: DPO runs in one process.
+    peft_model, params = attach_lora(policy, args)
     device = params[0].device
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, eps=args.adam_eps,
                                   weight_decay=args.weight_decay)

@@ -195,6 +195,23 @@ def set_eval_mode(policy: Policy) -> None:
     policy.transformer.eval()
 
 
+def attach_lora(policy: Policy, args: Any) -> tuple[Any, list[torch.nn.Parameter]]:
+    """Seed, add a fresh LoRA (``args.lora_*``) to the policy's transformer, put every module in eval
+    mode, enable gradient checkpointing if asked; returns the peft model and its trainable parameters
+    (RPO and DPO share this setup)."""
+    torch.manual_seed(args.seed)  # the LoRA A init: equal on every rank
+    targets = list(args.lora_targets) if args.lora_targets else list(policy.lora_targets)
+    peft_model = add_lora(policy.transformer, rank=args.lora_rank, alpha=args.lora_alpha, targets=targets,
+                          dropout=args.lora_dropout)
+    set_eval_mode(policy)
+    peft_model.eval()
+    if args.gradient_checkpointing:
+        if not hasattr(policy.transformer, "enable_gradient_checkpointing"):
+            raise ValueError(f"gradient_checkpointing: {type(policy.transformer).__name__} does not support it")
+        policy.transformer.enable_gradient_checkpointing()
+    return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
+
+
 @torch.no_grad()
 def rollout(policy: Policy, prompts: list[str], sources: list[Image.Image] | None, *, group_size: int,
             sigmas: torch.Tensor, generator: torch.Generator, noise: str, a: float, eta: float,
@@ -506,18 +523,8 @@ def train(policy: Policy, rewarder: GroupRewarder, prompts: list[str], args: RPO
     digest = args.config_digest
 
     # --- model, LoRA, optimiser -------------------------------------------------------------
-    torch.manual_seed(args.seed)  # LoRA A init: equal on every rank (and broadcast below anyway)
-    targets = list(args.lora_targets) if args.lora_targets else list(policy.lora_targets)
-    peft_model = add_lora(policy.transformer, rank=args.lora_rank, alpha=args.lora_alpha, targets=targets,
-                          dropout=args.lora_dropout)
-    set_eval_mode(policy)
-    peft_model.eval()
-    if args.gradient_checkpointing:
-        if not hasattr(policy.transformer, "enable_gradient_checkpointing"):
-            raise ValueError(f"gradient_checkpointing: {type(policy.transformer).__name__} does not support it")
-        policy.transformer.enable_gradient_checkpointing()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    broadcast_parameters(params, ctx)
+    peft_model, params = attach_lora(policy, args)
+    broadcast_parameters(params, ctx)  # equal by seed already; broadcast anyway
     sigmas = policy.sigmas(n_steps).to(device=params[0].device, dtype=torch.float32)
     if sigmas.shape != (n_steps + 1,) or float(sigmas[0]) != 1.0 or float(sigmas[-1]) != 0.0:
         raise ValueError(f"policy.sigmas({n_steps}) must be ({n_steps + 1},) from 1 to 0, got {sigmas.tolist()}")
