@@ -62,6 +62,7 @@ def _artifacts(keys: list[str]) -> dict[str, list]:
     return out
 
 
+@pytest.mark.slow  # ~90 s: the whole pipeline twice plus a failing run; keeps the quick tier under 5 min
 def test_rerun_after_failure_then_everything_cached(prefect_api, home: Path, toy_policy_dir: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from arr_core.store.store import Store
