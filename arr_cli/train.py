@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from arr_cli.common import Home, console, home_dir, resolve_rubrics
-from arr_core.errors import ArrError, InputError
+from arr_core.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -101,17 +101,16 @@ def _torchrun(recipe: Any, cfg: Any, run_dir: Path, rubric_set: Any, gpus: int, 
     """Export the inputs next to the run and start the recipe's torchrun entry point; every rank reads
     the exported files (the DuckDB store stays closed on the workers)."""
     import json
-    import subprocess
 
     inputs = Path(run_dir) / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
-    (inputs / "train_config.json").write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
+    # json.dumps, not model_dump_json: that writes a non-finite float (lr: .inf) as null, which the ranks
+    # would refuse; Infinity/NaN round-trip, so the trainer sees the value it was given (exit 5, not 2)
+    (inputs / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2), encoding="utf-8")
     rs_path = None
     if rubric_set is not None:
         rs_path = inputs / "rubric_set.json"
         rs_path.write_text(rubric_set.to_json(), encoding="utf-8")
     cmd = recipe.torchrun_command(gpus, inputs / "train_config.json", run_dir, rubrics_json=rs_path, resume=resume)
-    if subprocess.run(cmd).returncode != 0:
-        raise ArrError(f"training under torchrun ({gpus} processes) failed; see the ranks' output above")
-    result = json.loads((Path(run_dir) / recipe.RESULT_FILE).read_text(encoding="utf-8"))
+    result = recipe.run_torchrun(cmd, run_dir, gpus)  # a rank's error comes back with its exit code (2/3/4/5)
     return result["lora_dir"], result["metrics_uri"]

@@ -126,14 +126,12 @@ def _progress(line: str) -> None:
 def _torchrun(gpus: int, train_config_uri: str, rubric_set_uri: str | None, vlm: dict[str, Any],
               out: Path, resume: Path | None = None) -> dict[str, Any]:
     """Run the recipe's torchrun entry (``python -m arr_core.recipes.rpo``, one process per GPU);
-    rank 0 writes the result file this reads back."""
-    import subprocess
-
+    rank 0 writes the result file this reads back. A rank's project error is raised here as itself
+    (same class and exit code), so the retry rule treats it as in one process."""
     from arr_core.recipes import rpo as recipe
 
     cmd = recipe.torchrun_command(gpus, train_config_uri, out, rubrics_json=rubric_set_uri, vlm=vlm, resume=resume)
-    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy())
-    return json.loads((out / recipe.RESULT_FILE).read_text(encoding="utf-8"))
+    return recipe.run_torchrun(cmd, out, gpus, cwd=Path(__file__).resolve().parent.parent, env=os.environ.copy())
 
 
 @task(cache_policy=NO_CACHE)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arr_core.errors import InputError
+from arr_core.errors import ArrError, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -512,14 +513,20 @@ def run_dpo(cfg: TrainConfig, out: str | Path, *, rubric_set: Any = None, vlm: A
 
 
 RESULT_FILE = "rank0_result.json"
+# A torchrun worker that stops with one of the project's errors writes ``<out>/.exit/rank<k>.json``
+# (exit code, error class, message) before it exits with that code, because torchrun itself exits 1
+# whatever its workers' codes were; the launcher (:func:`run_torchrun`) turns the files back into the error.
+EXIT_DIR = ".exit"
+# When ranks stopped with different errors, the one a rerun would not fix wins: bad input (2), then
+# training health (5), then the transient endpoint (4) and store-lock (3) failures, then any other (1);
+# at equal codes a rank's own reason ("rank k: ...") beats another rank naming it, then the lower rank.
+EXIT_PRIORITY = (2, 5, 4, 3)
 
 
 def torchrun_command(gpus: int, config_json: str | Path, out: str | Path, *, rubrics_json: str | Path | None = None,
                      vlm: dict[str, Any] | None = None, resume: str | Path | None = None) -> list[str]:
     """The one multi-GPU launch: ``torchrun --standalone --nproc-per-node GPUS -m arr_core.recipes.rpo``
     over exported inputs (a ``TrainConfig`` JSON, a rubric set JSON, the judge VLM without its key)."""
-    import sys
-
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
            "-m", "arr_core.recipes.rpo", "--config", str(config_json), "--out", str(out),
            "--vlm", json.dumps(vlm or {})]
@@ -536,7 +543,10 @@ def main(argv: list[str] | None = None) -> None:
     Every rank loads the same exported inputs and trains its own prompt shard (DDP all-reduce or FSDP,
     ``arr_core.rpo.distributed``); rank 0 writes ``rank0_result.json`` in the run folder. The group is
     torn down with a barrier only after success, and the process then ends early (see
-    ``exit_after_distributed_run``); after a failure the error propagates and torchrun stops the job.
+    ``exit_after_distributed_run``). A rank that stops with one of the project's errors (``ArrError``)
+    writes its exit file (:func:`write_exit_file`) and exits with its code, printing the message on rank
+    0 or on the rank that had it (``rank k: ...``); any other failure propagates (traceback, exit 1), and
+    torchrun stops the job.
     """
     import argparse
 
@@ -552,18 +562,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rubrics", default=None, help="rubric set JSON (absent: judge without rubrics)")
     ap.add_argument("--resume", default=None, help="run or checkpoint folder to resume from")
     args = ap.parse_args(argv)
-    cfg_path = Path(args.config)
-    if cfg_path.suffix == ".json":
-        cfg = TrainConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
-    else:
-        from arr_core.rpo.config import load_train_config
-
-        cfg = load_train_config(cfg_path)
-    rs = RubricSet.from_json(Path(args.rubrics).read_text(encoding="utf-8")) if args.rubrics else None
-    vlm = {k: v for k, v in json.loads(args.vlm).items() if k != "api_key"}
     ctx = init_from_env()
-    finished = False
-    try:
+    finished, code = False, 0
+    try:  # reading the inputs too: a bad exported config is exit 2 on every rank, not a traceback
+        cfg_path = Path(args.config)
+        if cfg_path.suffix == ".json":
+            from pydantic import ValidationError
+
+            from arr_core.config_io import validation_error
+
+            try:
+                cfg = TrainConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
+            except ValidationError as e:
+                raise validation_error(e, str(cfg_path)) from None
+        else:
+            from arr_core.rpo.config import load_train_config
+
+            cfg = load_train_config(cfg_path)
+        rs = RubricSet.from_json(Path(args.rubrics).read_text(encoding="utf-8")) if args.rubrics else None
+        vlm = {k: v for k, v in json.loads(args.vlm).items() if k != "api_key"}
         res = run(cfg, args.out, rubric_set=rs, vlm=VLMConfig.model_validate(vlm) if vlm else None,
                   resume=args.resume, dist_ctx=ctx)
         if ctx.is_main:
@@ -571,10 +588,80 @@ def main(argv: list[str] | None = None) -> None:
                       "samples_dir": str(Path(args.out) / "samples")}
             (Path(args.out) / RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
         finished = True
+    except ArrError as e:  # no traceback: the exit file carries the code past torchrun (which exits 1)
+        code = e.exit_code
+        write_exit_file(args.out, ctx.rank, e)
+        if ctx.is_main or str(e).startswith(f"rank {ctx.rank}: "):  # once: rank 0, or the rank that had it
+            print(f"error: {e}", file=sys.stderr, flush=True)
     finally:
         cleanup(ctx, synchronize=finished)  # no barrier after a failure: torchrun stops the job
     if ctx.active:  # outputs written and the group torn down: end before finalization can abort gloo
-        exit_after_distributed_run(0)
+        exit_after_distributed_run(code)
+    if code:
+        sys.exit(code)
+
+
+def _exit_dir(out: str | Path) -> Path:
+    return Path(out) / EXIT_DIR
+
+
+def write_exit_file(out: str | Path, rank: int, err: ArrError) -> Path:
+    """Record why this rank stopped (``<out>/.exit/rank<k>.json``), atomically (temp file + rename)."""
+    import os
+
+    path = _exit_dir(out) / f"rank{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"rank": rank, "exit_code": err.exit_code, "error": type(err).__name__,
+                               "message": str(err)}), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def clear_exit_files(out: str | Path) -> None:
+    """Remove an earlier run's exit files, so they cannot speak for this one."""
+    for path in _exit_dir(out).glob("*rank*.json*"):
+        path.unlink(missing_ok=True)
+
+
+def torchrun_error(out: str | Path, gpus: int) -> ArrError:
+    """The error a failed torchrun run ends with: the ranks' recorded project error that wins by
+    ``EXIT_PRIORITY`` (same class, code and message, so callers and Prefect's retry rule treat it as
+    in one process), else a generic failure (exit 1) pointing at the ranks' output."""
+    from arr_core import errors
+
+    found = []
+    for path in sorted(_exit_dir(out).glob("rank*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            found.append((int(rec["rank"]), int(rec["exit_code"]), str(rec["error"]), str(rec["message"])))
+        except (OSError, ValueError, KeyError, TypeError):  # not one of ours: the generic failure below
+            continue
+    if not found:
+        return ArrError(f"training under torchrun ({gpus} processes) failed; see the ranks' output above")
+
+    def priority(item: tuple[int, int, str, str]) -> tuple[int, bool, int]:
+        rank, code, _, message = item
+        order = EXIT_PRIORITY.index(code) if code in EXIT_PRIORITY else len(EXIT_PRIORITY)
+        return order, not message.startswith(f"rank {rank}: "), rank
+
+    _, code, name, message = min(found, key=priority)
+    cls = getattr(errors, name, None)
+    err = cls(message) if isinstance(cls, type) and issubclass(cls, ArrError) else ArrError(message)
+    err.exit_code = code
+    return err
+
+
+def run_torchrun(cmd: list[str], out: str | Path, gpus: int, **popen: Any) -> dict[str, Any]:
+    """Run a :func:`torchrun_command` (``popen``: ``subprocess.run`` options such as ``cwd``, ``env``)
+    and return rank 0's result; a failed run raises :func:`torchrun_error` (exit 2/3/4/5 as in one
+    process). Stale exit files are removed first."""
+    import subprocess
+
+    clear_exit_files(out)
+    if subprocess.run(cmd, **popen).returncode != 0:
+        raise torchrun_error(out, gpus)
+    return json.loads((Path(out) / RESULT_FILE).read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":
