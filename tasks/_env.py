@@ -50,15 +50,17 @@ def default_tracking_uri(home: Path) -> str:
     return f"sqlite:///{(mlflow_dir(home) / 'mlflow.db').as_posix()}"
 
 
-# Variables this module set itself, with the value it set: a later call for another state folder may
-# move them, unless someone set them since (then the variable is theirs).
-_OURS: dict[str, str] = {}
+# Variables this module set itself, with every value it has set: a later call for another state
+# folder may move them, unless someone set them to a value of their own since (then the variable is
+# theirs). Every value, not only the last: a test's monkeypatch (or a caller) that restores an earlier
+# value of ours must not make it look like the user's, or later state folders would share it.
+_OURS: dict[str, set[str]] = {}
 
 
 def _default(key: str, value: str) -> None:
-    if key not in os.environ or _OURS.get(key) == os.environ[key]:
+    if key not in os.environ or os.environ[key] in _OURS.get(key, set()):
         os.environ[key] = value
-        _OURS[key] = value
+        _OURS.setdefault(key, set()).add(value)
 
 
 def apply_defaults(home: str | os.PathLike[str] | None = None) -> Path:

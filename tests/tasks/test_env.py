@@ -53,6 +53,20 @@ def test_a_variable_set_after_ours_is_no_longer_ours(tmp_path: Path, clean_env: 
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
 
 
+def test_an_earlier_value_of_ours_restored_is_still_ours(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """A test that deletes the variable, lets apply_defaults set it for its own folder, and has
+    monkeypatch restore our earlier value afterwards: the restored value is still ours, so the next
+    state folder gets its own tracking database (the slow tier's pipeline tests shared one before)."""
+    import os
+
+    _env.apply_defaults(tmp_path / "h1")
+    first = os.environ["MLFLOW_TRACKING_URI"]
+    _env.apply_defaults(tmp_path / "h2")  # e.g. inside a test with the variable deleted beforehand
+    clean_env.setenv("MLFLOW_TRACKING_URI", first)  # monkeypatch's restore
+    _env.apply_defaults(tmp_path / "h3")
+    assert os.environ["MLFLOW_TRACKING_URI"] == _env.default_tracking_uri(tmp_path / "h3")
+
+
 def test_fail_point_is_a_test_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     fail_point("train")
     monkeypatch.setenv(FAIL_ENV, "judge, train")
