@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_pipeline_run_writes_logs_and_publishes_one_full_report(prefect_api, home: Path, toy_policy_dir: Path,
                                                                  tmp_path: Path) -> None:
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from arr_core.bench import browser
     from arr_core.bench.report import render_html
@@ -47,10 +47,13 @@ def test_pipeline_run_writes_logs_and_publishes_one_full_report(prefect_api, hom
     assert "evaluation/report.html" in [f.path for f in client().list_artifacts(run.info.run_id, "evaluation")]
     m = run.data.metrics
     assert m["geneval.paired_delta_lo"] <= m["geneval.paired_delta"] <= m["geneval.paired_delta_hi"]
-    # A Prefect artifact of the run points at it.
+    # A Prefect artifact of this flow run points at it (the session's Prefect server also holds
+    # other tests' pipeline runs, with artifacts of the same keys).
+    flow_run_id = run.data.tags["arr.prefect_flow_run_id"]
     with get_client(sync_client=True) as pc:
-        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=["arr-report-summary", "arr-report-mlflow"])))
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["arr-report-summary", "arr-report-mlflow"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     assert {a.key for a in arts} == {"arr-report-summary", "arr-report-mlflow"}
     md = next(a.data for a in arts if a.key == "arr-report-summary")
     assert str(report) in md and "paired, 95% CI" in md and "/runs/flow-run/" in md
