@@ -100,13 +100,11 @@ def _torchrun(recipe: Any, cfg: Any, run_dir: Path, rubric_set: Any, gpus: int, 
               ) -> tuple[str, str]:
     """Export the inputs next to the run and start the recipe's torchrun entry point; every rank reads
     the exported files (the DuckDB store stays closed on the workers)."""
-    import json
-
     inputs = Path(run_dir) / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
-    # json.dumps, not model_dump_json: that writes a non-finite float (lr: .inf) as null, which the ranks
-    # would refuse; Infinity/NaN round-trip, so the trainer sees the value it was given (exit 5, not 2)
-    (inputs / "train_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2), encoding="utf-8")
+    # Non-finite values round-trip (TrainConfig writes Infinity/NaN): the trainer sees the value it was
+    # given (lr: .inf → exit 5, not a config error).
+    (inputs / "train_config.json").write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
     rs_path = None
     if rubric_set is not None:
         rs_path = inputs / "rubric_set.json"

@@ -157,9 +157,7 @@ def plan_training(train_cfg: Any, rubric_set_json: str, vlm: Any, exchange: str)
     folder = Path(exchange) / train_key
     folder.mkdir(parents=True, exist_ok=True)
     cfg_path, rs_path = folder / "train_config.json", folder / "rubric_set.json"
-    # json.dumps, not model_dump_json: pydantic writes a non-finite float (lr: .inf) as null, and the
-    # training side should refuse the value itself (exit 5), not fail reading the config.
-    cfg_path.write_text(json.dumps(train_cfg.model_dump(mode="json"), indent=2), encoding="utf-8")
+    cfg_path.write_text(train_cfg.model_dump_json(indent=2), encoding="utf-8")
     rs_path.write_text(rs.to_json(), encoding="utf-8")
     return {"train_key": train_key, "policy_id": policy_id, "train_config_uri": str(cfg_path),
             "rubric_set_uri": str(rs_path), "out_dir": str(folder / "run"),

@@ -17,7 +17,10 @@ from arr_core.judge.config import JudgeSettings, OrderMode, RewardMapping
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Non-finite floats are written as JSON's Infinity/NaN (pydantic's default writes null): a config
+    # exported for the training side (torchrun ranks, the pipeline's exchange folder) loads back equal,
+    # so a value like ``lr: .inf`` is refused by the trainer's health check, not by the JSON reader.
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class PolicyConfig(_Strict):
