@@ -23,7 +23,6 @@ import asyncio
 import base64
 import io
 import math
-import threading
 import time
 from typing import Any
 
@@ -111,40 +110,3 @@ class HttpComponent(Component):
                     await asyncio.sleep(0.2 * 2 ** attempt)
         raise EndpointError(f"{where} failed: {last}")
 
-
-class ServedApp:
-    """Serve an ASGI ``app`` on ``host``:``port`` (a free port by default) in a background thread:
-    ``with ServedApp(app) as srv: srv.url``."""
-
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> None:
-        from arr_core.vlm.server import free_port
-
-        self.app, self.host = app, host
-        self.port = port or free_port(host)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> ServedApp:
-        import uvicorn
-
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"serve-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20.0
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"the server did not start on {self.host}:{self.port}")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)

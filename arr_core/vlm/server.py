@@ -205,46 +205,65 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class ServedVLM:
-    """Serve ``backend`` over HTTP in a background thread: ``with ServedVLM(SceneVLM()) as srv: srv.base_url``."""
+class ServedApp:
+    """Serve an ASGI ``app`` on ``host``:``port`` (a free port by default) in a background thread:
+    ``with ServedApp(app) as srv: srv.url``. Used for the VLM server, the reward service and reference
+    servers in tests and benchmarks."""
 
-    def __init__(self, backend: VLMBackend, faults: FaultConfig | None = None, *, host: str = "127.0.0.1",
-                 port: int | None = None, api_key: str | None = None) -> None:
-        self.host = host
+    name = "server"
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.app, self.host = app, host
         self.port = port or free_port(host)
-        self.app = create_app(backend, faults, api_key=api_key)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
-    @property
-    def stats(self) -> ServerStats:
-        return self.app.state.stats
-
-    def __enter__(self) -> ServedVLM:
+    def __enter__(self):  # returns the subclass instance
         import uvicorn
 
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"vlm-serve-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name=f"{self.name}-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20.0
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"the VLM server did not start on {self.host}:{self.port}")
+                raise RuntimeError(f"the {self.name} did not start on {self.host}:{self.port}")
             time.sleep(0.02)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.app.state.stop.set()  # release hung requests
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+
+
+class ServedVLM(ServedApp):
+    """Serve ``backend`` over HTTP in a background thread: ``with ServedVLM(SceneVLM()) as srv: srv.base_url``."""
+
+    name = "VLM server"
+
+    def __init__(self, backend: VLMBackend, faults: FaultConfig | None = None, *, host: str = "127.0.0.1",
+                 port: int | None = None, api_key: str | None = None) -> None:
+        super().__init__(create_app(backend, faults, api_key=api_key), host=host, port=port)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def stats(self) -> ServerStats:
+        return self.app.state.stats
+
+    def __exit__(self, *exc: Any) -> None:
+        self.app.state.stop.set()  # release hung requests
+        super().__exit__(*exc)
 
 
 def serve(backend: VLMBackend, faults: FaultConfig, *, host: str = "127.0.0.1", port: int = 8000,

@@ -12,7 +12,7 @@ from PIL import Image
 from reward_scenes import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 
 from arr_core.errors import EndpointError
-from arr_core.judge.http_reward import HttpComponent, ServedApp, check_scores_body
+from arr_core.judge.http_reward import HttpComponent, check_scores_body
 from arr_core.judge.hybrid import (
     CheckerComponent,
     HybridRewarder,
@@ -27,7 +27,7 @@ from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.rewards import scene_verdict
 from arr_core.sim.scene_vlm import SceneVLM
 from arr_core.vlm.client import VLMClient
-from arr_core.vlm.server import free_port
+from arr_core.vlm.server import ServedApp, free_port
 
 A, B = Image.new("RGB", (8, 8), (10, 0, 0)), Image.new("RGB", (8, 8), (0, 10, 0))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from arr_cli import main
-from arr_core.judge.http_reward import ServedApp
 from arr_core.rpo.config import HybridReward, RankJudgeReward, TrainConfig
+from arr_core.vlm.server import ServedApp
 
 RUBRICS_TEXT = ("Rubric 1:\nTheme: Counts\n- Tip: Each object appears exactly the number of times the caption "
                 "states.\n\nRubric 2:\nTheme: Colour\n- Tip: Object colours match the colours named in the caption.\n")

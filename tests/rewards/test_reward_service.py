@@ -20,11 +20,10 @@ import torch
 from reward_scenes import render_pair as _renders  # tests/rewards is on sys.path (pytest prepend mode)
 from reward_scenes import service_app
 
-from arr_core.judge.http_reward import ServedApp
 from arr_core.judge.http_reward import png_b64 as _b64
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.scene_vlm import SceneVLM
-from arr_core.vlm.server import FaultConfig, ServedVLM, free_port
+from arr_core.vlm.server import FaultConfig, ServedApp, ServedVLM, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RUBRICS = RubricSet.from_text(

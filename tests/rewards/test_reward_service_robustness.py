@@ -17,11 +17,10 @@ import httpx
 import pytest
 from reward_scenes import render_pair, service_app  # tests/rewards is on sys.path (pytest prepend mode)
 
-from arr_core.judge.http_reward import ServedApp
 from arr_core.judge.http_reward import png_b64 as _b64
 from arr_core.rubrics.rubric_set import RubricSet
 from arr_core.sim.scene_vlm import SceneVLM
-from arr_core.vlm.server import FaultConfig, ServedVLM, free_port
+from arr_core.vlm.server import FaultConfig, ServedApp, ServedVLM, free_port
 
 RUBRICS = RubricSet.from_text(
     "Rubric 1:\nTheme: Counts\n- Tip: Each object appears exactly the number of times the caption states.\n")
